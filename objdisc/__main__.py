@@ -1,0 +1,5 @@
+"""``python -m objdisc``."""
+
+from objdisc.cli import main
+
+main()

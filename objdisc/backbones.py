@@ -1,0 +1,169 @@
+"""The backbone table and model construction.
+
+One frozen :class:`BackboneSpec` per backbone in :data:`BACKBONES`, keyed by short names,
+plus :data:`ALIASES`. Everything else about a backbone (mean/std, licence, hub id) is read
+from timm's own pretrained config, never retyped here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+
+from objdisc.weights import WeightsInfo, load_weights_file, resolve_hub_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone.
+
+    Attributes:
+        name: objdisc's short name, e.g. ``dinov2_reg_vits14``.
+        timm_name: timm model name with pretrained tag, e.g.
+            ``vit_small_patch14_reg4_dinov2.lvd142m``.
+        family: ``dino``, ``dinov2`` or ``dinov2_reg``.
+        patch_size: patch side in pixels.
+        num_registers: register tokens besides CLS (0 for no-register models).
+        params_m: parameter count of the trunk (no head), millions.
+    """
+
+    name: str
+    timm_name: str
+    family: str
+    patch_size: int
+    num_registers: int
+    params_m: float
+
+    @property
+    def pretrained_cfg(self) -> Any:
+        """timm's ``PretrainedCfg`` for :attr:`timm_name` (mean/std, licence, hub id, url)."""
+        cfg = get_pretrained_cfg(self.timm_name)
+        if cfg is None:
+            raise KeyError(f"timm {timm.__version__} has no pretrained config {self.timm_name!r}")
+        return cfg
+
+    @property
+    def license(self) -> str:
+        """Licence of the pretrained weights, as timm records it."""
+        return str(self.pretrained_cfg.license or "unknown")
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        """RGB normalisation mean (on images scaled to [0, 1])."""
+        return tuple(float(v) for v in self.pretrained_cfg.mean)  # type: ignore[return-value]
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        """RGB normalisation std (on images scaled to [0, 1])."""
+        return tuple(float(v) for v in self.pretrained_cfg.std)  # type: ignore[return-value]
+
+
+def _spec(name: str, timm_name: str, family: str, patch: int, regs: int, params: float) -> BackboneSpec:
+    return BackboneSpec(name, timm_name, family, patch, regs, params)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    s.name: s
+    for s in [
+        _spec("dino_vits16", "vit_small_patch16_224.dino", "dino", 16, 0, 21.67),
+        _spec("dino_vits8", "vit_small_patch8_224.dino", "dino", 8, 0, 21.67),
+        _spec("dino_vitb16", "vit_base_patch16_224.dino", "dino", 16, 0, 85.80),
+        _spec("dino_vitb8", "vit_base_patch8_224.dino", "dino", 8, 0, 85.81),
+        _spec("dinov2_vits14", "vit_small_patch14_dinov2.lvd142m", "dinov2", 14, 0, 22.06),
+        _spec("dinov2_vitb14", "vit_base_patch14_dinov2.lvd142m", "dinov2", 14, 0, 86.58),
+        _spec("dinov2_vitl14", "vit_large_patch14_dinov2.lvd142m", "dinov2", 14, 0, 304.37),
+        _spec("dinov2_vitg14", "vit_giant_patch14_dinov2.lvd142m", "dinov2", 14, 0, 1136.48),
+        _spec("dinov2_reg_vits14", "vit_small_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 22.06),
+        _spec("dinov2_reg_vitb14", "vit_base_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 86.58),
+        _spec("dinov2_reg_vitl14", "vit_large_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 304.37),
+        _spec("dinov2_reg_vitg14", "vit_giant_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 1136.48),
+    ]
+}
+
+ALIASES: dict[str, str] = {
+    "dino": "dino_vits16",
+    "dinov2": "dinov2_vits14",
+    "dinov2_reg": "dinov2_reg_vits14",
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Look a backbone up by name or alias; unknown names list the known ones."""
+    key = ALIASES.get(name, name)
+    if key not in BACKBONES:
+        known = ", ".join([*BACKBONES, *ALIASES])
+        raise KeyError(f"unknown backbone {name!r}; known: {known}")
+    return BACKBONES[key]
+
+
+@dataclass
+class Backbone:
+    """A built model with what produced it.
+
+    Attributes:
+        spec: the table entry.
+        model: the timm ``VisionTransformer`` in eval mode, no classifier head.
+        weights: where the weights came from and their sha256.
+    """
+
+    spec: BackboneSpec
+    model: torch.nn.Module
+    weights: WeightsInfo
+
+    @property
+    def patch_size(self) -> int:
+        """Patch side in pixels, read off the model."""
+        return int(self.model.patch_embed.patch_size[0])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS + register tokens, read off the model."""
+        return int(self.model.num_prefix_tokens)
+
+
+def build_model(spec: BackboneSpec, **model_kwargs: Any) -> torch.nn.Module:
+    """Random-init timm model for ``spec``: no head, ``dynamic_img_size=True``.
+
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=2`` in tests).
+    """
+    kwargs: dict[str, Any] = {"num_classes": 0, "dynamic_img_size": True, **model_kwargs}
+    return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+
+
+def create_backbone(
+    name: str,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    **model_kwargs: Any,
+) -> Backbone:
+    """Build a backbone and load its weights.
+
+    Args:
+        name: backbone name or alias (see :data:`BACKBONES`, :data:`ALIASES`).
+        weights: local ``.safetensors`` / ``.pth`` file, in timm's layout or the upstream
+            DINO / DINOv2 release layout. ``None``: timm's pretrained weights from the
+            Hugging Face hub cache, downloaded on first use.
+        device: where the model lives.
+        model_kwargs: extra ``timm.create_model`` arguments.
+
+    Returns:
+        The :class:`Backbone`, in eval mode with gradients off.
+    """
+    spec = get_spec(name)
+    model = build_model(spec, **model_kwargs)
+    if weights is None:
+        path, source = resolve_hub_weights(spec.pretrained_cfg)
+    else:
+        path, source = Path(weights).expanduser(), "local"
+    info = load_weights_file(model, path, source)
+    model.eval().requires_grad_(False).to(device)
+    logger.info("built %s (%s) with weights %s sha256=%s", spec.name, spec.timm_name, info.path, info.sha256)
+    return Backbone(spec, model, info)

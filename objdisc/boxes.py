@@ -1,0 +1,46 @@
+"""Box conventions and IoU.
+
+objdisc boxes are ``(x1, y1, x2, y2)`` in absolute pixels, x2/y2 exclusive (a box covering a
+whole ``W x H`` image is ``(0, 0, W, H)``). COCO files use ``[x, y, w, h]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def xyxy_to_xywh(box: Sequence[float]) -> list[float]:
+    """``(x1, y1, x2, y2)`` -> ``[x, y, w, h]`` (pixels)."""
+    x1, y1, x2, y2 = box
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def xywh_to_xyxy(box: Sequence[float]) -> list[float]:
+    """``[x, y, w, h]`` -> ``[x1, y1, x2, y2]`` (pixels)."""
+    x, y, w, h = box
+    return [x, y, x + w, y + h]
+
+
+def iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box against many.
+
+    Args:
+        box: ``(x1, y1, x2, y2)`` pixels.
+        boxes: ``(M, 4)`` array of ``(x1, y1, x2, y2)`` pixels; ``M`` may be 0.
+
+    Returns:
+        ``(M,)`` float64 IoU values in ``[0, 1]``; a pair whose union is empty scores 0.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    iw = np.clip(np.minimum(x2, boxes[:, 2]) - np.maximum(x1, boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(y2, boxes[:, 3]) - np.maximum(y1, boxes[:, 1]), 0, None)
+    inter = iw * ih
+    area_a = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+    area_b = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    union = area_a + area_b - inter
+    out = np.zeros(len(boxes), dtype=np.float64)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out

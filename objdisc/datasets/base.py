@@ -1,0 +1,80 @@
+"""What every dataset yields: image records with optional ground truth."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file is missing or malformed; the message names the path."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image to process.
+
+    Attributes:
+        image_id: integer id used in the COCO files.
+        path: the image file.
+        file_name: name written to ``gt.json`` (relative to the dataset's image folder).
+        gt_boxes: ``(M, 4)`` int64 ``(x1, y1, x2, y2)`` pixels; ``None`` for datasets without
+            ground truth.
+        width: annotated width in pixels, or ``None`` when unknown before decoding.
+        height: annotated height in pixels, or ``None``.
+        error: why this image cannot be evaluated (e.g. a malformed annotation); the run
+            lists it as skipped and counts it as a miss instead of crashing.
+    """
+
+    image_id: int
+    path: Path
+    file_name: str
+    gt_boxes: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Dataset:
+    """An ordered list of records.
+
+    Attributes:
+        name: dataset kind and split, e.g. ``voc07/trainval``.
+        image_root: folder the records' ``file_name`` is relative to.
+        records: images in processing order.
+        has_gt: whether CorLoc can be computed.
+        excluded: images left out by an option (e.g. ``--no-hard``), with the reason; they
+            are not counted in CorLoc, as in LOST.
+    """
+
+    name: str
+    image_root: Path
+    records: list[ImageRecord]
+    has_gt: bool
+    excluded: list[dict[str, object]] = field(default_factory=list)
+
+
+def no_boxes() -> np.ndarray:
+    """An empty ``(0, 4)`` int64 box array."""
+    return np.zeros((0, 4), dtype=np.int64)
+
+
+def require(path: Path, what: str) -> Path:
+    """Return ``path`` if it exists, else raise a :class:`DatasetError` saying what belongs there."""
+    if not path.exists():
+        raise DatasetError(f"{path}: not found; expected {what} there")
+    return path
+
+
+def resolve_data_root(data_root: str | Path | None) -> Path:
+    """``--data-root`` or ``$OBJDISC_DATA_ROOT``, expanded; an error when neither is set."""
+    value = data_root if data_root is not None else os.environ.get("OBJDISC_DATA_ROOT")
+    if not value:
+        raise DatasetError("no data root: pass --data-root DIR or set OBJDISC_DATA_ROOT")
+    return Path(value).expanduser()

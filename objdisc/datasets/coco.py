@@ -1,0 +1,103 @@
+"""COCO-format datasets: any instances json + image folder, and LOST's COCO20k.
+
+Ground truth as in LOST: ``iscrowd`` annotations dropped, ``[x, y, w, h]`` turned into
+``(x1, y1, x2, y2)`` and rounded to int with Python's ``round``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, no_boxes, require
+
+COCO20K_LIST = "coco_20k_filenames.txt"
+COCO20K_SEL = "instances_train2014_sel20k.json"
+
+
+def read_coco_json(path: Path) -> dict[str, Any]:
+    """Read a COCO instances file; errors name the file."""
+    require(path, "a COCO instances json")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable COCO json ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
+    return data
+
+
+def gt_boxes_by_image(data: dict[str, Any], image_ids: set[int] | None = None) -> dict[int, np.ndarray]:
+    """Non-crowd ground-truth boxes ``(M, 4)`` int64 xyxy per image id, in one pass."""
+    lists: dict[int, list[list[int]]] = {}
+    for ann in data.get("annotations", []):
+        image_id = int(ann["image_id"])
+        if ann.get("iscrowd", 0) == 1 or (image_ids is not None and image_id not in image_ids):
+            continue
+        x, y, w, h = ann["bbox"]
+        lists.setdefault(image_id, []).append([round(v) for v in (x, y, x + w, y + h)])
+    return {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
+
+
+def _record(entry: dict[str, Any], image_root: Path, boxes: dict[int, np.ndarray]) -> ImageRecord:
+    image_id = int(entry["id"])
+    name = str(entry["file_name"])
+    box = boxes.get(image_id, no_boxes())
+    return ImageRecord(image_id, image_root / name, name, box, entry.get("width"), entry.get("height"))
+
+
+def load_coco(images: Path, annotations: Path) -> Dataset:
+    """Every image of a COCO instances file, in file order, read from ``images``."""
+    require(images, "the image folder of the COCO annotations")
+    data = read_coco_json(annotations)
+    boxes = gt_boxes_by_image(data)
+    records, seen = [], set()
+    for entry in data["images"]:
+        if int(entry["id"]) not in seen:  # a duplicated image entry is evaluated once
+            seen.add(int(entry["id"]))
+            records.append(_record(entry, images, boxes))
+    return Dataset(f"coco/{annotations.stem}", images, records, has_gt=True)
+
+
+def coco20k_image_id(line: str) -> int:
+    """``train2014/COCO_train2014_000000000009.jpg`` -> ``9``."""
+    return int(Path(line).stem.rsplit("_", 1)[-1])
+
+
+def load_coco20k(data_root: Path) -> Dataset:
+    """LOST's COCO20k: the listed train2014 images in list order.
+
+    Uses ``COCO/annotations/instances_train2014_sel20k.json`` when present (LOST's selected
+    file), else the full ``instances_train2014.json``.
+    """
+    coco = require(data_root / "COCO", "the COCO folder (COCO/images/train2014, COCO/annotations)")
+    images = require(coco / "images" / "train2014", "the COCO train2014 images")
+    list_file = require(coco / COCO20K_LIST, "LOST's COCO20k list (19,817 lines train2014/COCO_train2014_*.jpg)")
+    selected = coco / "annotations" / COCO20K_SEL
+    annotations = selected if selected.exists() else coco / "annotations" / "instances_train2014.json"
+    require(annotations, "the COCO 2014 instances annotations (instances_train2014.json)")
+    lines = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise DatasetError(f"{list_file}: the list names no images")
+    try:
+        wanted = [coco20k_image_id(line) for line in lines]
+    except ValueError as exc:
+        raise DatasetError(f"{list_file}: a line is not train2014/COCO_train2014_<id>.jpg ({exc})") from exc
+    data = read_coco_json(annotations)
+    by_id = {int(entry["id"]): entry for entry in data["images"]}
+    boxes = gt_boxes_by_image(data, set(wanted))
+    records, seen = [], set()
+    for image_id, line in zip(wanted, lines, strict=True):
+        if image_id in seen:
+            continue
+        seen.add(image_id)
+        if image_id in by_id:
+            records.append(_record(by_id[image_id], images, boxes))
+        else:
+            name = Path(line).name
+            error = f"{annotations}: no image entry for id {image_id}"
+            records.append(ImageRecord(image_id, images / name, name, no_boxes(), error=error))
+    return Dataset("coco20k/train2014", images, records, has_gt=True)

@@ -1,0 +1,95 @@
+"""PASCAL VOC 2007 / 2012 (LOST's ground-truth convention).
+
+Layout under the data root: ``VOCdevkit/VOC2007|VOC2012/{JPEGImages, Annotations,
+ImageSets/Main/<split>.txt}``. Every object is ground truth, difficult and truncated
+included; ``xmin - 1`` and ``ymin - 1`` turn the 1-based inclusive XML boxes into pixel
+coordinates with exclusive ends. With ``no_hard`` difficult and truncated objects are dropped
+and images left with none are excluded.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, no_boxes, require
+
+YEARS = {"voc07": "2007", "voc12": "2012"}
+
+
+def voc_image_id(stem: str) -> int:
+    """VOC image id: ``"2008_000123"`` -> ``2008000123``, ``"000005"`` -> ``5``."""
+    return int(stem.replace("_", ""))
+
+
+def parse_voc_xml(path: Path, no_hard: bool = False) -> tuple[np.ndarray, int | None, int | None]:
+    """Ground-truth boxes and size from one VOC annotation file.
+
+    Returns:
+        ``(boxes (M, 4) int64 xyxy pixels, width, height)``.
+
+    Raises:
+        DatasetError: naming the file when it is missing or malformed.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise DatasetError(f"{path}: cannot read VOC annotation ({exc})") from exc
+    boxes = []
+    for obj in root.iter("object"):
+        if no_hard and (obj.findtext("difficult", "0").strip() == "1" or obj.findtext("truncated", "0").strip() == "1"):
+            continue
+        bndbox = obj.find("bndbox")
+        try:
+            coords = [int(float(bndbox.findtext(tag))) for tag in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[union-attr, arg-type]
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{path}: object without a valid bndbox ({exc})") from exc
+        coords[0] -= 1
+        coords[1] -= 1
+        boxes.append(coords)
+    width = _int_or_none(root.findtext("size/width"))
+    height = _int_or_none(root.findtext("size/height"))
+    return (np.asarray(boxes, dtype=np.int64).reshape(-1, 4) if boxes else no_boxes()), width, height
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(float(text)) if text is not None else None
+    except ValueError:
+        return None
+
+
+def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool = False) -> Dataset:
+    """VOC07 or VOC12 records in split-file order.
+
+    Args:
+        data_root: folder holding ``VOCdevkit``.
+        kind: ``voc07`` or ``voc12``.
+        split: image set name under ``ImageSets/Main``.
+        no_hard: drop difficult / truncated objects, exclude images left with none.
+    """
+    year = YEARS[kind]
+    base = require(data_root / "VOCdevkit" / f"VOC{year}", f"the VOC{year} devkit folder (VOCdevkit/VOC{year})")
+    images = require(base / "JPEGImages", f"the VOC{year} JPEG images")
+    annotations = require(base / "Annotations", f"the VOC{year} XML annotations")
+    split_file = require(base / "ImageSets" / "Main" / f"{split}.txt", f"the VOC{year} '{split}' image list")
+    stems = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    if not stems:
+        raise DatasetError(f"{split_file}: the split file lists no images")
+    records: list[ImageRecord] = []
+    excluded: list[dict[str, object]] = []
+    for stem in stems:
+        image_id = voc_image_id(stem)
+        path = images / f"{stem}.jpg"
+        try:
+            boxes, width, height = parse_voc_xml(annotations / f"{stem}.xml", no_hard)
+        except DatasetError as exc:
+            records.append(ImageRecord(image_id, path, path.name, no_boxes(), error=str(exc)))
+            continue
+        if no_hard and len(boxes) == 0:
+            excluded.append({"image_id": image_id, "file_name": path.name, "reason": "no object left by --no-hard"})
+            continue
+        records.append(ImageRecord(image_id, path, path.name, boxes, width, height))
+    return Dataset(f"{kind}/{split}", images, records, has_gt=True, excluded=excluded)

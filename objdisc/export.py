@@ -1,0 +1,69 @@
+"""COCO-format files in and out, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from objdisc.boxes import xyxy_to_xywh
+from objdisc.datasets import ImageRecord
+
+CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def coco_predictions(boxes: dict[int, tuple[int, int, int, int]], score: float = 1.0) -> list[dict[str, Any]]:
+    """COCO results: one class-agnostic ``[x, y, w, h]`` box per image id (category 1)."""
+    return [
+        {"image_id": image_id, "category_id": CATEGORY["id"], "bbox": xyxy_to_xywh(box), "score": score}
+        for image_id, box in boxes.items()
+    ]
+
+
+def coco_ground_truth(
+    records: Iterable[ImageRecord], sizes: dict[int, tuple[int, int]], info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """COCO ground truth of the evaluated images, one class-agnostic category.
+
+    Args:
+        records: the images, in order; those with ``gt_boxes`` get annotations.
+        sizes: decoded ``(H, W)`` per image id; images never decoded fall back to the
+            annotated size (0 when unknown).
+        info: written as the file's ``info``.
+    """
+    images, annotations = [], []
+    for record in records:
+        height, width = sizes.get(record.image_id, (record.height or 0, record.width or 0))
+        images.append({"id": record.image_id, "file_name": record.file_name, "width": width, "height": height})
+        for box in record.gt_boxes if record.gt_boxes is not None else []:
+            x, y, w, h = (int(v) for v in xyxy_to_xywh(box))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": record.image_id,
+                    "category_id": CATEGORY["id"],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    return {"info": info or {}, "images": images, "annotations": annotations, "categories": [CATEGORY]}
