@@ -90,7 +90,11 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -
     module = importlib.import_module(type(model).__module__)
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
     if filter_fn is not None:
-        state = filter_fn(dict(state), model)
+        try:
+            state = filter_fn(dict(state), model)
+        except Exception as exc:  # a file for another architecture can break the filter's resizing
+            # Keep the file's own keys: the strict check below then names what does not fit.
+            logger.debug("timm's checkpoint filter failed (%s); comparing the raw keys", exc)
     # objdisc builds models without a classifier head: a head in the file is not an error.
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
@@ -128,12 +132,19 @@ def _short(items: list[str], limit: int = 8) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def resolve_hub_weights(pretrained_cfg: Any) -> tuple[Path, str]:
+def resolve_hub_weights(
+    pretrained_cfg: Any, endpoint: str | None = None, cache_dir: str | Path | None = None
+) -> tuple[Path, str]:
     """Path of timm's pretrained weights in the Hugging Face hub cache, downloading on first use.
 
     Follows timm: ``model.safetensors`` from the config's ``hf_hub_id``, falling back to
     ``pytorch_model.bin``. The endpoint is ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE=1`` uses the
     cache only, as for any Hugging Face download.
+
+    Args:
+        pretrained_cfg: timm's ``PretrainedCfg`` of the model.
+        endpoint: hub URL; ``None``: ``HF_ENDPOINT`` or huggingface.co.
+        cache_dir: hub cache; ``None``: ``HF_HUB_CACHE`` or ``~/.cache/huggingface/hub``.
 
     Returns:
         ``(path, "hf-hub:<repo id>")``.
@@ -145,7 +156,12 @@ def resolve_hub_weights(pretrained_cfg: Any) -> tuple[Path, str]:
     repo_id = pretrained_cfg.hf_hub_id
     if not repo_id:
         raise WeightsError(f"timm has no hub weights for {pretrained_cfg.architecture}; pass --weights PATH")
-    kwargs: dict[str, Any] = {"library_name": "timm", "library_version": timm.__version__}
+    kwargs: dict[str, Any] = {
+        "library_name": "timm",
+        "library_version": timm.__version__,
+        "endpoint": endpoint,
+        "cache_dir": cache_dir,
+    }
     try:
         path = hf_hub_download(repo_id, "model.safetensors", **kwargs)
     except EntryNotFoundError as first:

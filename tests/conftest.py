@@ -1,0 +1,133 @@
+"""Shared fixtures: random-init weights files and synthetic datasets in their real formats.
+
+Nothing here downloads: models are built with ``pretrained=False`` and saved to a temp dir,
+datasets are written by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from objdisc.backbones import build_model, get_spec
+
+# Image sizes (H, W) that are not patch multiples, two sharing a padded size for p=14 and p=16.
+SIZES = [(75, 100), (70, 98), (100, 75), (61, 83)]
+
+
+def write_image(path: Path, hw: tuple[int, int], box: tuple[int, int, int, int], seed: int = 0) -> None:
+    """A noisy dark JPEG/PNG with a bright textured object inside ``box`` (x1, y1, x2, y2)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, size=(*hw, 3), dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = rng.integers(150, 255, size=(y2 - y1, x2 - x1, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``weights_file(name)``: a random-init timm-layout .safetensors for a backbone, made once."""
+    made: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in made:
+            torch.manual_seed(0)
+            model = build_model(get_spec(name))
+            path = tmp_path_factory.mktemp("weights") / f"{get_spec(name).name}.safetensors"
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+            made[name] = path
+        return made[name]
+
+    return make
+
+
+def voc_xml(stem: str, hw: tuple[int, int], objects: list[dict]) -> str:
+    """A VOC annotation; each object: name, box (1-based inclusive xyxy), difficult, truncated."""
+    parts = [f"<annotation><filename>{stem}.jpg</filename>"]
+    parts.append(f"<size><width>{hw[1]}</width><height>{hw[0]}</height><depth>3</depth></size>")
+    for obj in objects:
+        x1, y1, x2, y2 = obj["box"]
+        parts.append(
+            f"<object><name>{obj.get('name', 'cat')}</name><pose>Unspecified</pose>"
+            f"<truncated>{obj.get('truncated', 0)}</truncated><difficult>{obj.get('difficult', 0)}</difficult>"
+            f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
+    parts.append("</annotation>")
+    return "".join(parts)
+
+
+def make_voc(root: Path, year: str = "2007", stems: list[str] | None = None) -> dict[str, list[dict]]:
+    """A VOCdevkit/VOC<year> tree under ``root``; returns the objects written per stem."""
+    stems = stems or (
+        ["000005", "000007", "000009", "000012"]
+        if year == "2007"
+        else ["2008_000002", "2008_000003", "2009_000001", "2010_000005"]
+    )
+    base = root / "VOCdevkit" / f"VOC{year}"
+    (base / "Annotations").mkdir(parents=True)
+    (base / "ImageSets" / "Main").mkdir(parents=True)
+    written = {}
+    for i, (stem, hw) in enumerate(zip(stems, SIZES, strict=True)):
+        h, w = hw
+        box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+        write_image(base / "JPEGImages" / f"{stem}.jpg", hw, box, seed=i)
+        objects = [{"box": (box[0] + 1, box[1] + 1, box[2], box[3])}]
+        if i == 1:
+            objects.append({"box": (1, 1, 10, 10), "difficult": 1})
+        if i == 2:
+            objects = [{"box": (1, 1, 20, 20), "truncated": 1}]
+        (base / "Annotations" / f"{stem}.xml").write_text(voc_xml(stem, hw, objects))
+        written[stem] = objects
+    (base / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(stems) + "\n")
+    return written
+
+
+def coco_instances(entries: list[tuple[int, str, tuple[int, int]]], boxes: dict[int, list]) -> dict:
+    """A COCO instances dict; ``boxes[id]`` holds ``(xywh, iscrowd)`` pairs."""
+    images = [{"id": i, "file_name": name, "height": hw[0], "width": hw[1]} for i, name, hw in entries]
+    annotations = []
+    for image_id, items in boxes.items():
+        for xywh, crowd in items:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 18,
+                    "bbox": list(xywh),
+                    "area": xywh[2] * xywh[3],
+                    "iscrowd": crowd,
+                }
+            )
+    return {"images": images, "annotations": annotations, "categories": [{"id": 18, "name": "dog"}]}
+
+
+def make_coco(folder: Path, ids: list[int], name_fmt: str = "{:012d}.jpg") -> tuple[Path, Path, dict]:
+    """Images + instances json (one crowd box on the first image). Returns (images, json, data)."""
+    images = folder / "images"
+    entries, boxes = [], {}
+    for i, (image_id, hw) in enumerate(zip(ids, SIZES, strict=False)):
+        h, w = hw
+        name = name_fmt.format(image_id)
+        box = (w // 5, h // 5, 4 * w // 5, 4 * h // 5)
+        write_image(images / name, hw, box, seed=10 + i)
+        entries.append((image_id, name, hw))
+        boxes[image_id] = [((box[0] + 0.4, box[1] + 0.6, box[2] - box[0] + 0.5, box[3] - box[1]), 0)]
+        if i == 0:
+            boxes[image_id].append(((0, 0, w, h), 1))
+    data = coco_instances(entries, boxes)
+    annotations = folder / "instances.json"
+    annotations.write_text(json.dumps(data))
+    return images, annotations, data

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from objdisc.backbones import ALIASES, BACKBONES, build_model, create_backbone, get_spec
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_registered_backbone_matches_its_table_row(name: str):
+    spec = BACKBONES[name]
+    with torch.device("meta"):  # structure only: no memory for the giant ones
+        model = build_model(spec)
+    assert model.patch_embed.patch_size == (spec.patch_size, spec.patch_size)
+    assert model.num_prefix_tokens == 1 + spec.num_registers
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == spec.params_m
+    assert model.dynamic_img_size and model.num_classes == 0
+    cfg = spec.pretrained_cfg
+    assert cfg.hf_hub_id == f"timm/{spec.timm_name}"
+    assert spec.license and len(spec.mean) == 3 and len(spec.std) == 3
+
+
+@pytest.mark.parametrize(
+    ("alias", "target"), [("dino", "dino_vits16"), ("dinov2", "dinov2_vits14"), ("dinov2_reg", "dinov2_reg_vits14")]
+)
+def test_aliases(alias: str, target: str):
+    assert ALIASES[alias] == target and get_spec(alias) is BACKBONES[target]
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(KeyError, match="dinov2_reg_vits14"):
+        get_spec("dinov3")
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_backbone_loads_a_local_file_and_gives_keys(name: str, tmp_path):
+    # depth=1 keeps the giant ones small; the layout of every weight is the real one.
+    from safetensors.torch import save_file
+
+    spec = BACKBONES[name]
+    source = build_model(spec, depth=1)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    backbone = create_backbone(name, tmp_path / "w.safetensors", depth=1)
+    for key, value in source.state_dict().items():
+        assert torch.equal(backbone.model.state_dict()[key], value), key
+    assert backbone.weights.source == "local" and len(backbone.weights.sha256) == 64
+    assert not backbone.model.training
+    assert backbone.patch_size == spec.patch_size

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from objdisc.metrics import CorLoc
+
+
+def test_corloc_counts_hits_misses_and_skips():
+    metric = CorLoc()
+    gt = np.array([[0, 0, 10, 10], [20, 20, 40, 40]])
+    assert metric.update(1, (0, 0, 10, 10), gt) == pytest.approx(1.0)
+    assert metric.update(2, (20, 20, 30, 40), gt) == pytest.approx(0.5)  # exactly 0.5 is a hit
+    assert metric.update(3, (0, 0, 10, 4.9), gt) < 0.5
+    assert metric.update(4, (0, 0, 10, 10), np.zeros((0, 4))) == 0.0  # no GT: a miss
+    metric.skip(5)
+    result = metric.compute()
+    assert (result.n_images, result.n_hits, result.n_skipped) == (5, 2, 1)
+    assert result.corloc == pytest.approx(40.0)
+
+
+def test_skip_never_inflates_and_reset_forgets():
+    metric = CorLoc()
+    metric.update(1, (0, 0, 10, 10), np.array([[0, 0, 10, 10]]))
+    metric.skip(2)
+    assert metric.compute().corloc == pytest.approx(50.0)
+    metric.reset()
+    assert metric.compute().n_images == 0 and metric.compute().corloc == 0.0

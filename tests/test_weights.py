@@ -1,0 +1,199 @@
+"""Local weights in timm's and the upstream layouts, errors, and the hub download path."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from objdisc.backbones import build_model, create_backbone, get_spec
+from objdisc.keys import KeyExtractor
+from objdisc.weights import WeightsError, resolve_hub_weights
+
+
+def keys_of(backbone_model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with KeyExtractor(backbone_model) as extractor, torch.no_grad():
+        return extractor(x)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_timm_layout_files_load_exactly(tmp_path: Path, suffix: str):
+    source = build_model(get_spec("dinov2_reg"), depth=2)
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pth":
+        torch.save(source.state_dict(), path)
+    else:
+        save_file(source.state_dict(), str(path))
+    backbone = create_backbone("dinov2_reg", path, depth=2)
+    for key, value in source.state_dict().items():
+        assert torch.equal(backbone.model.state_dict()[key], value)
+    assert backbone.weights.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert backbone.weights.path == str(path)
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_reg_vits14", "dinov2_reg_vitg14"])
+def test_upstream_dinov2_layout_is_converted(tmp_path: Path, name: str):
+    torch.manual_seed(0)
+    source = build_model(get_spec(name), depth=1)
+    state = source.state_dict()
+    upstream = {}
+    giant = "giant" in get_spec(name).timm_name
+    for key, value in state.items():
+        if giant:  # upstream ViT-g names its SwiGLU layers w12 / w3
+            key = key.replace("mlp.fc1", "mlp.w12").replace("mlp.fc2", "mlp.w3")
+        upstream[key] = value.clone()
+    upstream["mask_token"] = torch.zeros(1, state["cls_token"].shape[-1])
+    if "reg_token" in upstream:
+        pos0 = torch.randn(1, 1, state["cls_token"].shape[-1])
+        upstream["register_tokens"] = upstream.pop("reg_token")
+        upstream["cls_token"] = state["cls_token"] - pos0
+        upstream["pos_embed"] = torch.cat([pos0, state["pos_embed"]], dim=1)
+    assert set(upstream) != set(state)
+    torch.save(upstream, tmp_path / "dinov2_pretrain.pth")
+    backbone = create_backbone(name, tmp_path / "dinov2_pretrain.pth", depth=1)
+    x = torch.randn(1, 3, 28, 42)
+    torch.testing.assert_close(keys_of(backbone.model, x), keys_of(source.eval(), x), rtol=1e-5, atol=1e-5)
+
+
+def test_dino_training_checkpoint_is_unwrapped(tmp_path: Path):
+    source = build_model(get_spec("dino"), depth=1)
+    teacher = {f"module.backbone.{k}": v for k, v in source.state_dict().items()}
+    teacher["module.head.mlp.0.weight"] = torch.zeros(4, 4)
+    torch.save({"teacher": teacher, "epoch": 100}, tmp_path / "checkpoint.pth")
+    backbone = create_backbone("dino", tmp_path / "checkpoint.pth", depth=1)
+    assert torch.equal(backbone.model.pos_embed, source.pos_embed)
+
+
+def test_a_file_that_fits_neither_layout_names_the_keys(tmp_path: Path):
+    save_file(build_model(get_spec("dinov2_reg"), depth=1).state_dict(), str(tmp_path / "reg.safetensors"))
+    with pytest.raises(WeightsError) as info:
+        create_backbone("dino", tmp_path / "reg.safetensors", depth=1)
+    message = str(info.value)
+    assert "reg.safetensors" in message
+    assert "unexpected keys: " in message and "reg_token" in message
+    assert "blocks.0.ls1.gamma" in message
+    assert "mis-shaped: " in message and "patch_embed.proj.weight" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.pth", None, "not found"),
+        ("garbage.safetensors", b"\x00\x01garbage", "cannot read weights"),
+        ("garbage.pth", b"not a pickle", "cannot read weights"),
+        ("weights.npz", b"", "unsupported weights extension"),
+    ],
+)
+def test_unreadable_files_are_named(tmp_path: Path, name: str, content: bytes | None, message: str):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(WeightsError, match=message) as info:
+        create_backbone("dino", path, depth=1)
+    assert str(path) in str(info.value)
+
+
+class _HubHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``/<org>/<repo>/resolve/<rev>/<file>`` like the Hugging Face hub does."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+    requests: ClassVar[list[str]] = []
+
+    def _lookup(self) -> bytes | None:
+        self.requests.append(f"{self.command} {self.path}")
+        return self.files.get(self.path.split("?")[0])
+
+    def _headers(self, body: bytes) -> None:
+        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        body = self._lookup()
+        if body is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self._headers(body)
+
+    def do_GET(self) -> None:
+        body = self._lookup()
+        if body is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self._headers(body)
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_HubHandler]]]:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    handler = type("Handler", (_HubHandler,), {"files": {}, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_hub_weights_download_once_into_the_cache(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    endpoint, handler = hub
+    spec = get_spec("dinov2_reg")
+    source = build_model(spec, depth=1)
+    save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
+    body = (tmp_path / "model.safetensors").read_bytes()
+    handler.files[f"/timm/{spec.timm_name}/resolve/main/model.safetensors"] = body
+    cache = tmp_path / "hub-cache"
+
+    path, source_name = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=cache)
+    assert source_name == f"hf-hub:timm/{spec.timm_name}"
+    assert path.read_bytes() == body and cache in path.parents
+    assert any(
+        r.startswith("GET /timm/vit_small_patch14_reg4_dinov2.lvd142m/resolve/main/model.safetensors")
+        for r in handler.requests
+    )
+
+    # Second time, offline: served from the cache, nothing requested.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    handler.requests.clear()
+    again, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=cache)
+    assert again.read_bytes() == body and handler.requests == []
+
+
+def test_hub_falls_back_to_pytorch_model_bin(hub, tmp_path: Path):
+    endpoint, handler = hub
+    spec = get_spec("dino")
+    torch.save(build_model(spec, depth=1).state_dict(), tmp_path / "pytorch_model.bin")
+    handler.files[f"/timm/{spec.timm_name}/resolve/main/pytorch_model.bin"] = (
+        tmp_path / "pytorch_model.bin"
+    ).read_bytes()
+    path, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "cache")
+    assert path.name == "pytorch_model.bin"
+
+
+def test_hub_unreachable_and_not_cached_says_what_to_do(tmp_path: Path):
+    with pytest.raises(WeightsError, match="--weights PATH") as info:
+        resolve_hub_weights(get_spec("dino").pretrained_cfg, cache_dir=tmp_path / "empty-cache")
+    assert "dino_deitsmall16_pretrain.pth" in str(info.value)  # the upstream release is named
