@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from objdisc.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
 from objdisc.datasets import Dataset, ImageRecord, load_dataset
+from objdisc.errors import ObjdiscError
 from objdisc.keys import KeyExtractor
 from objdisc.lost import LostResult, lost, lost_batch
 from objdisc.metrics import CorLoc, CorLocResult
@@ -27,6 +28,7 @@ __all__ = [
     "ImageRecord",
     "KeyExtractor",
     "LostResult",
+    "ObjdiscError",
     "RunConfig",
     "RunResult",
     "__version__",

@@ -16,6 +16,7 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg
 
+from objdisc.errors import BackboneError
 from objdisc.weights import WeightsInfo, load_weights_file, resolve_hub_weights
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class BackboneSpec:
         """timm's ``PretrainedCfg`` for :attr:`timm_name` (mean/std, licence, hub id, url)."""
         cfg = get_pretrained_cfg(self.timm_name)
         if cfg is None:
-            raise KeyError(f"timm {timm.__version__} has no pretrained config {self.timm_name!r}")
+            raise BackboneError(f"timm {timm.__version__} has no pretrained config {self.timm_name!r}; upgrade timm")
         return cfg
 
     @property
@@ -100,7 +101,7 @@ def get_spec(name: str) -> BackboneSpec:
     key = ALIASES.get(name, name)
     if key not in BACKBONES:
         known = ", ".join([*BACKBONES, *ALIASES])
-        raise KeyError(f"unknown backbone {name!r}; known: {known}")
+        raise BackboneError(f"unknown backbone {name!r}; known: {known}")
     return BACKBONES[key]
 
 

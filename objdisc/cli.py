@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from objdisc.backbones import ALIASES, BACKBONES
-from objdisc.datasets import DATASETS, DatasetError
+from objdisc.datasets import DATASETS
+from objdisc.errors import ObjdiscError
 from objdisc.pipeline import PRECISIONS, RunConfig, run, summary
-from objdisc.weights import WeightsError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,9 +101,8 @@ def run_command(
     )
     try:
         result = run(config, progress=progress)
-    except (DatasetError, WeightsError, KeyError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise click.ClickException(message) from exc
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(summary(result))
 
 

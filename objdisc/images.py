@@ -15,11 +15,9 @@ import cv2
 import numpy as np
 import torch
 
+from objdisc.errors import ImageError
+
 T = TypeVar("T")
-
-
-class ImageError(ValueError):
-    """An image file cannot be decoded; the message names the file and why."""
 
 
 def decode_image(path: str | Path) -> np.ndarray:
@@ -43,7 +41,9 @@ def decode_image(path: str | Path) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.size == 0:
         raise ImageError(f"{path}: not a decodable image ({len(data)} bytes)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    # A numpy flip, not cv2.cvtColor: cvtColor starts OpenCV's thread pool, and a DataLoader
+    # worker forked from a process whose pool is running deadlocks on its next OpenCV call.
+    return np.ascontiguousarray(image[..., ::-1])
 
 
 def padded_size(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:

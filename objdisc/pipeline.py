@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import torch
 from tqdm import tqdm
 
 from objdisc.backbones import Backbone, create_backbone
 from objdisc.datasets import Dataset, ImageRecord, load_dataset
+from objdisc.errors import DeviceError
 from objdisc.export import coco_ground_truth, coco_predictions, write_json_atomic
 from objdisc.images import ImageError, SizeBuckets, decode_image, make_batch, padded_size
 from objdisc.keys import KeyExtractor
@@ -66,7 +66,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU")
+        raise DeviceError(f"--device {device} asked for, but torch sees no CUDA GPU")
     return resolved
 
 
@@ -75,7 +75,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)} or auto")
+        raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)} or auto")
     return precision
 
 
@@ -96,10 +96,6 @@ class _DecodeDataset(torch.utils.data.Dataset):
             return index, torch.from_numpy(decode_image(record.path)), None
         except ImageError as exc:
             return index, None, str(exc)
-
-
-def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)
 
 
 def default_workers() -> int:
@@ -136,7 +132,6 @@ def discover(
         batch_size=None,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 * batch_size if workers else None,
         persistent_workers=False,
     )

@@ -17,13 +17,11 @@ from typing import Any
 
 import torch
 
+from objdisc.errors import WeightsError
+
 logger = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-
-
-class WeightsError(ValueError):
-    """A weights file is missing, unreadable, or does not fit the model."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from objdisc.backbones import ALIASES, BACKBONES, build_model, create_backbone, get_spec
+from objdisc.errors import BackboneError
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -28,7 +29,7 @@ def test_aliases(alias: str, target: str):
 
 
 def test_unknown_backbone_lists_the_known_ones():
-    with pytest.raises(KeyError, match="dinov2_reg_vits14"):
+    with pytest.raises(BackboneError, match="dinov2_reg_vits14"):
         get_spec("dinov3")
 
 

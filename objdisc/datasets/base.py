@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from objdisc.errors import DatasetError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class DatasetError(ValueError):
-    """A dataset folder or file is missing or malformed; the message names the path."""
 
 
 @dataclass(frozen=True)

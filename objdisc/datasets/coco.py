@@ -6,7 +6,9 @@ Ground truth as in LOST: ``iscrowd`` annotations dropped, ``[x, y, w, h]`` turne
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,15 @@ def read_coco_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
     return data
+
+
+@contextlib.contextmanager
+def _malformed(path: Path) -> Iterator[None]:
+    """Turn a missing or mistyped field of a COCO file into a DatasetError naming it."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})") from exc
 
 
 def gt_boxes_by_image(data: dict[str, Any], image_ids: set[int] | None = None) -> dict[int, np.ndarray]:
@@ -53,12 +64,13 @@ def load_coco(images: Path, annotations: Path) -> Dataset:
     """Every image of a COCO instances file, in file order, read from ``images``."""
     require(images, "the image folder of the COCO annotations")
     data = read_coco_json(annotations)
-    boxes = gt_boxes_by_image(data)
-    records, seen = [], set()
-    for entry in data["images"]:
-        if int(entry["id"]) not in seen:  # a duplicated image entry is evaluated once
-            seen.add(int(entry["id"]))
-            records.append(_record(entry, images, boxes))
+    with _malformed(annotations):
+        boxes = gt_boxes_by_image(data)
+        records, seen = [], set()
+        for entry in data["images"]:
+            if int(entry["id"]) not in seen:  # a duplicated image entry is evaluated once
+                seen.add(int(entry["id"]))
+                records.append(_record(entry, images, boxes))
     return Dataset(f"coco/{annotations.stem}", images, records, has_gt=True)
 
 
@@ -87,8 +99,9 @@ def load_coco20k(data_root: Path) -> Dataset:
     except ValueError as exc:
         raise DatasetError(f"{list_file}: a line is not train2014/COCO_train2014_<id>.jpg ({exc})") from exc
     data = read_coco_json(annotations)
-    by_id = {int(entry["id"]): entry for entry in data["images"]}
-    boxes = gt_boxes_by_image(data, set(wanted))
+    with _malformed(annotations):
+        by_id = {int(entry["id"]): entry for entry in data["images"]}
+        boxes = gt_boxes_by_image(data, set(wanted))
     records, seen = [], set()
     for image_id, line in zip(wanted, lines, strict=True):
         if image_id in seen:

@@ -1,0 +1,191 @@
+"""`objdisc` end to end through click's CliRunner, one test per dataset kind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import make_coco, make_voc, write_image
+from pycocotools.coco import COCO
+from test_datasets import make_coco20k
+
+from objdisc.cli import cli
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def check_outputs(out: Path, n_images: int, scored: bool = True) -> dict:
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == n_images
+    assert (metrics["corloc"] is not None) == scored
+    gt = COCO(str(out / "gt.json"))
+    predictions = gt.loadRes(str(out / "predictions.json"))
+    assert len(predictions.getImgIds()) == metrics["n_boxes"]
+    return metrics
+
+
+def test_backbones_table():
+    result = invoke("backbones")
+    assert result.exit_code == 0
+    for name in ("dino_vits16", "dinov2_vitg14", "dinov2_reg_vits14", "vit_small_patch14_reg4_dinov2.lvd142m"):
+        assert name in result.output
+    assert "dinov2_reg -> dinov2_reg_vits14" in result.output
+
+
+@pytest.mark.parametrize("kind", ["voc07", "voc12"])
+def test_run_voc(tmp_path: Path, weights_file, kind: str):
+    make_voc(tmp_path, "2007" if kind == "voc07" else "2012")
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        "--backbone",
+        "dinov2_reg",
+        "--dataset",
+        kind,
+        "--data-root",
+        str(tmp_path),
+        "--weights",
+        str(weights_file("dinov2_reg")),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    assert "CorLoc" in result.output and "dinov2_reg_vits14" in result.output
+    check_outputs(out, 4)
+
+
+def test_run_voc_no_hard(tmp_path: Path, weights_file):
+    make_voc(tmp_path)
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        "-b",
+        "dino",
+        "-d",
+        "voc07",
+        "--data-root",
+        str(tmp_path),
+        "--no-hard",
+        "--weights",
+        str(weights_file("dino")),
+        "-o",
+        str(out),
+        "--workers",
+        "0",
+        "--k-patches",
+        "5",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = check_outputs(out, 3)
+    assert metrics["n_excluded"] == 1
+
+
+def test_run_coco20k(tmp_path: Path, weights_file):
+    make_coco20k(tmp_path, [9, 25, 30], listed=[25, 9])
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        "-b",
+        "dinov2",
+        "-d",
+        "coco20k",
+        "--data-root",
+        str(tmp_path),
+        "--weights",
+        str(weights_file("dinov2")),
+        "-o",
+        str(out),
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    check_outputs(out, 2)
+    assert [p["image_id"] for p in json.loads((out / "predictions.json").read_text())] == [25, 9]
+
+
+def test_run_coco(tmp_path: Path, weights_file):
+    images, annotations, _ = make_coco(tmp_path, [9, 25, 30, 34])
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        "-b",
+        "dinov2",
+        "-d",
+        "coco",
+        "--images",
+        str(images),
+        "--annotations",
+        str(annotations),
+        "--weights",
+        str(weights_file("dinov2")),
+        "-o",
+        str(out),
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    check_outputs(out, 4)
+
+
+def test_run_folder_gives_boxes_only(tmp_path: Path, weights_file):
+    for i, hw in enumerate([(40, 50), (33, 71)]):
+        write_image(tmp_path / "imgs" / f"photo{i}.png", hw, (5, 5, 20, 20), seed=i)
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        "-b",
+        "dinov2_reg",
+        "-d",
+        "folder",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--weights",
+        str(weights_file("dinov2_reg")),
+        "-o",
+        str(out),
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    assert "CorLoc" not in result.output
+    check_outputs(out, 2, scored=False)
+    gt = json.loads((out / "gt.json").read_text())
+    assert [(i["id"], i["file_name"], i["height"], i["width"]) for i in gt["images"]] == [
+        (1, "photo0.png", 40, 50),
+        (2, "photo1.png", 33, 71),
+    ]
+    assert gt["annotations"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-b", "dinov2", "-d", "voc07", "--data-root", "/nonexistent/data"], "/nonexistent/data/VOCdevkit/VOC2007"),
+        (["-b", "dinov2", "-d", "coco"], "--images DIR and --annotations"),
+        (["-b", "dinov9", "-d", "folder", "--images", "."], "unknown backbone 'dinov9'"),
+        (
+            ["-b", "dino", "-d", "folder", "--images", ".", "--weights", "/nope.pth"],
+            "/nope.pth: weights file not found",
+        ),
+    ],
+)
+def test_errors_are_one_clear_line(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.delenv("OBJDISC_DATA_ROOT", raising=False)
+    write_image(tmp_path / "a.jpg", (20, 20), (2, 2, 8, 8))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", *args, "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "objdisc", "--help"], capture_output=True, text=True, check=True)
+    assert "backbones" in result.stdout and "run" in result.stdout
