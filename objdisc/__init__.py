@@ -1,21 +1,39 @@
 """objdisc: unsupervised object discovery (LOST) on ViT keys, with and without registers.
 
-Public API::
+Public API (imported on first use, so that ``objdisc --help`` does not wait for torch)::
 
     from objdisc import lost, create_backbone, KeyExtractor, run, RunConfig, CorLoc
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from objdisc.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
-from objdisc.datasets import Dataset, ImageRecord, load_dataset
-from objdisc.errors import ObjdiscError
-from objdisc.keys import KeyExtractor
-from objdisc.lost import LostResult, lost, lost_batch
-from objdisc.metrics import CorLoc, CorLocResult
-from objdisc.pipeline import RunConfig, RunResult, discover, run
+_EXPORTS = {
+    "ALIASES": "objdisc.backbones",
+    "BACKBONES": "objdisc.backbones",
+    "Backbone": "objdisc.backbones",
+    "BackboneSpec": "objdisc.backbones",
+    "create_backbone": "objdisc.backbones",
+    "get_spec": "objdisc.backbones",
+    "Dataset": "objdisc.datasets",
+    "ImageRecord": "objdisc.datasets",
+    "load_dataset": "objdisc.datasets",
+    "ObjdiscError": "objdisc.errors",
+    "KeyExtractor": "objdisc.keys",
+    "LostResult": "objdisc.lost",
+    "lost": "objdisc.lost",
+    "lost_batch": "objdisc.lost",
+    "CorLoc": "objdisc.metrics",
+    "CorLocResult": "objdisc.metrics",
+    "RunConfig": "objdisc.pipeline",
+    "RunResult": "objdisc.pipeline",
+    "discover": "objdisc.pipeline",
+    "run": "objdisc.pipeline",
+}
 
 __all__ = [
     "ALIASES",
@@ -40,3 +58,19 @@ __all__ = [
     "lost_batch",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'objdisc' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from objdisc.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
+    from objdisc.datasets import Dataset, ImageRecord, load_dataset
+    from objdisc.errors import ObjdiscError
+    from objdisc.keys import KeyExtractor
+    from objdisc.lost import LostResult, lost, lost_batch
+    from objdisc.metrics import CorLoc, CorLocResult
+    from objdisc.pipeline import RunConfig, RunResult, discover, run

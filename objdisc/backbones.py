@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import timm
-import torch
-from timm.models import get_pretrained_cfg
+from typing import TYPE_CHECKING, Any
 
 from objdisc.errors import BackboneError
-from objdisc.weights import WeightsInfo, load_weights_file, resolve_hub_weights
+
+if TYPE_CHECKING:  # torch and timm take seconds to import; `objdisc backbones` needs neither
+    import torch
+
+    from objdisc.weights import WeightsInfo
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class BackboneSpec:
         patch_size: patch side in pixels.
         num_registers: register tokens besides CLS (0 for no-register models).
         params_m: parameter count of the trunk (no head), millions.
+        license: licence of the pretrained weights (as timm's pretrained config says; a test
+            checks the two agree).
     """
 
     name: str
@@ -42,19 +44,18 @@ class BackboneSpec:
     patch_size: int
     num_registers: int
     params_m: float
+    license: str = "apache-2.0"
 
     @property
     def pretrained_cfg(self) -> Any:
         """timm's ``PretrainedCfg`` for :attr:`timm_name` (mean/std, licence, hub id, url)."""
+        import timm
+        from timm.models import get_pretrained_cfg
+
         cfg = get_pretrained_cfg(self.timm_name)
         if cfg is None:
             raise BackboneError(f"timm {timm.__version__} has no pretrained config {self.timm_name!r}; upgrade timm")
         return cfg
-
-    @property
-    def license(self) -> str:
-        """Licence of the pretrained weights, as timm records it."""
-        return str(self.pretrained_cfg.license or "unknown")
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -135,6 +136,8 @@ def build_model(spec: BackboneSpec, **model_kwargs: Any) -> torch.nn.Module:
 
     ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=2`` in tests).
     """
+    import timm
+
     kwargs: dict[str, Any] = {"num_classes": 0, "dynamic_img_size": True, **model_kwargs}
     return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
 
@@ -158,6 +161,8 @@ def create_backbone(
     Returns:
         The :class:`Backbone`, in eval mode with gradients off.
     """
+    from objdisc.weights import load_weights_file, resolve_hub_weights
+
     spec = get_spec(name)
     model = build_model(spec, **model_kwargs)
     if weights is None:

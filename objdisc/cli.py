@@ -10,7 +10,9 @@ import click
 from objdisc.backbones import ALIASES, BACKBONES
 from objdisc.datasets import DATASETS
 from objdisc.errors import ObjdiscError
-from objdisc.pipeline import PRECISIONS, RunConfig, run, summary
+
+# Kept here so that `objdisc --help` does not import torch; equal to pipeline.PRECISIONS' keys.
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,6 +84,8 @@ def run_command(
     progress: bool | None,
 ) -> None:
     """One LOST box per image, CorLoc, and COCO files in --out."""
+    from objdisc.pipeline import RunConfig, run, summary
+
     config = RunConfig(
         backbone=backbone,
         dataset=dataset,

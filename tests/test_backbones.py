@@ -18,7 +18,7 @@ def test_every_registered_backbone_matches_its_table_row(name: str):
     assert model.dynamic_img_size and model.num_classes == 0
     cfg = spec.pretrained_cfg
     assert cfg.hf_hub_id == f"timm/{spec.timm_name}"
-    assert spec.license and len(spec.mean) == 3 and len(spec.std) == 3
+    assert spec.license == cfg.license and len(spec.mean) == 3 and len(spec.std) == 3
 
 
 @pytest.mark.parametrize(

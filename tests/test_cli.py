@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,34 @@ def test_errors_are_one_clear_line(args: list[str], message: str, monkeypatch: p
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_cli_precisions_are_the_pipelines():
+    from objdisc import cli as cli_module
+    from objdisc.pipeline import PRECISIONS
+
+    assert tuple(PRECISIONS) == cli_module.PRECISIONS
+
+
+def test_help_and_backbones_do_not_import_torch():
+    script = textwrap.dedent("""
+        import sys
+        from click.testing import CliRunner
+        from objdisc.cli import cli
+        assert CliRunner().invoke(cli, ["backbones"]).exit_code == 0
+        assert CliRunner().invoke(cli, ["run", "--help"]).exit_code == 0
+        print("torch" in sys.modules, "timm" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False False"
+
+
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "objdisc", "--help"], capture_output=True, text=True, check=True)
     assert "backbones" in result.stdout and "run" in result.stdout
+
+
+def test_every_public_name_resolves():
+    import objdisc
+
+    for name in objdisc.__all__:
+        assert getattr(objdisc, name) is not None
+    assert set(objdisc.__all__) == {*objdisc._EXPORTS, "__version__"}

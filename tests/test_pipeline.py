@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,9 @@ def test_outputs_load_in_pycocotools_and_agree_with_metrics(backbone, tmp_path: 
         assert json.loads((out / name).read_text())["producer"] == producer
     assert json.loads((out / "gt.json").read_text())["info"]["producer"] == producer
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_limit_runs_the_first_images(backbone, tmp_path: Path):
