@@ -26,7 +26,7 @@ from objdisc.backbones import Backbone, build_model, get_spec
 from objdisc.datasets import load_dataset
 from objdisc.images import decode_image, make_batch, padded_size
 from objdisc.keys import KeyExtractor
-from objdisc.lost import lost_batch
+from objdisc.methods.lost import lost_batch
 from objdisc.pipeline import StageTimes, discover
 from objdisc.weights import WeightsInfo
 

@@ -24,9 +24,9 @@ _EXPORTS = {
     "load_dataset": "objdisc.datasets",
     "ObjdiscError": "objdisc.errors",
     "KeyExtractor": "objdisc.keys",
-    "LostResult": "objdisc.lost",
-    "lost": "objdisc.lost",
-    "lost_batch": "objdisc.lost",
+    "LostResult": "objdisc.methods.lost",
+    "lost": "objdisc.methods.lost",
+    "lost_batch": "objdisc.methods.lost",
     "CorLoc": "objdisc.metrics",
     "CorLocResult": "objdisc.metrics",
     "RunConfig": "objdisc.pipeline",
@@ -71,6 +71,6 @@ if TYPE_CHECKING:
     from objdisc.datasets import Dataset, ImageRecord, load_dataset
     from objdisc.errors import ObjdiscError
     from objdisc.keys import KeyExtractor
-    from objdisc.lost import LostResult, lost, lost_batch
+    from objdisc.methods.lost import LostResult, lost, lost_batch
     from objdisc.metrics import CorLoc, CorLocResult
     from objdisc.pipeline import RunConfig, RunResult, discover, run

@@ -25,7 +25,7 @@ from objdisc.errors import DeviceError
 from objdisc.export import coco_ground_truth, coco_predictions, write_json_atomic
 from objdisc.images import ImageError, SizeBuckets, decode_image, make_batch, padded_size
 from objdisc.keys import KeyExtractor
-from objdisc.lost import LostResult, lost_batch
+from objdisc.methods.lost import LostResult, lost_batch, no_tf32
 from objdisc.metrics import CorLoc
 from objdisc.provenance import now_iso, producer
 
@@ -180,10 +180,11 @@ def _process_batch(
     start = time.perf_counter()
     images = [image for _, image in batch]
     hws = [(int(im.shape[0]), int(im.shape[1])) for im in images]
-    autocast = torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+    # fp32 means fp32: no autocast, and no TF32 on CUDA (whose cuDNN default would use it).
+    compute = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision != "fp32" else no_tf32()
     with torch.inference_mode():
         x = make_batch(images, backbone.patch_size, backbone.spec.mean, backbone.spec.std, device)
-        with autocast:
+        with compute:
             keys = extractor(x)
         grid = (x.shape[-2] // backbone.patch_size, x.shape[-1] // backbone.patch_size)
         middle = time.perf_counter()

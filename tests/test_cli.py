@@ -218,3 +218,17 @@ def test_every_public_name_resolves():
     for name in objdisc.__all__:
         assert getattr(objdisc, name) is not None
     assert set(objdisc.__all__) == {*objdisc._EXPORTS, "__version__"}
+
+
+def test_from_objdisc_import_lost_is_the_function_after_every_module_loaded():
+    import importlib
+    import pkgutil
+
+    import objdisc
+
+    for info in pkgutil.walk_packages(objdisc.__path__, "objdisc."):
+        if info.name not in ("objdisc.__main__",):
+            importlib.import_module(info.name)
+    from objdisc import lost
+
+    assert callable(lost) and lost.__name__ == "lost"

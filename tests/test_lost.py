@@ -172,3 +172,14 @@ def test_affinity_is_float32_even_under_autocast():
 def test_bad_arguments_are_named(keys_shape, grid, sizes, message):
     with pytest.raises(ValueError, match=message):
         lost_batch(torch.ones(keys_shape), grid, 4, sizes)
+
+
+def test_no_tf32_restores_the_settings():
+    from objdisc.methods.lost import no_tf32
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    with no_tf32():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -112,7 +112,7 @@ def _seed_and_mask(keys: torch.Tensor, k_patches: int) -> tuple[torch.Tensor, ..
     """Steps 1-5 on device: ``(B, N, C)`` keys -> seed ``(B,)``, degree ``(B, N)``, mask ``(B, N)``."""
     device_type = keys.device.type
     # The affinity is float32 whatever the model ran in: no autocast, no TF32.
-    with torch.autocast(device_type=device_type, enabled=False), _no_tf32():
+    with torch.autocast(device_type=device_type, enabled=False), no_tf32():
         feats = keys.float()
         affinity = torch.bmm(feats, feats.transpose(1, 2))  # (B, N, N)
     positive = affinity > 0
@@ -129,14 +129,14 @@ def _seed_and_mask(keys: torch.Tensor, k_patches: int) -> tuple[torch.Tensor, ..
 
 
 @contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    """Turn TF32 matmuls off on CUDA for exact float32 affinities, then restore the setting."""
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+def no_tf32() -> Iterator[None]:
+    """Exact float32 on CUDA: TF32 off for matmuls and cuDNN convolutions, then restored."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def seed_component(mask: np.ndarray, seed: int) -> np.ndarray:
