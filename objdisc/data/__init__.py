@@ -1,0 +1,1 @@
+"""Getting datasets onto disk: sources, downloads, safe extraction, COCO20k, status."""
