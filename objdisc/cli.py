@@ -64,6 +64,7 @@ _PATH = click.Path(path_type=Path)
     help="Model compute precision (autocast); auto: bf16 on CUDA, fp32 on CPU. LOST is always fp32.",
 )
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of the split.")
+@click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def run_command(
     backbone: str,
@@ -81,6 +82,7 @@ def run_command(
     device: str,
     precision: str,
     limit: int | None,
+    download: bool,
     progress: bool | None,
 ) -> None:
     """One LOST box per image, CorLoc, and COCO files in --out."""
@@ -104,10 +106,89 @@ def run_command(
         limit=limit,
     )
     try:
+        if download:
+            from objdisc.data.get import DOWNLOADABLE, get_dataset
+            from objdisc.datasets import resolve_data_root
+
+            if dataset not in DOWNLOADABLE:
+                raise click.UsageError(f"--download works for {', '.join(DOWNLOADABLE)}, not {dataset}")
+            click.echo(get_dataset(dataset, resolve_data_root(data_root), progress=progress))
         result = run(config, progress=progress)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary(result))
+
+
+@cli.group()
+def data() -> None:
+    """Download, verify and inspect the benchmark datasets."""
+
+
+_DATA_ROOT = click.option(
+    "--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root for VOCdevkit/ and COCO/."
+)
+
+
+@data.command(name="download")
+@click.argument("kinds", nargs=-1, required=True, type=click.Choice(["voc07", "voc12", "coco20k", "all"]))
+@_DATA_ROOT
+@click.option("--mirror", default=None, help="One base URL holding every file, flat [env: OBJDISC_MIRROR].")
+@click.option("--archive", "archives", multiple=True, type=_PATH, help="Use this local archive (by its file name).")
+@click.option("--full-zip", is_flag=True, help="COCO20k: take train2014.zip (13 GB) instead of 19,817 images.")
+@click.option("--workers", default=16, show_default=True, type=click.IntRange(min=1), help="Parallel image fetches.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
+def data_download(
+    kinds: tuple[str, ...],
+    data_root: Path | None,
+    mirror: str | None,
+    archives: tuple[Path, ...],
+    full_zip: bool,
+    workers: int,
+    progress: bool | None,
+) -> None:
+    """Fetch, verify and unpack datasets under --data-root (resumable; a rerun skips what is done)."""
+    from objdisc.data.get import DOWNLOADABLE, get_dataset
+    from objdisc.datasets import resolve_data_root
+
+    try:
+        root = resolve_data_root(data_root)
+        for kind in DOWNLOADABLE if "all" in kinds else dict.fromkeys(kinds):
+            line = get_dataset(
+                kind, root, mirror=mirror, archives=archives, full_zip=full_zip, workers=workers, progress=progress
+            )
+            click.echo(line)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@data.command(name="status")
+@_DATA_ROOT
+def data_status(data_root: Path | None) -> None:
+    """What is under --data-root: expected vs found images and annotations, verified or not."""
+    from objdisc.data.get import DOWNLOADABLE, dataset_status
+    from objdisc.datasets import resolve_data_root
+
+    try:
+        root = resolve_data_root(data_root)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = [("dataset", "images", "annotations", "verified", "state", "folder")]
+    for kind in DOWNLOADABLE:
+        s = dataset_status(kind, root)
+        state = "complete" if s.complete else ("missing" if s.found_images == 0 else "incomplete")
+        rows.append(
+            (
+                kind,
+                f"{s.found_images}/{s.expected_images}",
+                f"{s.found_annotations}/{s.expected_annotations}",
+                "yes" if s.verified else "no",
+                state,
+                str(s.folder),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def main() -> None:

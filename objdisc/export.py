@@ -1,41 +1,14 @@
-"""COCO-format files in and out, written atomically."""
+"""COCO-format content: class-agnostic predictions and ground truth."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from objdisc.boxes import xyxy_to_xywh
 from objdisc.datasets import ImageRecord
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like any file
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def coco_predictions(boxes: dict[int, tuple[int, int, int, int]], score: float = 1.0) -> list[dict[str, Any]]:

@@ -22,8 +22,9 @@ from tqdm import tqdm
 from objdisc.backbones import Backbone, create_backbone
 from objdisc.datasets import Dataset, ImageRecord, load_dataset
 from objdisc.errors import DeviceError
-from objdisc.export import coco_ground_truth, coco_predictions, write_json_atomic
+from objdisc.export import coco_ground_truth, coco_predictions
 from objdisc.images import ImageError, SizeBuckets, decode_image, make_batch, padded_size
+from objdisc.jsonio import write_json_atomic
 from objdisc.keys import KeyExtractor
 from objdisc.methods.lost import LostResult, lost_batch, no_tf32
 from objdisc.metrics import CorLoc

@@ -5,12 +5,12 @@ from __future__ import annotations
 import platform
 import sys
 from datetime import datetime, timezone
-from typing import Any
-
-import timm
-import torch
+from typing import TYPE_CHECKING, Any
 
 import objdisc
+
+if TYPE_CHECKING:
+    import torch
 
 
 def now_iso() -> str:
@@ -20,6 +20,8 @@ def now_iso() -> str:
 
 def device_name(device: torch.device) -> str:
     """Human name of a device: the GPU model, or the CPU model and core count."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu: {_cpu_model()} ({torch.get_num_threads()} threads)"
@@ -38,6 +40,9 @@ def _cpu_model() -> str:
 
 def versions() -> dict[str, str]:
     """objdisc, torch, timm, Python and CUDA versions."""
+    import timm
+    import torch
+
     return {
         "objdisc": objdisc.__version__,
         "torch": torch.__version__,

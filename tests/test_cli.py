@@ -201,6 +201,7 @@ def test_help_and_backbones_do_not_import_torch():
         from objdisc.cli import cli
         assert CliRunner().invoke(cli, ["backbones"]).exit_code == 0
         assert CliRunner().invoke(cli, ["run", "--help"]).exit_code == 0
+        assert CliRunner().invoke(cli, ["data", "status", "--data-root", "."]).exit_code == 0
         print("torch" in sys.modules, "timm" in sys.modules)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -57,6 +57,7 @@ def download(
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
     progress: bool | None = None,
+    check: Callable[[Path], str | None] | None = None,
 ) -> Path:
     """Fetch the first URL that works into ``dest``, resuming and retrying.
 
@@ -69,6 +70,7 @@ def download(
         backoff_s: first wait between attempts, doubled each time.
         timeout_s: socket timeout per request.
         progress: tqdm bar with size and speed; ``None``: only on a terminal.
+        check: extra content check on the finished file, returning what is wrong or ``None``.
 
     Returns:
         ``dest``.
@@ -83,7 +85,7 @@ def download(
     errors: list[str] = []
     for url in [urls] if isinstance(urls, str) else list(urls):
         if _fetch_with_retries(url, part, size, retries, backoff_s, timeout_s, progress, errors):
-            problem = _verify(part, md5, size)
+            problem = _verify(part, md5, size) or (check(part) if check is not None else None)
             if problem is None:
                 os.replace(part, dest)
                 return dest

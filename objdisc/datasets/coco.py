@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, no_boxes, require
+from objdisc.jsonio import read_json
 
 COCO20K_LIST = "coco_20k_filenames.txt"
 COCO20K_SEL = "instances_train2014_sel20k.json"
@@ -24,7 +25,7 @@ def read_coco_json(path: Path) -> dict[str, Any]:
     """Read a COCO instances file; errors name the file."""
     require(path, "a COCO instances json")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable COCO json ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):

@@ -1,0 +1,92 @@
+"""Where the datasets come from: the public sources researchers use, with their checksums.
+
+Base URLs can be overridden for a proxy or a local copy:
+
+- ``OBJDISC_VOC_URL``: laid out like the Oxford VOC host (``<base>/voc2007/<tar>``);
+- ``OBJDISC_COCO_URL``: laid out like images.cocodataset.org (``<base>/annotations/<zip>``,
+  ``<base>/zips/<zip>``, ``<base>/train2014/<jpg>``);
+- ``OBJDISC_COCO20K_LIST_URL``: LOST's list file;
+- ``--mirror URL`` (all of the above at once): every file flat under ``URL``
+  (``<URL>/<tar or zip>``, ``<URL>/coco_20k_filenames.txt``, ``<URL>/train2014/<jpg>``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC"  # the host torchvision uses
+VOC_MIRROR = "https://pjreddie.com/media/files"  # the widely used mirror
+COCO_URL = "http://images.cocodataset.org"
+COCO20K_LIST_URL = "https://raw.githubusercontent.com/valeoai/LOST/master/datasets/coco_20k_filenames.txt"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to fetch.
+
+    Attributes:
+        filename: the file's name.
+        urls: where to get it, in order (primary first, then mirrors).
+        md5: known hex md5 (``None`` when none is published).
+        size: known size in bytes (``None`` when unknown).
+    """
+
+    filename: str
+    urls: tuple[str, ...]
+    md5: str | None
+    size: int | None
+
+
+# filename, md5, size: published figures, checked against several independent public copies.
+VOC_ARCHIVES = {
+    "2007": ("VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64", 460_032_000),
+    "2012": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd", 1_999_639_040),
+}
+COCO_ANNOTATIONS = ("annotations_trainval2014.zip", "0a379cfc70b0e71301e0f377548639bd", 252_872_794)
+COCO_TRAIN_IMAGES = ("train2014.zip", "0da8c0bd3d6becc4dcb32757491aca88", None)
+COCO20K_LIST = ("coco_20k_filenames.txt", "133cea5ffcea93dccbaeb62c38b24e7c", 832_314)
+
+
+def voc_source(year: str, mirror: str | None = None) -> Source:
+    """The VOC ``year`` trainval tar: Oxford host, then the pjreddie mirror."""
+    filename, md5, size = VOC_ARCHIVES[year]
+    if mirror:
+        urls: tuple[str, ...] = (f"{mirror.rstrip('/')}/{filename}",)
+    else:
+        base = os.environ.get("OBJDISC_VOC_URL", VOC_URL).rstrip("/")
+        urls = (f"{base}/voc{year}/{filename}", f"{VOC_MIRROR}/{filename}")
+    return Source(filename, urls, md5, size)
+
+
+def coco_base(mirror: str | None = None) -> str:
+    """Base URL of the COCO files (``--mirror``, ``OBJDISC_COCO_URL`` or the official host)."""
+    return (mirror or os.environ.get("OBJDISC_COCO_URL", COCO_URL)).rstrip("/")
+
+
+def coco_annotations_source(mirror: str | None = None) -> Source:
+    """``annotations_trainval2014.zip``."""
+    filename, md5, size = COCO_ANNOTATIONS
+    url = f"{coco_base(mirror)}/{filename}" if mirror else f"{coco_base()}/annotations/{filename}"
+    return Source(filename, (url,), md5, size)
+
+
+def coco_train_images_source(mirror: str | None = None) -> Source:
+    """``train2014.zip`` (13 GB; only with ``--full-zip``)."""
+    filename, md5, size = COCO_TRAIN_IMAGES
+    url = f"{coco_base(mirror)}/{filename}" if mirror else f"{coco_base()}/zips/{filename}"
+    return Source(filename, (url,), md5, size)
+
+
+def coco20k_list_source(mirror: str | None = None) -> Source:
+    """LOST's ``coco_20k_filenames.txt`` (19,817 lines)."""
+    filename, md5, size = COCO20K_LIST
+    url = f"{mirror.rstrip('/')}/{filename}" if mirror else os.environ.get("OBJDISC_COCO20K_LIST_URL", COCO20K_LIST_URL)
+    return Source(filename, (url,), md5, size)
+
+
+def coco_image_url(coco_url: str, file_name: str, mirror: str | None = None) -> str:
+    """Per-image URL: the annotation's ``coco_url``, re-based onto a mirror when one is set."""
+    if mirror or "OBJDISC_COCO_URL" in os.environ:
+        return f"{coco_base(mirror)}/train2014/{file_name}"
+    return coco_url or f"{COCO_URL}/train2014/{file_name}"
