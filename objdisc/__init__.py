@@ -29,10 +29,10 @@ _EXPORTS = {
     "lost_batch": "objdisc.methods.lost",
     "CorLoc": "objdisc.metrics",
     "CorLocResult": "objdisc.metrics",
-    "RunConfig": "objdisc.pipeline",
-    "RunResult": "objdisc.pipeline",
+    "RunConfig": "objdisc.runner",
+    "RunResult": "objdisc.runner",
     "discover": "objdisc.pipeline",
-    "run": "objdisc.pipeline",
+    "run": "objdisc.runner",
 }
 
 __all__ = [
@@ -73,4 +73,5 @@ if TYPE_CHECKING:
     from objdisc.keys import KeyExtractor
     from objdisc.methods.lost import LostResult, lost, lost_batch
     from objdisc.metrics import CorLoc, CorLocResult
-    from objdisc.pipeline import RunConfig, RunResult, discover, run
+    from objdisc.pipeline import discover
+    from objdisc.runner import RunConfig, RunResult, run

@@ -142,9 +142,30 @@ def build_model(spec: BackboneSpec, **model_kwargs: Any) -> torch.nn.Module:
     return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
 
 
+def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None = None) -> WeightsInfo:
+    """Which file holds the weights, from where, and its sha256, without building the model.
+
+    Args:
+        spec: the backbone.
+        weights: a local file, an already resolved :class:`WeightsInfo`, or ``None`` for timm's
+            pretrained weights from the Hugging Face hub cache (downloaded on first use).
+    """
+    from objdisc.weights import WeightsError, WeightsInfo, resolve_hub_weights, sha256_file
+
+    if isinstance(weights, WeightsInfo):
+        return weights
+    if weights is None:
+        path, source = resolve_hub_weights(spec.pretrained_cfg)
+    else:
+        path, source = Path(weights).expanduser(), "local"
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file not found")
+    return WeightsInfo(path=str(path), source=source, sha256=sha256_file(path))
+
+
 def create_backbone(
     name: str,
-    weights: str | Path | None = None,
+    weights: str | Path | WeightsInfo | None = None,
     device: str | torch.device = "cpu",
     **model_kwargs: Any,
 ) -> Backbone:
@@ -153,23 +174,20 @@ def create_backbone(
     Args:
         name: backbone name or alias (see :data:`BACKBONES`, :data:`ALIASES`).
         weights: local ``.safetensors`` / ``.pth`` file, in timm's layout or the upstream
-            DINO / DINOv2 release layout. ``None``: timm's pretrained weights from the
-            Hugging Face hub cache, downloaded on first use.
+            DINO / DINOv2 release layout; a resolved :class:`WeightsInfo`; or ``None``: timm's
+            pretrained weights from the Hugging Face hub cache, downloaded on first use.
         device: where the model lives.
         model_kwargs: extra ``timm.create_model`` arguments.
 
     Returns:
         The :class:`Backbone`, in eval mode with gradients off.
     """
-    from objdisc.weights import load_weights_file, resolve_hub_weights
+    from objdisc.weights import load_weights_file
 
     spec = get_spec(name)
+    info = resolve_weights(spec, weights)
     model = build_model(spec, **model_kwargs)
-    if weights is None:
-        path, source = resolve_hub_weights(spec.pretrained_cfg)
-    else:
-        path, source = Path(weights).expanduser(), "local"
-    info = load_weights_file(model, path, source)
+    load_weights_file(model, Path(info.path))
     model.eval().requires_grad_(False).to(device)
     logger.info("built %s (%s) with weights %s sha256=%s", spec.name, spec.timm_name, info.path, info.sha256)
     return Backbone(spec, model, info)

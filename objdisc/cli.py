@@ -64,6 +64,7 @@ _PATH = click.Path(path_type=Path)
     help="Model compute precision (autocast); auto: bf16 on CUDA, fp32 on CPU. LOST is always fp32.",
 )
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of the split.")
+@click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it.")
 @click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def run_command(
@@ -82,11 +83,12 @@ def run_command(
     device: str,
     precision: str,
     limit: int | None,
+    overwrite: bool,
     download: bool,
     progress: bool | None,
 ) -> None:
     """One LOST box per image, CorLoc, and COCO files in --out."""
-    from objdisc.pipeline import RunConfig, run, summary
+    from objdisc.runner import RunConfig, run, summary
 
     config = RunConfig(
         backbone=backbone,
@@ -104,6 +106,7 @@ def run_command(
         device=device,
         precision=precision,
         limit=limit,
+        overwrite=overwrite,
     )
     try:
         if download:
@@ -116,7 +119,8 @@ def run_command(
         result = run(config, progress=progress)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(summary(result))
+    if result.metrics:  # rank 0 (the only process, or the one that merged under torchrun)
+        click.echo(summary(result))
 
 
 @cli.group()

@@ -1,34 +1,25 @@
-"""The run: decode in DataLoader workers, batch by padded size, keys, LOST, score, write.
+"""The box engine: decode in DataLoader workers, batch by padded size, keys, LOST.
 
-:func:`discover` is the box engine (records in, one :class:`ImageResult` per record out);
-:func:`run` wraps it with dataset loading, CorLoc and the output files.
+:func:`discover` takes image records and yields one :class:`ImageResult` per record;
+:mod:`objdisc.runner` wraps it with datasets, resume, torchrun, CorLoc and the output files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
-from objdisc.backbones import Backbone, create_backbone
-from objdisc.datasets import Dataset, ImageRecord, load_dataset
+from objdisc.backbones import Backbone
+from objdisc.datasets import ImageRecord
 from objdisc.errors import DeviceError
-from objdisc.export import coco_ground_truth, coco_predictions
 from objdisc.images import ImageError, SizeBuckets, decode_image, make_batch, padded_size
-from objdisc.jsonio import write_json_atomic
 from objdisc.keys import KeyExtractor
 from objdisc.methods.lost import LostResult, lost_batch, no_tf32
-from objdisc.metrics import CorLoc
-from objdisc.provenance import now_iso, producer
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +52,14 @@ class StageTimes:
     lost: float = 0.0
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error.
+
+    Under torchrun each process takes the GPU of its ``local_rank``.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"--device {device} asked for, but torch sees no CUDA GPU")
     return resolved
@@ -196,161 +190,4 @@ def _process_batch(
     return [ImageResult(records[index], hw, result) for (index, _), hw, result in zip(batch, hws, results, strict=True)]
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything ``objdisc run`` takes. Paths may be ``None`` where the dataset kind needs none."""
-
-    backbone: str
-    dataset: str
-    out: Path
-    weights: Path | None = None
-    data_root: Path | None = None
-    images: Path | None = None
-    annotations: Path | None = None
-    split: str = "trainval"
-    no_hard: bool = False
-    k_patches: int = 100
-    batch_size: int = 8
-    workers: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    limit: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def options(self) -> dict[str, Any]:
-        """JSON-able options, as recorded in ``run.json``."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Paths and figures of a finished run."""
-
-    out: Path
-    metrics: dict[str, Any]
-    producer: dict[str, Any]
-
-
-def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | None = None) -> RunResult:
-    """``objdisc run``: dataset -> boxes -> CorLoc -> files in ``config.out``.
-
-    Writes ``predictions.json`` (COCO results), ``gt.json`` (COCO ground truth of the
-    evaluated images, or the image list for ``folder``), ``per_image.json``,
-    ``metrics.json`` and ``run.json``, each atomically.
-
-    Args:
-        config: the options.
-        backbone: an already built backbone (else built from ``config``).
-        progress: show a tqdm bar; ``None`` shows it only on a terminal.
-    """
-    dataset = load_dataset(
-        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
-    )
-    records = dataset.records[: config.limit] if config.limit is not None else dataset.records
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    if backbone is None:
-        backbone = create_backbone(config.backbone, config.weights, device, **config.model_kwargs)
-    else:
-        backbone.model.to(device)
-    made_by = producer(backbone, device, precision)
-    out = Path(config.out)
-    run_info = {
-        "producer": made_by,
-        "options": config.options(),
-        "dataset": {"kind": config.dataset, "name": dataset.name, "image_root": str(dataset.image_root)},
-        "n_records": len(records),
-        "command": sys.argv,
-        "started": now_iso(),
-        "status": "running",
-    }
-    write_json_atomic(out / "run.json", run_info)
-
-    metric, times = CorLoc(), StageTimes()
-    boxes: dict[int, tuple[int, int, int, int]] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    per_image, skipped = [], []
-    start = time.perf_counter()
-    bar = tqdm(total=len(records), unit="img", disable=(not sys.stderr.isatty()) if progress is None else not progress)
-    engine = discover(
-        backbone,
-        records,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        device=device,
-        precision=precision,
-        k_patches=config.k_patches,
-        times=times,
-    )
-    with contextlib.closing(bar):
-        for result in engine:
-            record = result.record
-            if result.image_hw is not None:
-                sizes[record.image_id] = result.image_hw
-            entry: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
-            if result.lost is None:
-                skipped.append({**entry, "reason": result.error})
-                metric.skip(record.image_id)
-                logger.warning("skipped %s", result.error)
-            else:
-                boxes[record.image_id] = result.lost.box
-                entry.update(box=list(result.lost.box), seed=result.lost.seed)
-                if dataset.has_gt and record.gt_boxes is not None:
-                    best = metric.update(record.image_id, result.lost.box, record.gt_boxes)
-                    entry.update(iou=round(best, 6), hit=best >= metric.threshold)
-            per_image.append(entry)
-            bar.update(1)
-            if dataset.has_gt:
-                score = metric.compute()
-                bar.set_postfix_str(f"hits {score.n_hits}/{score.n_images}", refresh=False)
-    seconds = time.perf_counter() - start
-
-    score = metric.compute()
-    order = {record.image_id: i for i, record in enumerate(records)}
-    per_image.sort(key=lambda e: order[e["image_id"]])
-    boxes = dict(sorted(boxes.items(), key=lambda kv: order[kv[0]]))
-    metrics: dict[str, Any] = {
-        "producer": made_by,
-        "dataset": dataset.name,
-        "corloc": round(score.corloc, 4) if dataset.has_gt else None,
-        "n_images": len(records),
-        "n_hits": score.n_hits if dataset.has_gt else None,
-        "n_boxes": len(boxes),
-        "n_skipped": len(skipped),
-        "skipped": skipped,
-        "n_excluded": len(dataset.excluded),
-        "excluded": dataset.excluded,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(records) / seconds, 3) if seconds > 0 else None,
-        "stage_seconds": {k: round(v, 3) for k, v in asdict(times).items()},
-    }
-    write_json_atomic(out / "predictions.json", coco_predictions(boxes))
-    write_json_atomic(out / "gt.json", coco_ground_truth(records, sizes, info={"producer": made_by}))
-    write_json_atomic(out / "per_image.json", {"producer": made_by, "images": per_image})
-    write_json_atomic(out / "metrics.json", metrics)
-    write_json_atomic(out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
-    return RunResult(out, metrics, made_by)
-
-
-def summary(result: RunResult) -> str:
-    """A one-screen text summary of a finished run."""
-    m, p = result.metrics, result.producer
-    lines = [
-        f"backbone   {p['backbone']} ({p['timm_model']}, patch {p['patch_size']}, {p['num_registers']} registers)",
-        f"weights    {p['weights']['source']} sha256 {p['weights']['sha256'][:16]}…",
-        f"device     {p['device_name']} · {p['precision']}",
-        f"dataset    {m['dataset']}: {m['n_images']} images, {m['n_boxes']} boxes, {m['n_skipped']} skipped"
-        + (f", {m['n_excluded']} excluded" if m["n_excluded"] else ""),
-    ]
-    if m["corloc"] is not None:
-        lines.append(f"CorLoc     {m['corloc']:.2f}%  ({m['n_hits']}/{m['n_images']} hits)")
-    lines.append(f"time       {m['seconds']:.1f} s · {m['images_per_s'] or 0:.2f} images/s")
-    for item in m["skipped"][:5]:
-        lines.append(f"skipped    {item['reason']}")
-    if m["n_skipped"] > 5:
-        lines.append(f"skipped    … {m['n_skipped'] - 5} more in metrics.json")
-    lines.append(f"output     {result.out}/ (predictions.json, gt.json, metrics.json, run.json)")
-    return "\n".join(lines)
-
-
-__all__ = ["Dataset", "ImageResult", "RunConfig", "RunResult", "discover", "run", "summary"]
+__all__ = ["PRECISIONS", "ImageResult", "StageTimes", "discover", "resolve_device", "resolve_precision"]

@@ -24,7 +24,7 @@ def device_name(device: torch.device) -> str:
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu: {_cpu_model()} ({torch.get_num_threads()} threads)"
+    return f"cpu: {_cpu_model()}"
 
 
 def _cpu_model() -> str:
@@ -53,28 +53,24 @@ def versions() -> dict[str, str]:
     }
 
 
-def producer(backbone: Any, device: torch.device, precision: str) -> dict[str, Any]:
+def producer(spec: Any, weights: Any, device: torch.device, precision: str) -> dict[str, Any]:
     """The ``producer`` block every output file carries.
 
     Args:
-        backbone: an :class:`objdisc.backbones.Backbone`.
-        device: where the model ran.
+        spec: the :class:`objdisc.backbones.BackboneSpec`.
+        weights: the :class:`objdisc.weights.WeightsInfo` (source, path, sha256).
+        device: where the model runs.
         precision: ``fp32``, ``bf16`` or ``fp16``.
     """
-    spec = backbone.spec
     return {
         "backbone": spec.name,
         "timm_model": spec.timm_name,
-        "patch_size": backbone.patch_size,
-        "num_prefix_tokens": backbone.num_prefix_tokens,
+        "patch_size": spec.patch_size,
+        "num_prefix_tokens": 1 + spec.num_registers,
         "num_registers": spec.num_registers,
-        "weights": {
-            "source": backbone.weights.source,
-            "path": backbone.weights.path,
-            "sha256": backbone.weights.sha256,
-        },
+        "weights": {"source": weights.source, "path": weights.path, "sha256": weights.sha256},
         "versions": versions(),
-        "device": str(device),
+        "device": device.type,
         "device_name": device_name(device),
         "precision": precision,
     }

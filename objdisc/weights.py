@@ -97,7 +97,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
-def load_weights_file(model: torch.nn.Module, path: Path, source: str) -> WeightsInfo:
+def load_weights_file(model: torch.nn.Module, path: Path) -> None:
     """Load ``path`` into ``model`` strictly, converting the upstream layout when needed.
 
     Raises:
@@ -120,7 +120,6 @@ def load_weights_file(model: torch.nn.Module, path: Path, source: str) -> Weight
             f"{_short(unexpected)}; mis-shaped: {_short(mis_shaped)}"
         )
     model.load_state_dict(state, strict=True)
-    return WeightsInfo(path=str(path), source=source, sha256=sha256_file(path))
 
 
 def _short(items: list[str], limit: int = 8) -> str:

@@ -13,7 +13,8 @@ import objdisc.pipeline as pipeline
 from objdisc.backbones import create_backbone
 from objdisc.boxes import iou, xywh_to_xyxy
 from objdisc.datasets import load_dataset
-from objdisc.pipeline import RunConfig, discover, run
+from objdisc.pipeline import discover
+from objdisc.runner import RunConfig, run
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,101 @@
+"""Per-image results journaled as they finish, so a killed run resumes where it stopped.
+
+One append-only JSON-lines file per process (``OUT/journal/rank<r>.jsonl``): a header line
+with the settings that decide the boxes and their hash, then one line per finished image.
+Lines are flushed to the OS as they are written (a SIGKILL loses nothing written) and fsync'd
+every few seconds (a machine crash loses at most those seconds). A torn last line from a kill
+mid-write is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from objdisc.errors import ObjdiscError
+
+
+class JournalMismatchError(ObjdiscError):
+    """The journal in --out was written with other settings."""
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """Stable hash of the settings that decide the boxes."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Every finished image in ``folder``'s journals, by image id.
+
+    Raises:
+        JournalMismatchError: a journal was made with other settings; names what differs.
+    """
+    key = settings_key(settings)
+    done: dict[int, dict[str, Any]] = {}
+    for path in sorted(folder.glob("rank*.jsonl")):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        if not lines:
+            continue
+        header = json.loads(lines[0])
+        if header.get("key") != key:
+            theirs = header.get("settings", {})
+            diff = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
+            raise JournalMismatchError(
+                f"{path}: this output folder holds a run made with other settings "
+                f"({', '.join(f'{k}: {theirs.get(k)!r} there, {settings.get(k)!r} now' for k in diff)}); "
+                "use another --out, or --overwrite to start over"
+            )
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill mid-write: that image is redone
+                continue
+            done[int(entry["image_id"])] = entry
+    return done
+
+
+class Journal:
+    """Appends finished images to ``folder/rank<rank>.jsonl``."""
+
+    def __init__(self, folder: Path, rank: int, settings: dict[str, Any], fsync_every_s: float = 2.0) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"rank{rank}.jsonl"
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a")
+        if fresh:
+            self._file.write(json.dumps({"key": settings_key(settings), "settings": settings}) + "\n")
+        elif not self._ends_with_newline():
+            self._file.write("\n")  # close a line torn by a kill
+        self._fsync_every_s = fsync_every_s
+        self._last_sync = time.monotonic()
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Write one finished image (flushed now, fsync'd every few seconds)."""
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+        if time.monotonic() - self._last_sync >= self._fsync_every_s:
+            os.fsync(self._file.fileno())
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        """fsync and close."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

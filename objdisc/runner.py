@@ -1,0 +1,302 @@
+"""``objdisc run``: dataset -> boxes -> CorLoc -> files, resumable, on one process or torchrun.
+
+Every finished image goes to the journal (:mod:`objdisc.journal`) first; the final files are
+always built from the journal, in dataset order, by rank 0. So an uninterrupted run, a run
+killed and resumed, and a torchrun run over N processes write the same predictions.json,
+gt.json and per_image.json, and metrics.json differs only in its timing fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from objdisc import distributed
+from objdisc.backbones import Backbone, BackboneSpec, create_backbone, get_spec, resolve_weights
+from objdisc.datasets import Dataset, ImageRecord, load_dataset
+from objdisc.errors import ObjdiscError
+from objdisc.export import coco_ground_truth, coco_predictions
+from objdisc.journal import Journal, read_journals
+from objdisc.jsonio import write_json_atomic
+from objdisc.metrics import CorLoc
+from objdisc.pipeline import ImageResult, StageTimes, discover, resolve_device, resolve_precision
+from objdisc.provenance import now_iso, producer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``objdisc run`` takes. Paths may be ``None`` where the dataset kind needs none."""
+
+    backbone: str
+    dataset: str
+    out: Path
+    weights: Path | None = None
+    data_root: Path | None = None
+    images: Path | None = None
+    annotations: Path | None = None
+    split: str = "trainval"
+    no_hard: bool = False
+    k_patches: int = 100
+    batch_size: int = 8
+    workers: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    limit: int | None = None
+    overwrite: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        """JSON-able options, as recorded in ``run.json``."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Paths and figures of a finished run (``metrics`` is empty on ranks other than 0)."""
+
+    out: Path
+    metrics: dict[str, Any]
+    producer: dict[str, Any]
+
+
+def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256: str, precision: str) -> dict:
+    """What decides the boxes; a journal made with other values is refused."""
+    return {
+        "backbone": spec.name,
+        "timm_model": spec.timm_name,
+        "weights_sha256": sha256,
+        "dataset": dataset.name,
+        "no_hard": config.no_hard,
+        "k_patches": config.k_patches,
+        "precision": precision,
+        "model_kwargs": config.model_kwargs,
+    }
+
+
+def journal_entry(result: ImageResult) -> dict[str, Any]:
+    """One journal line for a finished image."""
+    lost = result.lost
+    return {
+        "image_id": result.record.image_id,
+        "file_name": result.record.file_name,
+        "hw": list(result.image_hw) if result.image_hw else None,
+        "box": list(lost.box) if lost else None,
+        "seed": lost.seed if lost else None,
+        "error": result.error,
+    }
+
+
+def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | None = None) -> RunResult:
+    """``objdisc run``: one box per image, CorLoc, and the files in ``config.out``.
+
+    Writes ``predictions.json`` (COCO results), ``gt.json`` (COCO ground truth of the
+    evaluated images, or the image list for ``folder``), ``per_image.json``,
+    ``metrics.json`` and ``run.json`` atomically, plus ``journal/`` as images finish.
+    Rerunning into the same ``out`` resumes: finished images are not processed again, and a
+    fully finished run only rewrites its files (the model is not even built).
+
+    Args:
+        config: the options.
+        backbone: an already built backbone (else built from ``config`` when needed).
+        progress: show a tqdm bar (rank 0 only); ``None`` shows it only on a terminal.
+    """
+    dataset = load_dataset(
+        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
+    )
+    records = dataset.records[: config.limit] if config.limit is not None else dataset.records
+    device_type = resolve_device(config.device).type
+    rank = distributed.setup(device_type)
+    try:
+        return _run(config, dataset, records, rank, backbone, progress)
+    finally:
+        distributed.teardown(rank)
+
+
+def _run(
+    config: RunConfig,
+    dataset: Dataset,
+    records: list[ImageRecord],
+    rank: distributed.Rank,
+    backbone: Backbone | None,
+    progress: bool | None,
+) -> RunResult:
+    device = resolve_device(config.device, rank.local_rank)
+    precision = resolve_precision(config.precision, device)
+    spec = backbone.spec if backbone is not None else get_spec(config.backbone)
+    weights = backbone.weights if backbone is not None else resolve_weights(spec, config.weights)
+    settings = box_settings(config, dataset, spec, weights.sha256, precision)
+    made_by = producer(spec, weights, device, precision)
+    out = Path(config.out)
+    journal_dir = out / "journal"
+    if config.overwrite and rank.main:
+        shutil.rmtree(journal_dir, ignore_errors=True)
+    distributed.barrier(rank)
+    done = read_journals(journal_dir, settings)
+    run_info = {
+        "producer": made_by,
+        "options": config.options(),
+        "dataset": {"kind": config.dataset, "name": dataset.name, "image_root": str(dataset.image_root)},
+        "n_records": len(records),
+        "world_size": rank.world,
+        "torch_threads": torch.get_num_threads(),
+        "command": sys.argv,
+        "started": now_iso(),
+        "status": "running",
+    }
+    if rank.main:
+        write_json_atomic(out / "run.json", run_info)
+
+    mine = [records[i] for i in distributed.shard(len(records), rank)]
+    todo = [r for r in mine if done.get(r.image_id, {}).get("file_name") != r.file_name]
+    times, start = StageTimes(), time.perf_counter()
+    if todo:
+        logger.info(
+            "rank %d: %d of %d images to do (%d already in the journal)",
+            rank.rank,
+            len(todo),
+            len(mine),
+            len(mine) - len(todo),
+        )
+        if backbone is None:
+            backbone = create_backbone(config.backbone, weights, device, **config.model_kwargs)
+        backbone.model.to(device)
+        _process(config, dataset, todo, rank, backbone, device, precision, settings, journal_dir, times, progress)
+    seconds = time.perf_counter() - start
+    distributed.barrier(rank)
+    if not rank.main:
+        return RunResult(out, {}, made_by)
+
+    entries = read_journals(journal_dir, settings)
+    missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
+    if missing:
+        raise ObjdiscError(f"{len(missing)} images have no result in {journal_dir} (first: {missing[0]})")
+    metrics = _write_outputs(out, dataset, records, entries, made_by)
+    metrics.update(
+        seconds=round(seconds, 3),
+        n_processed=len(records) - len(done) if done else len(records),
+        n_resumed=sum(r.image_id in done for r in records),
+        images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
+        stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
+    )
+    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
+    return RunResult(out, metrics, made_by)
+
+
+def _process(
+    config: RunConfig,
+    dataset: Dataset,
+    todo: list[ImageRecord],
+    rank: distributed.Rank,
+    backbone: Backbone,
+    device: torch.device,
+    precision: str,
+    settings: dict[str, Any],
+    journal_dir: Path,
+    times: StageTimes,
+    progress: bool | None,
+) -> None:
+    """Run the engine over ``todo``, journaling each image as it finishes."""
+    show = rank.main and (sys.stderr.isatty() if progress is None else progress)
+    metric = CorLoc()
+    engine = discover(
+        backbone,
+        todo,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=device,
+        precision=precision,
+        k_patches=config.k_patches,
+        times=times,
+    )
+    desc = f"rank 0/{rank.world}" if rank.world > 1 else None
+    with (
+        Journal(journal_dir, rank.rank, settings) as journal,
+        tqdm(total=len(todo), unit="img", desc=desc, disable=not show) as bar,
+    ):
+        for result in engine:
+            journal.append(journal_entry(result))
+            if result.lost is None:
+                logger.warning("skipped %s", result.error)
+                metric.skip(result.record.image_id)
+            elif dataset.has_gt and result.record.gt_boxes is not None:
+                metric.update(result.record.image_id, result.lost.box, result.record.gt_boxes)
+            bar.update(1)
+            if dataset.has_gt:
+                score = metric.compute()
+                bar.set_postfix_str(f"hits {score.n_hits}/{score.n_images}", refresh=False)
+
+
+def _write_outputs(
+    out: Path, dataset: Dataset, records: list[ImageRecord], entries: dict[int, dict[str, Any]], made_by: dict
+) -> dict[str, Any]:
+    """predictions.json, gt.json, per_image.json from the journal entries, in dataset order."""
+    metric = CorLoc()
+    boxes: dict[int, tuple[int, int, int, int]] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    per_image, skipped = [], []
+    for record in records:
+        entry = entries[record.image_id]
+        if entry["hw"] is not None:
+            sizes[record.image_id] = (entry["hw"][0], entry["hw"][1])
+        item: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
+        if entry["box"] is None:
+            skipped.append({**item, "reason": entry["error"]})
+            metric.skip(record.image_id)
+        else:
+            box = (entry["box"][0], entry["box"][1], entry["box"][2], entry["box"][3])
+            boxes[record.image_id] = box
+            item.update(box=list(box), seed=entry["seed"])
+            if dataset.has_gt and record.gt_boxes is not None:
+                best = metric.update(record.image_id, box, record.gt_boxes)
+                item.update(iou=round(best, 6), hit=best >= metric.threshold)
+        per_image.append(item)
+    score = metric.compute()
+    write_json_atomic(out / "predictions.json", coco_predictions(boxes))
+    write_json_atomic(out / "gt.json", coco_ground_truth(records, sizes, info={"producer": made_by}))
+    write_json_atomic(out / "per_image.json", {"producer": made_by, "images": per_image})
+    return {
+        "producer": made_by,
+        "dataset": dataset.name,
+        "corloc": round(score.corloc, 4) if dataset.has_gt else None,
+        "n_images": len(records),
+        "n_hits": score.n_hits if dataset.has_gt else None,
+        "n_boxes": len(boxes),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "n_excluded": len(dataset.excluded),
+        "excluded": dataset.excluded,
+    }
+
+
+def summary(result: RunResult) -> str:
+    """A one-screen text summary of a finished run."""
+    m, p = result.metrics, result.producer
+    lines = [
+        f"backbone   {p['backbone']} ({p['timm_model']}, patch {p['patch_size']}, {p['num_registers']} registers)",
+        f"weights    {p['weights']['source']} sha256 {p['weights']['sha256'][:16]}…",
+        f"device     {p['device_name']} · {p['precision']}",
+        f"dataset    {m['dataset']}: {m['n_images']} images, {m['n_boxes']} boxes, {m['n_skipped']} skipped"
+        + (f", {m['n_excluded']} excluded" if m["n_excluded"] else ""),
+    ]
+    if m["corloc"] is not None:
+        lines.append(f"CorLoc     {m['corloc']:.2f}%  ({m['n_hits']}/{m['n_images']} hits)")
+    rate = f"{m['images_per_s']:.2f} images/s" if m["images_per_s"] else "nothing left to process"
+    resumed = f" · {m['n_resumed']} resumed from the journal" if m["n_resumed"] else ""
+    lines.append(f"time       {m['seconds']:.1f} s · {rate}{resumed}")
+    for item in m["skipped"][:5]:
+        lines.append(f"skipped    {item['reason']}")
+    if m["n_skipped"] > 5:
+        lines.append(f"skipped    … {m['n_skipped'] - 5} more in metrics.json")
+    lines.append(f"output     {result.out}/ (predictions.json, gt.json, metrics.json, run.json)")
+    return "\n".join(lines)
