@@ -64,6 +64,14 @@ _PATH = click.Path(path_type=Path)
     help="Model compute precision (autocast); auto: bf16 on CUDA, fp32 on CPU. LOST is always fp32.",
 )
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of the split.")
+@click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images (boxes mapped back).")
+@click.option(
+    "--max-patches",
+    default=16_384,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refuse images with more patches (LOST's NxN affinity; 16,384 is 1 GiB) unless --max-side.",
+)
 @click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it.")
 @click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
@@ -83,6 +91,8 @@ def run_command(
     device: str,
     precision: str,
     limit: int | None,
+    max_side: int | None,
+    max_patches: int,
     overwrite: bool,
     download: bool,
     progress: bool | None,
@@ -106,6 +116,8 @@ def run_command(
         device=device,
         precision=precision,
         limit=limit,
+        max_side=max_side,
+        max_patches=max_patches,
         overwrite=overwrite,
     )
     try:

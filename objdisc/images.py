@@ -20,16 +20,64 @@ from objdisc.errors import ImageError
 T = TypeVar("T")
 
 
-def decode_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB.
+# JPEG start-of-frame markers (all but DHT 0xC4, JPG 0xC8, DAC 0xCC) carry height and width.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
-    Grayscale, palette and 16-bit images become 8-bit RGB; an alpha channel is dropped.
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(H, W)`` from a JPEG or PNG header without decoding pixels; ``None`` for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF:
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def max_side_scale(image_hw: tuple[int, int], max_side: int | None) -> float:
+    """Scale factor (<= 1) that brings the longer side to at most ``max_side`` pixels."""
+    if max_side is None or max(image_hw) <= max_side:
+        return 1.0
+    return max_side / max(image_hw)
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to RGB at native size: :func:`load_image` without guard or resize."""
+    return load_image(path)[0]
+
+
+def load_image(
+    path: str | Path, max_side: int | None = None, max_patches: int | None = None, patch_size: int = 16
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image file to RGB, guarding memory before any pixel is decoded.
+
+    Grayscale, palette, CMYK and 16-bit images become 8-bit RGB; an alpha channel is dropped.
+    The raw pixel grid is kept (EXIF orientation is ignored: annotations refer to it).
+
+    Args:
+        path: the file.
+        max_side: resize so the longer side is at most this many pixels (``None``: native).
+        max_patches: refuse an image whose patch grid (after ``max_side``) has more patches,
+            reading only its header: LOST's affinity is ``N x N`` floats.
+        patch_size: patch side in pixels, for ``max_patches``.
 
     Returns:
-        ``(H, W, 3)`` uint8 array, RGB.
+        ``((h, w, 3) uint8 RGB array, original (H, W))``; ``(h, w) == (H, W)`` unless
+        ``max_side`` resized it.
 
     Raises:
-        ImageError: naming the file when it is missing, empty or not decodable.
+        ImageError: naming the file when it is missing, empty, truncated, too large or not
+            decodable.
     """
     try:
         data = Path(path).read_bytes()
@@ -37,13 +85,53 @@ def decode_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
     if not data:
         raise ImageError(f"{path}: file is empty (0 bytes)")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-65536:]:
+        # OpenCV decodes a cut JPEG into a half-grey picture without complaint; refuse it.
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker; {len(data)} bytes)")
+    size = header_size(data)
+    if size is not None and max_patches is not None:
+        _check_patches(path, size, max_side, max_patches, patch_size)
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.size == 0:
         raise ImageError(f"{path}: not a decodable image ({len(data)} bytes)")
+    if size is None and max_patches is not None:
+        _check_patches(path, image.shape[:2], max_side, max_patches, patch_size)
+    original = (int(image.shape[0]), int(image.shape[1]))
+    scale = max_side_scale(original, max_side)
+    if scale < 1.0:
+        new_hw = (max(1, round(original[0] * scale)), max(1, round(original[1] * scale)))
+        image = cv2.resize(image, (new_hw[1], new_hw[0]), interpolation=cv2.INTER_AREA)
     # A numpy flip, not cv2.cvtColor: cvtColor starts OpenCV's thread pool, and a DataLoader
     # worker forked from a process whose pool is running deadlocks on its next OpenCV call.
-    return np.ascontiguousarray(image[..., ::-1])
+    return np.ascontiguousarray(image[..., ::-1]), original
+
+
+def _check_patches(
+    path: str | Path, image_hw: tuple[int, int], max_side: int | None, max_patches: int, patch_size: int
+) -> None:
+    scale = max_side_scale(image_hw, max_side)
+    h, w = (max(1, round(v * scale)) for v in image_hw)
+    n = (-(-h // patch_size)) * (-(-w // patch_size))
+    if n > max_patches:
+        gib = n * n * 4 / 2**30
+        raise ImageError(
+            f"{path}: {image_hw[1]}x{image_hw[0]} pixels make {n:,} patches of {patch_size} px, whose "
+            f"{n:,}x{n:,} float32 affinity needs {gib:.1f} GiB (limit --max-patches {max_patches:,}); "
+            f"pass --max-side to resize such images (boxes are mapped back)"
+        )
+
+
+def map_box(box: tuple[int, int, int, int], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> tuple[int, ...]:
+    """A pixel box on an image of size ``from_hw`` mapped onto the same image at ``to_hw``."""
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    x1, y1, x2, y2 = box
+    return (
+        max(0, round(x1 * sx)),
+        max(0, round(y1 * sy)),
+        min(to_hw[1], round(x2 * sx)),
+        min(to_hw[0], round(y2 * sy)),
+    )
 
 
 def padded_size(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:

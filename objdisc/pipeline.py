@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -17,11 +18,17 @@ import torch
 from objdisc.backbones import Backbone
 from objdisc.datasets import ImageRecord
 from objdisc.errors import DeviceError
-from objdisc.images import ImageError, SizeBuckets, decode_image, make_batch, padded_size
+from objdisc.images import ImageError, SizeBuckets, load_image, make_batch, map_box, padded_size
 from objdisc.keys import KeyExtractor
 from objdisc.methods.lost import LostResult, lost_batch, no_tf32
 
 logger = logging.getLogger(__name__)
+
+# LOST's affinity for N patches is N x N float32: 16,384 patches is 1 GiB.
+DEFAULT_MAX_PATCHES = 16_384
+
+# (record index, uint8 (h, w, 3) image, original (H, W)) waiting for a batch.
+_Item = tuple[int, torch.Tensor, tuple[int, int]]
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -75,22 +82,26 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes record ``i`` to ``(i, uint8 (H, W, 3) tensor or None, error or None)``."""
+    """Decodes record ``i`` to ``(i, uint8 (h, w, 3) tensor or None, original (H, W), error or None)``."""
 
-    def __init__(self, records: Sequence[ImageRecord]) -> None:
+    def __init__(
+        self, records: Sequence[ImageRecord], max_side: int | None, max_patches: int | None, patch_size: int
+    ) -> None:
         self.records = records
+        self.options = {"max_side": max_side, "max_patches": max_patches, "patch_size": patch_size}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, tuple[int, int] | None, str | None]:
         record = self.records[index]
         if record.error is not None:
-            return index, None, record.error
+            return index, None, None, record.error
         try:
-            return index, torch.from_numpy(decode_image(record.path)), None
+            image, original = load_image(record.path, **self.options)
+            return index, torch.from_numpy(image), original, None
         except ImageError as exc:
-            return index, None, str(exc)
+            return index, None, None, str(exc)
 
 
 def default_workers() -> int:
@@ -107,14 +118,20 @@ def discover(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     k_patches: int = 100,
+    max_side: int | None = None,
+    max_patches: int | None = DEFAULT_MAX_PATCHES,
     times: StageTimes | None = None,
 ) -> Iterator[ImageResult]:
-    """One box per record: the engine of :func:`run`.
+    """One box per record: the engine of :func:`objdisc.runner.run`.
 
     Images are batched only with images of the same padded size; a batch of any size gives
     the same boxes as batch size 1. A batch that fails (e.g. out of memory) is retried image
     by image, and an image that still fails is yielded with its error: one bad image never
     stops the run.
+
+    An image whose patch grid would exceed ``max_patches`` is refused from its header alone
+    (LOST's affinity is ``N x N``), unless ``max_side`` resizes it first; boxes of resized
+    images are mapped back to the original pixels (seed and mask stay on the resized grid).
 
     Yields:
         One :class:`ImageResult` per record, in completion order (not record order).
@@ -123,7 +140,7 @@ def discover(
     times = times if times is not None else StageTimes()
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(records),
+        _DecodeDataset(records, max_side, max_patches, backbone.patch_size),
         batch_size=None,
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -131,10 +148,10 @@ def discover(
         persistent_workers=False,
     )
     patch = backbone.patch_size
-    buckets: SizeBuckets[tuple[int, torch.Tensor]] = SizeBuckets(batch_size)
+    buckets: SizeBuckets[_Item] = SizeBuckets(batch_size)
     with KeyExtractor(backbone.model) as extractor:
 
-        def process(batch: list[tuple[int, torch.Tensor]]) -> Iterator[ImageResult]:
+        def process(batch: list[_Item]) -> Iterator[ImageResult]:
             try:
                 yield from _process_batch(backbone, extractor, records, batch, device, precision, k_patches, times)
             except (RuntimeError, ValueError) as exc:
@@ -143,18 +160,18 @@ def discover(
                     for item in batch:
                         yield from process([item])
                 else:
-                    index, image = batch[0]
-                    hw = (int(image.shape[0]), int(image.shape[1]))
-                    yield ImageResult(records[index], hw, None, f"{records[index].path}: {type(exc).__name__}: {exc}")
+                    index, _, original = batch[0]
+                    error = f"{records[index].path}: {type(exc).__name__}: {exc}"
+                    yield ImageResult(records[index], original, None, error)
 
         start = time.perf_counter()
-        for index, image, error in loader:
+        for index, image, original, error in loader:
             times.wait_decode += time.perf_counter() - start
             if image is None:
                 yield ImageResult(records[index], None, None, error)
             else:
                 key = padded_size((int(image.shape[0]), int(image.shape[1])), patch)
-                for batch in buckets.add(key, (index, image)):
+                for batch in buckets.add(key, (index, image, tuple(original))):
                     yield from process(batch)
             start = time.perf_counter()
         for batch in buckets.flush():
@@ -165,7 +182,7 @@ def _process_batch(
     backbone: Backbone,
     extractor: KeyExtractor,
     records: Sequence[ImageRecord],
-    batch: list[tuple[int, torch.Tensor]],
+    batch: list[_Item],
     device: torch.device,
     precision: str,
     k_patches: int,
@@ -173,7 +190,7 @@ def _process_batch(
 ) -> list[ImageResult]:
     """Keys and LOST for one batch of ``(record index, uint8 (H, W, 3) image)`` pairs."""
     start = time.perf_counter()
-    images = [image for _, image in batch]
+    images = [image for _, image, _ in batch]
     hws = [(int(im.shape[0]), int(im.shape[1])) for im in images]
     # fp32 means fp32: no autocast, and no TF32 on CUDA (whose cuDNN default would use it).
     compute = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision != "fp32" else no_tf32()
@@ -187,7 +204,20 @@ def _process_batch(
     end = time.perf_counter()
     times.forward += middle - start
     times.lost += end - middle
-    return [ImageResult(records[index], hw, result) for (index, _), hw, result in zip(batch, hws, results, strict=True)]
+    out = []
+    for (index, _, original), hw, result in zip(batch, hws, results, strict=True):
+        if hw != original:  # resized by --max-side: the box goes back to the original pixels
+            result = dataclasses.replace(result, box=map_box(result.box, hw, original))
+        out.append(ImageResult(records[index], original, result))
+    return out
 
 
-__all__ = ["PRECISIONS", "ImageResult", "StageTimes", "discover", "resolve_device", "resolve_precision"]
+__all__ = [
+    "DEFAULT_MAX_PATCHES",
+    "PRECISIONS",
+    "ImageResult",
+    "StageTimes",
+    "discover",
+    "resolve_device",
+    "resolve_precision",
+]

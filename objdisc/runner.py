@@ -27,7 +27,14 @@ from objdisc.export import coco_ground_truth, coco_predictions
 from objdisc.journal import Journal, read_journals
 from objdisc.jsonio import write_json_atomic
 from objdisc.metrics import CorLoc
-from objdisc.pipeline import ImageResult, StageTimes, discover, resolve_device, resolve_precision
+from objdisc.pipeline import (
+    DEFAULT_MAX_PATCHES,
+    ImageResult,
+    StageTimes,
+    discover,
+    resolve_device,
+    resolve_precision,
+)
 from objdisc.provenance import now_iso, producer
 
 logger = logging.getLogger(__name__)
@@ -52,6 +59,8 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     limit: int | None = None
+    max_side: int | None = None
+    max_patches: int | None = DEFAULT_MAX_PATCHES
     overwrite: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +87,7 @@ def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256
         "dataset": dataset.name,
         "no_hard": config.no_hard,
         "k_patches": config.k_patches,
+        "max_side": config.max_side,
         "precision": precision,
         "model_kwargs": config.model_kwargs,
     }
@@ -94,6 +104,10 @@ def journal_entry(result: ImageResult) -> dict[str, Any]:
         "seed": lost.seed if lost else None,
         "error": result.error,
     }
+
+
+def _finished(entry: dict[str, Any] | None, record: ImageRecord) -> bool:
+    return entry is not None and entry["file_name"] == record.file_name and entry["box"] is not None
 
 
 def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | None = None) -> RunResult:
@@ -157,7 +171,8 @@ def _run(
         write_json_atomic(out / "run.json", run_info)
 
     mine = [records[i] for i in distributed.shard(len(records), rank)]
-    todo = [r for r in mine if done.get(r.image_id, {}).get("file_name") != r.file_name]
+    # Finished means a box: images that failed before (unreadable, out of memory) are tried again.
+    todo = [r for r in mine if not _finished(done.get(r.image_id), r)]
     times, start = StageTimes(), time.perf_counter()
     if todo:
         logger.info(
@@ -172,6 +187,7 @@ def _run(
         backbone.model.to(device)
         _process(config, dataset, todo, rank, backbone, device, precision, settings, journal_dir, times, progress)
     seconds = time.perf_counter() - start
+    n_resumed = sum(_finished(done.get(r.image_id), r) for r in records)
     distributed.barrier(rank)
     if not rank.main:
         return RunResult(out, {}, made_by)
@@ -183,8 +199,8 @@ def _run(
     metrics = _write_outputs(out, dataset, records, entries, made_by)
     metrics.update(
         seconds=round(seconds, 3),
-        n_processed=len(records) - len(done) if done else len(records),
-        n_resumed=sum(r.image_id in done for r in records),
+        n_processed=len(records) - n_resumed,
+        n_resumed=n_resumed,
         images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
         stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
     )
@@ -217,6 +233,8 @@ def _process(
         device=device,
         precision=precision,
         k_patches=config.k_patches,
+        max_side=config.max_side,
+        max_patches=config.max_patches,
         times=times,
     )
     desc = f"rank 0/{rank.world}" if rank.world > 1 else None

@@ -50,7 +50,12 @@ def test_decode_keeps_the_raw_pixel_grid_despite_exif_orientation(tmp_path: Path
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "empty"), (b"\xff\xd8\xff\xe0 not really a jpeg", "not a decodable image")],
+    [
+        (b"", "empty"),
+        (b"\xff\xd8\xff\xe0 cut short", "truncated JPEG"),
+        (b"\xff\xd8\xff\xe0 not really a jpeg\xff\xd9", "not a decodable image"),
+        (b"GIF89a nonsense", "not a decodable image"),
+    ],
 )
 def test_decode_errors_name_the_file(tmp_path: Path, content: bytes, message: str):
     path = tmp_path / "bad.jpg"
