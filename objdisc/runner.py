@@ -127,6 +127,8 @@ def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | No
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
     )
+    for warning in dataset.warnings[:20]:
+        logger.warning("%s: %s", warning["file_name"], warning["message"])
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
@@ -294,6 +296,7 @@ def _write_outputs(
         "skipped": skipped,
         "n_excluded": len(dataset.excluded),
         "excluded": dataset.excluded,
+        "dataset_warnings": dataset.warnings,
     }
 
 

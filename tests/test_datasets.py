@@ -153,3 +153,30 @@ def test_malformed_coco_entry_names_the_file(tmp_path: Path):
     bad.write_text(json.dumps({"images": [{"file_name": "a.jpg"}], "annotations": []}))
     with pytest.raises(DatasetError, match=r"instances\.json: malformed COCO entry \(KeyError"):
         load_dataset("coco", images=tmp_path, annotations=bad)
+
+
+def test_duplicates_and_boxes_outside_the_image_are_kept_once_and_reported(tmp_path: Path):
+    from conftest import voc_xml
+
+    make_voc(tmp_path)
+    base = tmp_path / "VOCdevkit/VOC2007"
+    (base / "ImageSets/Main/trainval.txt").write_text("000005\n000007\n000005\n000009\n000012\n")
+    (base / "Annotations/000009.xml").write_text(voc_xml("000009", (100, 75), [{"box": (1, 1, 90, 120)}]))
+    dataset = load_dataset("voc07", tmp_path)
+    assert [r.image_id for r in dataset.records] == [5, 7, 9, 12]
+    messages = {(w["file_name"], w["message"].split(";")[0].split(" in ")[0]) for w in dataset.warnings}
+    assert ("000005.jpg", "listed more than once") in messages
+    assert any(
+        f == "000009.jpg" and "reaches outside the 75x100 image" in m
+        for f, m in ((w["file_name"], w["message"]) for w in dataset.warnings)
+    )
+    np.testing.assert_array_equal(dataset.records[2].gt_boxes, [[0, 0, 90, 120]])  # kept as annotated, as LOST
+
+
+def test_coco_duplicate_image_entries_are_reported(tmp_path: Path):
+    images, annotations, data = make_coco(tmp_path, [9, 25])
+    data["images"].append(dict(data["images"][0]))
+    annotations.write_text(json.dumps(data))
+    dataset = load_dataset("coco", images=images, annotations=annotations)
+    assert [r.image_id for r in dataset.records] == [9, 25]
+    assert any("image id 9 appears more than once" in w["message"] for w in dataset.warnings)

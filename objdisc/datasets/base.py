@@ -49,6 +49,8 @@ class Dataset:
         has_gt: whether CorLoc can be computed.
         excluded: images left out by an option (e.g. ``--no-hard``), with the reason; they
             are not counted in CorLoc, as in LOST.
+        warnings: odd but usable annotations (ground truth outside the image, an image listed
+            twice), each ``{"file_name", "message"}``; reported in metrics.json.
     """
 
     name: str
@@ -56,6 +58,26 @@ class Dataset:
     records: list[ImageRecord]
     has_gt: bool
     excluded: list[dict[str, object]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+
+def box_warnings(file_name: str, boxes: np.ndarray, width: int | None, height: int | None) -> list[dict[str, str]]:
+    """Warnings for ground-truth boxes that are empty or reach outside the annotated image.
+
+    The boxes are kept as annotated (as LOST does): CorLoc stays comparable with published numbers.
+    """
+    out = []
+    for x1, y1, x2, y2 in boxes.tolist():
+        if x2 <= x1 or y2 <= y1:
+            out.append({"file_name": file_name, "message": f"empty ground-truth box {[x1, y1, x2, y2]}"})
+        elif width and height and (x1 < 0 or y1 < 0 or x2 > width or y2 > height):
+            out.append(
+                {
+                    "file_name": file_name,
+                    "message": f"ground-truth box {[x1, y1, x2, y2]} reaches outside the {width}x{height} image",
+                }
+            )
+    return out
 
 
 def no_boxes() -> np.ndarray:

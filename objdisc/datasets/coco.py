@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, no_boxes, require
+from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, box_warnings, no_boxes, require
 from objdisc.jsonio import read_json
 
 COCO20K_LIST = "coco_20k_filenames.txt"
@@ -67,12 +67,21 @@ def load_coco(images: Path, annotations: Path) -> Dataset:
     data = read_coco_json(annotations)
     with _malformed(annotations):
         boxes = gt_boxes_by_image(data)
-        records, seen = [], set()
+        records, seen, warnings = [], set(), []
         for entry in data["images"]:
-            if int(entry["id"]) not in seen:  # a duplicated image entry is evaluated once
-                seen.add(int(entry["id"]))
-                records.append(_record(entry, images, boxes))
-    return Dataset(f"coco/{annotations.stem}", images, records, has_gt=True)
+            if int(entry["id"]) in seen:  # a duplicated image entry is evaluated once
+                message = f"image id {entry['id']} appears more than once in {annotations}; used once"
+                warnings.append({"file_name": str(entry["file_name"]), "message": message})
+                continue
+            seen.add(int(entry["id"]))
+            records.append(_record(entry, images, boxes))
+    return Dataset(f"coco/{annotations.stem}", images, records, has_gt=True, warnings=warnings + _warnings(records))
+
+
+def _warnings(records: list[ImageRecord]) -> list[dict[str, str]]:
+    return [
+        w for r in records if r.gt_boxes is not None for w in box_warnings(r.file_name, r.gt_boxes, r.width, r.height)
+    ]
 
 
 def coco20k_image_id(line: str) -> int:
@@ -114,4 +123,4 @@ def load_coco20k(data_root: Path) -> Dataset:
             name = Path(line).name
             error = f"{annotations}: no image entry for id {image_id}"
             records.append(ImageRecord(image_id, images / name, name, no_boxes(), error=error))
-    return Dataset("coco20k/train2014", images, records, has_gt=True)
+    return Dataset("coco20k/train2014", images, records, has_gt=True, warnings=_warnings(records))

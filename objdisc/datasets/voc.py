@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, no_boxes, require
+from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, box_warnings, no_boxes, require
 
 YEARS = {"voc07": "2007", "voc12": "2012"}
 
@@ -80,9 +80,15 @@ def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool 
         raise DatasetError(f"{split_file}: the split file lists no images")
     records: list[ImageRecord] = []
     excluded: list[dict[str, object]] = []
+    warnings: list[dict[str, str]] = []
+    seen: set[str] = set()
     for stem in stems:
         image_id = voc_image_id(stem)
         path = images / f"{stem}.jpg"
+        if stem in seen:
+            warnings.append({"file_name": path.name, "message": f"listed more than once in {split_file}; used once"})
+            continue
+        seen.add(stem)
         try:
             boxes, width, height = parse_voc_xml(annotations / f"{stem}.xml", no_hard)
         except DatasetError as exc:
@@ -91,5 +97,6 @@ def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool 
         if no_hard and len(boxes) == 0:
             excluded.append({"image_id": image_id, "file_name": path.name, "reason": "no object left by --no-hard"})
             continue
+        warnings += box_warnings(path.name, boxes, width, height)
         records.append(ImageRecord(image_id, path, path.name, boxes, width, height))
-    return Dataset(f"{kind}/{split}", images, records, has_gt=True, excluded=excluded)
+    return Dataset(f"{kind}/{split}", images, records, has_gt=True, excluded=excluded, warnings=warnings)
