@@ -39,74 +39,33 @@ def test_backbones_table():
     assert "dinov2_reg -> dinov2_reg_vits14" in result.output
 
 
+def run_on(backbone: str, dataset: str, weights_file, out: Path, *extra: str):
+    """`objdisc run` with a random-init local weights file, no decode workers."""
+    weights = str(weights_file(backbone))
+    return invoke("run", "-b", backbone, "-d", dataset, "--weights", weights, "-o", str(out), "--workers", "0", *extra)
+
+
 @pytest.mark.parametrize("kind", ["voc07", "voc12"])
 def test_run_voc(tmp_path: Path, weights_file, kind: str):
     make_voc(tmp_path, "2007" if kind == "voc07" else "2012")
-    out = tmp_path / "out"
-    result = invoke(
-        "run",
-        "--backbone",
-        "dinov2_reg",
-        "--dataset",
-        kind,
-        "--data-root",
-        str(tmp_path),
-        "--weights",
-        str(weights_file("dinov2_reg")),
-        "--out",
-        str(out),
-        "--workers",
-        "0",
-    )
+    result = run_on("dinov2_reg", kind, weights_file, tmp_path / "out", "--data-root", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "CorLoc" in result.output and "dinov2_reg_vits14" in result.output
-    check_outputs(out, 4)
+    check_outputs(tmp_path / "out", 4)
 
 
 def test_run_voc_no_hard(tmp_path: Path, weights_file):
     make_voc(tmp_path)
-    out = tmp_path / "out"
-    result = invoke(
-        "run",
-        "-b",
-        "dino",
-        "-d",
-        "voc07",
-        "--data-root",
-        str(tmp_path),
-        "--no-hard",
-        "--weights",
-        str(weights_file("dino")),
-        "-o",
-        str(out),
-        "--workers",
-        "0",
-        "--k-patches",
-        "5",
-    )
+    extra = ("--data-root", str(tmp_path), "--no-hard", "--k-patches", "5")
+    result = run_on("dino", "voc07", weights_file, tmp_path / "out", *extra)
     assert result.exit_code == 0, result.output
-    metrics = check_outputs(out, 3)
-    assert metrics["n_excluded"] == 1
+    assert check_outputs(tmp_path / "out", 3)["n_excluded"] == 1
 
 
 def test_run_coco20k(tmp_path: Path, weights_file):
     make_coco20k(tmp_path, [9, 25, 30], listed=[25, 9])
     out = tmp_path / "out"
-    result = invoke(
-        "run",
-        "-b",
-        "dinov2",
-        "-d",
-        "coco20k",
-        "--data-root",
-        str(tmp_path),
-        "--weights",
-        str(weights_file("dinov2")),
-        "-o",
-        str(out),
-        "--workers",
-        "0",
-    )
+    result = run_on("dinov2", "coco20k", weights_file, out, "--data-root", str(tmp_path))
     assert result.exit_code == 0, result.output
     check_outputs(out, 2)
     assert [p["image_id"] for p in json.loads((out / "predictions.json").read_text())] == [25, 9]
@@ -114,55 +73,23 @@ def test_run_coco20k(tmp_path: Path, weights_file):
 
 def test_run_coco(tmp_path: Path, weights_file):
     images, annotations, _ = make_coco(tmp_path, [9, 25, 30, 34])
-    out = tmp_path / "out"
-    result = invoke(
-        "run",
-        "-b",
-        "dinov2",
-        "-d",
-        "coco",
-        "--images",
-        str(images),
-        "--annotations",
-        str(annotations),
-        "--weights",
-        str(weights_file("dinov2")),
-        "-o",
-        str(out),
-        "--workers",
-        "0",
-    )
+    extra = ("--images", str(images), "--annotations", str(annotations))
+    result = run_on("dinov2", "coco", weights_file, tmp_path / "out", *extra)
     assert result.exit_code == 0, result.output
-    check_outputs(out, 4)
+    check_outputs(tmp_path / "out", 4)
 
 
 def test_run_folder_gives_boxes_only(tmp_path: Path, weights_file):
     for i, hw in enumerate([(40, 50), (33, 71)]):
         write_image(tmp_path / "imgs" / f"photo{i}.png", hw, (5, 5, 20, 20), seed=i)
     out = tmp_path / "out"
-    result = invoke(
-        "run",
-        "-b",
-        "dinov2_reg",
-        "-d",
-        "folder",
-        "--images",
-        str(tmp_path / "imgs"),
-        "--weights",
-        str(weights_file("dinov2_reg")),
-        "-o",
-        str(out),
-        "--workers",
-        "0",
-    )
+    result = run_on("dinov2_reg", "folder", weights_file, out, "--images", str(tmp_path / "imgs"))
     assert result.exit_code == 0, result.output
     assert "CorLoc" not in result.output
     check_outputs(out, 2, scored=False)
     gt = json.loads((out / "gt.json").read_text())
-    assert [(i["id"], i["file_name"], i["height"], i["width"]) for i in gt["images"]] == [
-        (1, "photo0.png", 40, 50),
-        (2, "photo1.png", 33, 71),
-    ]
+    sizes = [(i["id"], i["file_name"], i["height"], i["width"]) for i in gt["images"]]
+    assert sizes == [(1, "photo0.png", 40, 50), (2, "photo1.png", 33, 71)]
     assert gt["annotations"] == []
 
 

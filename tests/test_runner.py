@@ -105,10 +105,9 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "objdisc", "run", *args]
 
 
-def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: Path):
-    images, weights, ref = reference
-    out = tmp_path / "out"
-    args = [
+def folder_args(images: Path, weights: Path, out: Path, *extra: str) -> list[str]:
+    """`objdisc run` options for the photo folder with a local weights file."""
+    return [
         "-b",
         "dinov2_reg",
         "-d",
@@ -121,9 +120,14 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: P
         str(out),
         "--workers",
         "0",
-        "--batch-size",
-        "1",
+        *extra,
     ]
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: Path):
+    images, weights, ref = reference
+    out = tmp_path / "out"
+    args = folder_args(images, weights, out, "--batch-size", "1")
     process = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / "journal" / "rank0.jsonl"
     deadline = time.monotonic() + 120
@@ -145,30 +149,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: P
 def test_two_gloo_processes_write_the_single_process_files(reference, tmp_path: Path):
     images, weights, ref = reference
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        "-m",
-        "objdisc",
-        "run",
-        "-b",
-        "dinov2_reg",
-        "-d",
-        "folder",
-        "--images",
-        str(images),
-        "--weights",
-        str(weights),
-        "-o",
-        str(out),
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "objdisc"]
+    command = [*launcher, "run", *folder_args(images, weights, out, "--device", "cpu")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
