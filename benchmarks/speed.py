@@ -27,7 +27,7 @@ from objdisc.datasets import load_dataset
 from objdisc.images import decode_image, make_batch, padded_size
 from objdisc.keys import KeyExtractor
 from objdisc.methods.lost import lost_batch
-from objdisc.pipeline import StageTimes, discover
+from objdisc.pipeline import DEFAULT_BATCH_TOKENS, StageTimes, discover
 from objdisc.weights import WeightsInfo
 
 
@@ -73,7 +73,9 @@ def naive_loop(backbone: Backbone, paths: list[Path], device: torch.device) -> d
     return boxes
 
 
-def stage_rates(backbone: Backbone, paths: list[Path], batch_size: int, device: torch.device) -> dict[str, float]:
+def stage_rates(
+    backbone: Backbone, paths: list[Path], batch_size: int, batch_tokens: int, device: torch.device
+) -> dict[str, float]:
     """Images/s of decode (one thread), forward to keys, and LOST, each alone."""
     start = time.perf_counter()
     images = [torch.from_numpy(decode_image(p)) for p in paths]
@@ -81,7 +83,10 @@ def stage_rates(backbone: Backbone, paths: list[Path], batch_size: int, device: 
     groups: dict[tuple[int, int], list[torch.Tensor]] = {}
     for image in images:
         groups.setdefault(padded_size(image.shape[:2], backbone.patch_size), []).append(image)
-    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    batches = []
+    for (hp, wp), group in groups.items():  # the pipeline's rule: <= batch_size images, <= batch_tokens patches
+        size = max(1, min(batch_size, batch_tokens // ((hp // backbone.patch_size) * (wp // backbone.patch_size))))
+        batches += [group[i : i + size] for i in range(0, len(group), size)]
     forward_s = lost_s = 0.0
     with KeyExtractor(backbone.model) as extractor, torch.inference_mode():
         for batch in batches:
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="dinov2_reg")
     parser.add_argument("--weights", type=Path, default=None, help="local weights (default: random init)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-tokens", type=int, default=None, help="patches per batch (default: per device)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int, default=None)
@@ -119,6 +125,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 65_536)
     backbone = create_backbone(args.backbone, args.weights, device) if args.weights else random_backbone(args.backbone)
     backbone.model.to(device)
     records = load_dataset("folder", images=args.images).records[: args.limit]
@@ -132,7 +139,15 @@ def main() -> None:
     times = StageTimes()
     start = time.perf_counter()
     results = list(
-        discover(backbone, records, batch_size=args.batch_size, workers=args.workers, device=device, times=times)
+        discover(
+            backbone,
+            records,
+            batch_size=args.batch_size,
+            batch_tokens=tokens,
+            workers=args.workers,
+            device=device,
+            times=times,
+        )
     )
     pipeline_s = time.perf_counter() - start
     fast = {r.record.path.name: r.lost.box for r in results}
@@ -143,7 +158,8 @@ def main() -> None:
         "device": str(device),
         "pipeline_images_per_s": len(paths) / pipeline_s,
         "pipeline_stage_seconds": vars(times),
-        "stage_images_per_s": stage_rates(backbone, paths, args.batch_size, device),
+        "batch_tokens": tokens,
+        "stage_images_per_s": stage_rates(backbone, paths, args.batch_size, tokens, device),
     }
     if not args.skip_naive:
         naive_loop(backbone, paths[:2], device)  # warm-up

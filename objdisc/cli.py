@@ -53,7 +53,15 @@ _PATH = click.Path(path_type=Path)
 @click.option("--split", default="trainval", show_default=True, help="VOC image set.")
 @click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects; skip images left with none.")
 @click.option("--k-patches", default=100, show_default=True, type=click.IntRange(min=1), help="LOST k.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward.")
+@click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward, at most."
+)
+@click.option(
+    "--batch-tokens",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Patches per forward, at most [default: 2,048 on CPU, 65,536 on CUDA].",
+)
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode workers [default: cores, max 8].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option(
@@ -87,6 +95,7 @@ def run_command(
     no_hard: bool,
     k_patches: int,
     batch_size: int,
+    batch_tokens: int | None,
     workers: int | None,
     device: str,
     precision: str,
@@ -112,6 +121,7 @@ def run_command(
         no_hard=no_hard,
         k_patches=k_patches,
         batch_size=batch_size,
+        batch_tokens=batch_tokens,
         workers=workers,
         device=device,
         precision=precision,

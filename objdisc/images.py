@@ -7,9 +7,9 @@ then zero-padded bottom and right to a multiple of the patch size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -177,16 +177,23 @@ def make_batch(
 class SizeBuckets(Generic[T]):
     """Groups items by a key (the padded size) into batches, streaming.
 
-    ``add`` returns full batches as they fill; when more than ``max_pending`` items wait,
-    the fullest bucket is released early so memory stays bounded whatever the size mix.
-    ``flush`` returns what is left. Every item comes out exactly once.
+    ``add`` returns a bucket as soon as it holds ``capacity(key)`` items (``batch_size`` by
+    default); when more than ``max_pending`` items wait, the fullest bucket is released early
+    so memory stays bounded whatever the size mix. ``flush`` returns what is left. Every item
+    comes out exactly once.
     """
 
-    def __init__(self, batch_size: int, max_pending: int | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        max_pending: int | None = None,
+        capacity: Callable[[Any], int] | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.max_pending = max_pending if max_pending is not None else 4 * batch_size
+        self._capacity = capacity
         self._buckets: dict[object, list[T]] = {}
         self._pending = 0
 
@@ -196,7 +203,8 @@ class SizeBuckets(Generic[T]):
         bucket.append(item)
         self._pending += 1
         ready = []
-        if len(bucket) == self.batch_size:
+        limit = self.batch_size if self._capacity is None else max(1, min(self.batch_size, self._capacity(key)))
+        if len(bucket) >= limit:
             ready.append(self._take(key))
         if self._pending > self.max_pending:
             ready.append(self._take(max(self._buckets, key=lambda k: len(self._buckets[k]))))

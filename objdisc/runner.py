@@ -55,6 +55,7 @@ class RunConfig:
     no_hard: bool = False
     k_patches: int = 100
     batch_size: int = 8
+    batch_tokens: int | None = None
     workers: int | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -237,6 +238,7 @@ def _process(
         k_patches=config.k_patches,
         max_side=config.max_side,
         max_patches=config.max_patches,
+        batch_tokens=config.batch_tokens,
         times=times,
     )
     desc = f"rank 0/{rank.world}" if rank.world > 1 else None

@@ -50,6 +50,22 @@ def test_any_batch_size_gives_the_boxes_of_batch_size_one(backbone, tmp_path: Pa
     assert batched == single and len(single) == len(records)
 
 
+@pytest.mark.parametrize(("batch_tokens", "most"), [(48, 1), (96, 2), (10_000, 5)])
+def test_a_token_budget_caps_batches_and_changes_no_box(backbone, tmp_path: Path, batch_tokens: int, most: int):
+    records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
+    forwards = []
+    handle = backbone.model.patch_embed.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape))
+    try:
+        single = boxes_by_id(discover(backbone, records, batch_size=1, workers=0))
+        forwards.clear()
+        capped = boxes_by_id(discover(backbone, records, batch_size=8, batch_tokens=batch_tokens, workers=0))
+    finally:
+        handle.remove()
+    # 84 x 112 pixels at patch 14 is 48 patches: the padded size 5 of these images share.
+    assert max(shape[0] for shape in forwards if tuple(shape[2:]) == (84, 112)) == most
+    assert capped == single
+
+
 def test_decode_workers_change_nothing(backbone, tmp_path: Path):
     records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
     assert boxes_by_id(discover(backbone, records, workers=2)) == boxes_by_id(discover(backbone, records, workers=0))
