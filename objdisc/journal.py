@@ -29,7 +29,8 @@ def settings_key(settings: dict[str, Any]) -> str:
 
 
 def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Every finished image in ``folder``'s journals, by image id.
+    """Every journaled image in ``folder``'s journals, by image id; an entry with a box wins
+    over one without (a failure that a later resume fixed).
 
     Raises:
         JournalMismatchError: a journal was made with other settings; names what differs.
@@ -55,7 +56,11 @@ def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str,
                 entry = json.loads(line)
             except json.JSONDecodeError:  # a line torn by a kill mid-write: that image is redone
                 continue
-            done[int(entry["image_id"])] = entry
+            image_id = int(entry["image_id"])
+            # Files are read in rank order, not time order: a failure journaled by one run must
+            # not hide the box a later resume (possibly on another rank) found for the image.
+            if entry.get("box") is not None or image_id not in done:
+                done[image_id] = entry
     return done
 
 

@@ -101,6 +101,19 @@ def test_a_torn_last_line_is_ignored_and_closed(tmp_path: Path):
     assert set(read_journals(tmp_path, settings)) == {1, 3}
 
 
+def test_a_box_is_never_hidden_by_an_older_failure_in_another_rank_file(tmp_path: Path):
+    settings = {"k_patches": 100}
+    failed = {**entry(7, "g.jpg"), "box": None, "seed": None, "error": "out of memory"}
+    with Journal(tmp_path, 1, settings) as journal:  # first run, 2 ranks: rank 1 failed on image 7
+        journal.append(failed)
+    with Journal(tmp_path, 0, settings) as journal:  # resumed on 1 rank: image 7 got its box
+        journal.append(entry(7, "g.jpg"))
+    assert read_journals(tmp_path, settings)[7]["box"] == [0, 0, 1, 1]
+    with Journal(tmp_path, 2, settings) as journal:  # and a failure alone is still reported
+        journal.append({**failed, "image_id": 8})
+    assert read_journals(tmp_path, settings)[8]["error"] == "out of memory"
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "objdisc", "run", *args]
 
