@@ -26,8 +26,9 @@ from objdisc.backbones import Backbone, build_model, get_spec
 from objdisc.datasets import load_dataset
 from objdisc.images import decode_image, make_batch, padded_size
 from objdisc.keys import KeyExtractor
+from objdisc.limits import batch_tokens_for
 from objdisc.methods.lost import lost_batch
-from objdisc.pipeline import DEFAULT_BATCH_TOKENS, StageTimes, discover
+from objdisc.pipeline import StageTimes, discover
 from objdisc.weights import WeightsInfo
 
 
@@ -125,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 65_536)
+    tokens = args.batch_tokens or batch_tokens_for(device.type)
     backbone = create_backbone(args.backbone, args.weights, device) if args.weights else random_backbone(args.backbone)
     backbone.model.to(device)
     records = load_dataset("folder", images=args.images).records[: args.limit]

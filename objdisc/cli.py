@@ -10,6 +10,7 @@ import click
 from objdisc.backbones import ALIASES, BACKBONES
 from objdisc.datasets import DATASETS
 from objdisc.errors import ObjdiscError
+from objdisc.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
 
 # Kept here so that `objdisc --help` does not import torch; equal to pipeline.PRECISIONS' keys.
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -60,7 +61,8 @@ _PATH = click.Path(path_type=Path)
     "--batch-tokens",
     default=None,
     type=click.IntRange(min=1),
-    help="Patches per forward, at most [default: 2,048 on CPU, 65,536 on CUDA].",
+    help=f"Patches per forward, at most [default: {DEFAULT_BATCH_TOKENS['cpu']:,} on CPU, "
+    f"{DEFAULT_BATCH_TOKENS['cuda']:,} on CUDA].",
 )
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode workers [default: cores, max 8].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -75,10 +77,10 @@ _PATH = click.Path(path_type=Path)
 @click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images (boxes mapped back).")
 @click.option(
     "--max-patches",
-    default=16_384,
+    default=DEFAULT_MAX_PATCHES,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Refuse images with more patches (LOST's NxN affinity; 16,384 is 1 GiB) unless --max-side.",
+    help=f"Refuse images with more patches (LOST's NxN affinity; {DEFAULT_MAX_PATCHES:,} is 1 GiB) unless --max-side.",
 )
 @click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it.")
 @click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k).")

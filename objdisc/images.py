@@ -111,8 +111,8 @@ def _check_patches(
     path: str | Path, image_hw: tuple[int, int], max_side: int | None, max_patches: int, patch_size: int
 ) -> None:
     scale = max_side_scale(image_hw, max_side)
-    h, w = (max(1, round(v * scale)) for v in image_hw)
-    n = (-(-h // patch_size)) * (-(-w // patch_size))
+    hp, wp = padded_size((max(1, round(image_hw[0] * scale)), max(1, round(image_hw[1] * scale))), patch_size)
+    n = (hp // patch_size) * (wp // patch_size)
     if n > max_patches:
         gib = n * n * 4 / 2**30
         raise ImageError(

@@ -20,17 +20,10 @@ from objdisc.datasets import ImageRecord
 from objdisc.errors import DeviceError
 from objdisc.images import ImageError, SizeBuckets, load_image, make_batch, map_box, padded_size
 from objdisc.keys import KeyExtractor
+from objdisc.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
 from objdisc.methods.lost import LostResult, lost_batch, no_tf32
 
 logger = logging.getLogger(__name__)
-
-# Patches per forward pass. On the 2-core CPU this was measured on, images/s peaked near 2,000
-# patches per batch (batch 1 at 1,610 patches/image, 2 at 972, 8 at 320); on a GPU larger
-# batches pay, and this default is a generous guess that was not tuned on one.
-DEFAULT_BATCH_TOKENS = {"cpu": 2_048, "cuda": 65_536}
-
-# LOST's affinity for N patches is N x N float32: 16,384 patches is 1 GiB.
-DEFAULT_MAX_PATCHES = 16_384
 
 # (record index, uint8 (h, w, 3) image, original (H, W)) waiting for a batch.
 _Item = tuple[int, torch.Tensor, tuple[int, int]]
@@ -155,7 +148,7 @@ def discover(
         persistent_workers=False,
     )
     patch = backbone.patch_size
-    budget = batch_tokens if batch_tokens is not None else DEFAULT_BATCH_TOKENS.get(device.type, 65_536)
+    budget = batch_tokens if batch_tokens is not None else batch_tokens_for(device.type)
     buckets: SizeBuckets[_Item] = SizeBuckets(
         batch_size, capacity=lambda hw: budget // ((hw[0] // patch) * (hw[1] // patch))
     )

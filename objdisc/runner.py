@@ -26,9 +26,9 @@ from objdisc.errors import ObjdiscError
 from objdisc.export import coco_ground_truth, coco_predictions
 from objdisc.journal import Journal, read_journals
 from objdisc.jsonio import write_json_atomic
+from objdisc.limits import DEFAULT_MAX_PATCHES
 from objdisc.metrics import CorLoc
 from objdisc.pipeline import (
-    DEFAULT_MAX_PATCHES,
     ImageResult,
     StageTimes,
     discover,
