@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from objdisc.data.http import DownloadError, download
 from objdisc.data.sources import coco_image_url
-from objdisc.datasets.coco import coco20k_image_id
+from objdisc.datasets.coco import read_coco20k_list
 from objdisc.errors import DatasetError
 from objdisc.jsonio import gc_paused, write_text_atomic
 
@@ -31,11 +31,7 @@ logger = logging.getLogger(__name__)
 
 def read_list(list_path: Path) -> list[int]:
     """Image ids of LOST's list, in order (lines ``train2014/COCO_train2014_%012d.jpg``)."""
-    lines = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
-    try:
-        return [coco20k_image_id(line) for line in lines]
-    except ValueError as exc:
-        raise DatasetError(f"{list_path}: a line is not train2014/COCO_train2014_<id>.jpg ({exc})") from exc
+    return [image_id for image_id, _ in read_coco20k_list(list_path)]
 
 
 def select_coco20k(instances: dict[str, Any], image_ids: list[int]) -> dict[str, Any]:

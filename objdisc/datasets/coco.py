@@ -89,6 +89,15 @@ def coco20k_image_id(line: str) -> int:
     return int(Path(line).stem.rsplit("_", 1)[-1])
 
 
+def read_coco20k_list(list_path: Path) -> list[tuple[int, str]]:
+    """``(image id, file name)`` per line of LOST's list (``train2014/COCO_train2014_%012d.jpg``), in order."""
+    lines = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
+    try:
+        return [(coco20k_image_id(line), Path(line).name) for line in lines]
+    except ValueError as exc:
+        raise DatasetError(f"{list_path}: a line is not train2014/COCO_train2014_<id>.jpg ({exc})") from exc
+
+
 def load_coco20k(data_root: Path) -> Dataset:
     """LOST's COCO20k: the listed train2014 images in list order.
 
@@ -101,26 +110,21 @@ def load_coco20k(data_root: Path) -> Dataset:
     selected = coco / "annotations" / COCO20K_SEL
     annotations = selected if selected.exists() else coco / "annotations" / "instances_train2014.json"
     require(annotations, "the COCO 2014 instances annotations (instances_train2014.json)")
-    lines = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-    if not lines:
+    listed = read_coco20k_list(list_file)
+    if not listed:
         raise DatasetError(f"{list_file}: the list names no images")
-    try:
-        wanted = [coco20k_image_id(line) for line in lines]
-    except ValueError as exc:
-        raise DatasetError(f"{list_file}: a line is not train2014/COCO_train2014_<id>.jpg ({exc})") from exc
     data = read_coco_json(annotations)
     with _malformed(annotations):
         by_id = {int(entry["id"]): entry for entry in data["images"]}
-        boxes = gt_boxes_by_image(data, set(wanted))
+        boxes = gt_boxes_by_image(data, {image_id for image_id, _ in listed})
     records, seen = [], set()
-    for image_id, line in zip(wanted, lines, strict=True):
+    for image_id, name in listed:
         if image_id in seen:
             continue
         seen.add(image_id)
         if image_id in by_id:
             records.append(_record(by_id[image_id], images, boxes))
         else:
-            name = Path(line).name
             error = f"{annotations}: no image entry for id {image_id}"
             records.append(ImageRecord(image_id, images / name, name, no_boxes(), error=error))
     return Dataset("coco20k/train2014", images, records, has_gt=True, warnings=_warnings(records))
