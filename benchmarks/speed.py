@@ -25,7 +25,7 @@ from objdisc import create_backbone, lost
 from objdisc.backbones import Backbone, build_model, get_spec
 from objdisc.datasets import load_dataset
 from objdisc.images import decode_image, make_batch, padded_size
-from objdisc.keys import KeyExtractor
+from objdisc.features import KeyExtractor
 from objdisc.limits import batch_tokens_for
 from objdisc.methods.lost import lost_batch
 from objdisc.pipeline import StageTimes, discover
@@ -151,7 +151,7 @@ def main() -> None:
         )
     )
     pipeline_s = time.perf_counter() - start
-    fast = {r.record.path.name: r.lost.box for r in results}
+    fast = {r.record.path.name: r.found.box for r in results}
     figures = {
         "images": len(paths),
         "backbone": backbone.spec.name,

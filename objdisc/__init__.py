@@ -23,7 +23,7 @@ _EXPORTS = {
     "ImageRecord": "objdisc.datasets",
     "load_dataset": "objdisc.datasets",
     "ObjdiscError": "objdisc.errors",
-    "KeyExtractor": "objdisc.keys",
+    "KeyExtractor": "objdisc.features",
     "LostResult": "objdisc.methods.lost",
     "lost": "objdisc.methods.lost",
     "lost_batch": "objdisc.methods.lost",
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from objdisc.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
     from objdisc.datasets import Dataset, ImageRecord, load_dataset
     from objdisc.errors import ObjdiscError
-    from objdisc.keys import KeyExtractor
+    from objdisc.features import KeyExtractor
     from objdisc.methods.lost import LostResult, lost, lost_batch
     from objdisc.metrics import CorLoc, CorLocResult
     from objdisc.pipeline import discover

@@ -25,3 +25,7 @@ class ImageError(ObjdiscError):
 
 class DeviceError(ObjdiscError):
     """A device or precision that cannot be used here."""
+
+
+class OptionError(ObjdiscError):
+    """An option value that cannot be used (features, layer, method options)."""

@@ -6,22 +6,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from objdisc.backbones import Backbone
+from objdisc.cache import FeatureCache
 from objdisc.datasets import ImageRecord
 from objdisc.errors import DeviceError
+from objdisc.features import LAST_KEYS, FeatureExtractor, FeatureSpec
 from objdisc.images import ImageError, SizeBuckets, load_image, make_batch, map_box, padded_size
-from objdisc.keys import KeyExtractor
 from objdisc.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
-from objdisc.methods.lost import LostResult, lost_batch, no_tf32
+from objdisc.methods import Lost, Method
+from objdisc.methods.components import Boxes, HostBoxes
+from objdisc.methods.lost import no_tf32
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +35,36 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a method found in one image.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` integer pixels of the original image, x2/y2 exclusive.
+        seed: row-major seed patch index on the ``(h, w)`` grid the model saw.
+        mask: ``(h, w)`` bool, the seed's connected component.
+        score_map: ``(h, w)`` float32 per-patch map (LOST: degree; TokenCut: eigenvector).
+    """
+
+    box: tuple[int, int, int, int]
+    seed: int
+    mask: np.ndarray
+    score_map: np.ndarray
+
+
+@dataclass(frozen=True)
 class ImageResult:
     """What the engine made of one record.
 
     Attributes:
         record: the input.
-        image_hw: decoded ``(H, W)`` in pixels, ``None`` when the image could not be read.
-        lost: the LOST result, ``None`` when the image was skipped.
+        image_hw: original ``(H, W)`` in pixels, ``None`` when the image could not be read.
+        found: the method's result, ``None`` when the image was skipped.
         error: why it was skipped.
     """
 
     record: ImageRecord
     image_hw: tuple[int, int] | None
-    lost: LostResult | None
+    found: Found | None
     error: str | None = None
 
 
@@ -111,11 +131,14 @@ def discover(
     backbone: Backbone,
     records: Sequence[ImageRecord],
     *,
+    features: FeatureSpec = LAST_KEYS,
+    method: Method | None = None,
+    cache: FeatureCache | None = None,
+    cache_features: Sequence[FeatureSpec] = (),
     batch_size: int = 8,
     workers: int | None = None,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
-    k_patches: int = 100,
     max_side: int | None = None,
     max_patches: int | None = DEFAULT_MAX_PATCHES,
     batch_tokens: int | None = None,
@@ -129,14 +152,24 @@ def discover(
     fails (e.g. out of memory) is retried image by image, and an image that still fails is
     yielded with its error: one bad image never stops the run.
 
+    The batch loop never waits for the device: batch ``i``'s results are read back only after
+    batch ``i + 1`` has been queued (with LOST; TokenCut's eigensolver runs on the host).
+
     An image whose patch grid would exceed ``max_patches`` is refused from its header alone
-    (LOST's affinity is ``N x N``), unless ``max_side`` resizes it first; boxes of resized
+    (the affinity is ``N x N``), unless ``max_side`` resizes it first; boxes of resized
     images are mapped back to the original pixels (seed and mask stay on the resized grid).
+
+    Args:
+        features: which features the method reads.
+        method: :class:`~objdisc.methods.Lost` (default) or :class:`~objdisc.methods.TokenCut`.
+        cache: where to store each image's features as they are computed (``features`` and
+            every spec of ``cache_features``, all from one forward pass).
 
     Yields:
         One :class:`ImageResult` per record, in completion order (not record order).
     """
     device = torch.device(device)
+    method = method if method is not None else Lost()
     times = times if times is not None else StageTimes()
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
@@ -152,21 +185,10 @@ def discover(
     buckets: SizeBuckets[_Item] = SizeBuckets(
         batch_size, capacity=lambda hw: budget // ((hw[0] // patch) * (hw[1] // patch))
     )
-    with KeyExtractor(backbone.model) as extractor:
-
-        def process(batch: list[_Item]) -> Iterator[ImageResult]:
-            try:
-                yield from _process_batch(backbone, extractor, records, batch, device, precision, k_patches, times)
-            except (RuntimeError, ValueError) as exc:
-                if len(batch) > 1:
-                    logger.warning("batch of %d failed (%s); retrying image by image", len(batch), exc)
-                    for item in batch:
-                        yield from process([item])
-                else:
-                    index, _, original = batch[0]
-                    error = f"{records[index].path}: {type(exc).__name__}: {exc}"
-                    yield ImageResult(records[index], original, None, error)
-
+    specs = [features, *(s for s in cache_features if s != features)] if cache is not None else [features]
+    with FeatureExtractor(backbone.model, specs) as extractor:
+        step = _BatchStep(backbone, extractor, features, method, cache, records, device, precision, times)
+        pending: _Pending | None = None
         start = time.perf_counter()
         for index, image, original, error in loader:
             times.wait_decode += time.perf_counter() - start
@@ -175,53 +197,164 @@ def discover(
             else:
                 key = padded_size((int(image.shape[0]), int(image.shape[1])), patch)
                 for batch in buckets.add(key, (index, image, tuple(original))):
-                    yield from process(batch)
+                    launched, failed = step.launch_safely(batch)
+                    yield from failed
+                    if pending is not None:  # read the previous batch back only now
+                        yield from step.finish_safely(pending)
+                    pending = launched
             start = time.perf_counter()
         for batch in buckets.flush():
-            yield from process(batch)
+            launched, failed = step.launch_safely(batch)
+            yield from failed
+            if pending is not None:
+                yield from step.finish_safely(pending)
+            pending = launched
+        if pending is not None:
+            yield from step.finish_safely(pending)
 
 
-def _process_batch(
-    backbone: Backbone,
-    extractor: KeyExtractor,
+@dataclass
+class _Pending:
+    """A launched batch: items and device-side results not yet read back."""
+
+    batch: list[_Item]
+    hws: list[tuple[int, int]]
+    boxes: Boxes
+
+
+@dataclass
+class _BatchStep:
+    """Launch (features, cache writes, method, all queued on the device) and finish (read back)."""
+
+    backbone: Backbone
+    extractor: FeatureExtractor
+    features: FeatureSpec
+    method: Method
+    cache: FeatureCache | None
+    records: Sequence[ImageRecord]
+    device: torch.device
+    precision: str
+    times: StageTimes
+
+    def launch(self, batch: list[_Item]) -> _Pending:
+        start = time.perf_counter()
+        patch = self.backbone.patch_size
+        images = [image for _, image, _ in batch]
+        hws = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+        # fp32 means fp32: no autocast, and no TF32 on CUDA (whose cuDNN default would use it).
+        dtype = PRECISIONS[self.precision]
+        compute = torch.autocast(self.device.type, dtype=dtype) if self.precision != "fp32" else no_tf32()
+        with torch.inference_mode():
+            x = make_batch(images, patch, self.backbone.spec.mean, self.backbone.spec.std, self.device)
+            with compute:
+                feats = self.extractor.extract(x)
+            grid = (x.shape[-2] // patch, x.shape[-1] // patch)
+            if self.cache is not None:
+                self._store(batch, hws, feats, grid)
+            middle = time.perf_counter()
+            sizes = torch.tensor(hws, dtype=torch.long).to(self.device, non_blocking=True)
+            boxes = self.method(feats[self.features], grid, patch, sizes)
+        self.times.forward += middle - start
+        self.times.lost += time.perf_counter() - middle
+        return _Pending(batch, hws, boxes)
+
+    def finish(self, pending: _Pending) -> list[ImageResult]:
+        start = time.perf_counter()
+        found = pending.boxes.to_host(self.backbone.patch_size, pending.hws)  # the one sync per batch
+        self.times.lost += time.perf_counter() - start
+        return [
+            ImageResult(self.records[index], original, _result(item, hw, original))
+            for (index, _, original), hw, item in zip(pending.batch, pending.hws, found, strict=True)
+        ]
+
+    def _store(
+        self,
+        batch: list[_Item],
+        hws: list[tuple[int, int]],
+        feats: dict[FeatureSpec, torch.Tensor],
+        grid: tuple[int, int],
+    ) -> None:
+        assert self.cache is not None
+        for spec, tensor in feats.items():
+            host = tensor.cpu()
+            for i, (index, _, original) in enumerate(batch):
+                self.cache.put(self.records[index].path, spec, host[i], grid, hws[i], original)
+
+    def launch_safely(self, batch: list[_Item]) -> tuple[_Pending | None, list[ImageResult]]:
+        """Launch; on failure fall back to image-by-image, returning those results at once."""
+        try:
+            return self.launch(batch), []
+        except (RuntimeError, ValueError, OSError) as exc:
+            return None, self._one_by_one(batch, exc)
+
+    def finish_safely(self, pending: _Pending) -> list[ImageResult]:
+        """Finish; a failure surfacing at the read-back (asynchronous CUDA errors) retries image by image."""
+        try:
+            return self.finish(pending)
+        except (RuntimeError, ValueError) as exc:
+            return self._one_by_one(pending.batch, exc)
+
+    def _one_by_one(self, batch: list[_Item], exc: Exception) -> list[ImageResult]:
+        if len(batch) == 1:
+            index, _, original = batch[0]
+            error = f"{self.records[index].path}: {type(exc).__name__}: {exc}"
+            return [ImageResult(self.records[index], original, None, error)]
+        logger.warning("batch of %d failed (%s); retrying image by image", len(batch), exc)
+        out = []
+        for item in batch:
+            launched, failed = self.launch_safely([item])
+            out += failed if launched is None else self.finish_safely(launched)
+        return out
+
+
+def discover_cached(
     records: Sequence[ImageRecord],
-    batch: list[_Item],
-    device: torch.device,
-    precision: str,
-    k_patches: int,
-    times: StageTimes,
-) -> list[ImageResult]:
-    """Keys and LOST for one batch of ``(record index, uint8 (H, W, 3) image)`` pairs."""
-    start = time.perf_counter()
-    images = [image for _, image, _ in batch]
-    hws = [(int(im.shape[0]), int(im.shape[1])) for im in images]
-    # fp32 means fp32: no autocast, and no TF32 on CUDA (whose cuDNN default would use it).
-    compute = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision != "fp32" else no_tf32()
-    with torch.inference_mode():
-        x = make_batch(images, backbone.patch_size, backbone.spec.mean, backbone.spec.std, device)
-        with compute:
-            keys = extractor(x)
-        grid = (x.shape[-2] // backbone.patch_size, x.shape[-1] // backbone.patch_size)
+    cache: FeatureCache,
+    *,
+    features: FeatureSpec = LAST_KEYS,
+    method: Method | None = None,
+    patch_size: int,
+    device: torch.device | str = "cpu",
+    times: StageTimes | None = None,
+) -> Iterator[ImageResult]:
+    """:func:`discover` for records whose features are in ``cache``: no model, no decoding.
+
+    Gives the boxes :func:`discover` gives (the features are stored as the model made them).
+    A record whose entry cannot be read is yielded with an error naming the entry.
+    """
+    device = torch.device(device)
+    method = method if method is not None else Lost()
+    times = times if times is not None else StageTimes()
+    for record in records:
+        start = time.perf_counter()
+        entry = cache.get(record.path, features)
+        if entry is None:
+            yield ImageResult(record, None, None, f"{record.path}: no usable cache entry in {cache.folder}")
+            continue
+        feats = entry.features.to(device)[None]
+        sizes = torch.tensor([entry.image_hw], dtype=torch.long)
         middle = time.perf_counter()
-        results = lost_batch(keys, grid, backbone.patch_size, hws, k_patches)  # syncs with the device
-    end = time.perf_counter()
-    times.forward += middle - start
-    times.lost += end - middle
-    out = []
-    for (index, _, original), hw, result in zip(batch, hws, results, strict=True):
-        if hw != original:  # resized by --max-side: the box goes back to the original pixels
-            result = dataclasses.replace(result, box=map_box(result.box, hw, original))
-        out.append(ImageResult(records[index], original, result))
-    return out
+        (item,) = method(feats, entry.grid_hw, patch_size, sizes.to(device)).to_host(patch_size, [entry.image_hw])
+        times.wait_decode += middle - start
+        times.lost += time.perf_counter() - middle
+        yield ImageResult(record, entry.original_hw, _result(item, entry.image_hw, entry.original_hw))
+
+
+def _result(item: HostBoxes, hw: tuple[int, int], original: tuple[int, int]) -> Found:
+    """A method's host result as :class:`Found`, the box mapped back to the original pixels."""
+    box = map_box(item.box, hw, original) if hw != original else item.box  # resized by --max-side
+    return Found(box, item.seed, item.component, item.score_map)
 
 
 __all__ = [
     "DEFAULT_BATCH_TOKENS",
     "DEFAULT_MAX_PATCHES",
     "PRECISIONS",
+    "Found",
     "ImageResult",
     "StageTimes",
     "discover",
+    "discover_cached",
     "resolve_device",
     "resolve_precision",
 ]

@@ -8,10 +8,12 @@ gt.json and per_image.json, and metrics.json differs only in its timing fields.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,17 +23,21 @@ from tqdm import tqdm
 
 from objdisc import distributed
 from objdisc.backbones import Backbone, BackboneSpec, create_backbone, get_spec, resolve_weights
+from objdisc.cache import FeatureCache
 from objdisc.datasets import Dataset, ImageRecord, load_dataset
 from objdisc.errors import ObjdiscError
 from objdisc.export import coco_ground_truth, coco_predictions
+from objdisc.features import FeatureSpec
 from objdisc.journal import Journal, read_journals
 from objdisc.jsonio import write_json_atomic
 from objdisc.limits import DEFAULT_MAX_PATCHES
+from objdisc.methods import Lost, TokenCut, make_method
 from objdisc.metrics import CorLoc
 from objdisc.pipeline import (
     ImageResult,
     StageTimes,
     discover,
+    discover_cached,
     resolve_device,
     resolve_precision,
 )
@@ -63,7 +69,22 @@ class RunConfig:
     max_side: int | None = None
     max_patches: int | None = DEFAULT_MAX_PATCHES
     overwrite: bool = False
+    features: str = "k"
+    layer: int = -1
+    method: str = "lost"
+    gram_bias: float = 0.0
+    tau: float = 0.2
+    cache: Path | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        """The features the method reads."""
+        return FeatureSpec(self.features, self.layer)
+
+    def make_method(self) -> Lost | TokenCut:
+        """The method with its options (errors name an option the method does not take)."""
+        return make_method(self.method, self.k_patches, self.gram_bias, self.tau)
 
     def options(self) -> dict[str, Any]:
         """JSON-able options, as recorded in ``run.json``."""
@@ -91,18 +112,32 @@ def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256
         "max_side": config.max_side,
         "precision": precision,
         "model_kwargs": config.model_kwargs,
+        "features": config.features,
+        "layer": config.layer,
+        **config.make_method().options(),
+    }
+
+
+def cache_identity(spec: BackboneSpec, sha256: str, precision: str, config: RunConfig) -> dict[str, Any]:
+    """What decides the cached features besides the image (see :mod:`objdisc.cache`)."""
+    return {
+        "timm_model": spec.timm_name,
+        "weights_sha256": sha256,
+        "precision": precision,
+        "max_side": config.max_side,
+        "model_kwargs": config.model_kwargs,
     }
 
 
 def journal_entry(result: ImageResult) -> dict[str, Any]:
     """One journal line for a finished image."""
-    lost = result.lost
+    found = result.found
     return {
         "image_id": result.record.image_id,
         "file_name": result.record.file_name,
         "hw": list(result.image_hw) if result.image_hw else None,
-        "box": list(lost.box) if lost else None,
-        "seed": lost.seed if lost else None,
+        "box": list(found.box) if found else None,
+        "seed": found.seed if found else None,
         "error": result.error,
     }
 
@@ -111,7 +146,12 @@ def _finished(entry: dict[str, Any] | None, record: ImageRecord) -> bool:
     return entry is not None and entry["file_name"] == record.file_name and entry["box"] is not None
 
 
-def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | None = None) -> RunResult:
+def run(
+    config: RunConfig,
+    backbone: Backbone | None = None,
+    progress: bool | None = None,
+    cache_features: Sequence[FeatureSpec] = (),
+) -> RunResult:
     """``objdisc run``: one box per image, CorLoc, and the files in ``config.out``.
 
     Writes ``predictions.json`` (COCO results), ``gt.json`` (COCO ground truth of the
@@ -124,6 +164,8 @@ def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | No
         config: the options.
         backbone: an already built backbone (else built from ``config`` when needed).
         progress: show a tqdm bar (rank 0 only); ``None`` shows it only on a terminal.
+        cache_features: with ``config.cache``, more features to cache from the same forward
+            pass (what ``objdisc sweep`` uses to fill the cache for every point at once).
     """
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
@@ -134,7 +176,7 @@ def run(config: RunConfig, backbone: Backbone | None = None, progress: bool | No
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
     try:
-        return _run(config, dataset, records, rank, backbone, progress)
+        return _run(config, dataset, records, rank, backbone, progress, cache_features)
     finally:
         distributed.teardown(rank)
 
@@ -146,6 +188,7 @@ def _run(
     rank: distributed.Rank,
     backbone: Backbone | None,
     progress: bool | None,
+    cache_features: Sequence[FeatureSpec] = (),
 ) -> RunResult:
     device = resolve_device(config.device, rank.local_rank)
     precision = resolve_precision(config.precision, device)
@@ -177,6 +220,9 @@ def _run(
     # Finished means a box: images that failed before (unreadable, out of memory) are tried again.
     todo = [r for r in mine if not _finished(done.get(r.image_id), r)]
     times, start = StageTimes(), time.perf_counter()
+    cache = (
+        FeatureCache(config.cache, cache_identity(spec, weights.sha256, precision, config)) if config.cache else None
+    )
     if todo:
         logger.info(
             "rank %d: %d of %d images to do (%d already in the journal)",
@@ -185,10 +231,48 @@ def _run(
             len(mine),
             len(mine) - len(todo),
         )
-        if backbone is None:
-            backbone = create_backbone(config.backbone, weights, device, **config.model_kwargs)
-        backbone.model.to(device)
-        _process(config, dataset, todo, rank, backbone, device, precision, settings, journal_dir, times, progress)
+        # The cache serves an image only when every asked feature is there.
+        wanted = [config.feature_spec, *cache_features]
+        cached = [r for r in todo if cache and all(cache.has(r.path, s) for s in wanted)] if cache else []
+        cached_ids = {r.image_id for r in cached}
+        uncached = [r for r in todo if r.image_id not in cached_ids]
+        engines = []
+        if cached:
+            logger.info("rank %d: %d images from the feature cache %s", rank.rank, len(cached), cache.folder)
+            engines.append(
+                discover_cached(
+                    cached,
+                    cache,
+                    features=config.feature_spec,
+                    method=config.make_method(),
+                    patch_size=spec.patch_size,
+                    device=device,
+                    times=times,
+                )
+            )
+        if uncached:
+            if backbone is None:
+                backbone = create_backbone(config.backbone, weights, device, **config.model_kwargs)
+            backbone.model.to(device)
+            engines.append(
+                discover(
+                    backbone,
+                    uncached,
+                    features=config.feature_spec,
+                    method=config.make_method(),
+                    cache=cache,
+                    cache_features=cache_features,
+                    batch_size=config.batch_size,
+                    workers=config.workers,
+                    device=device,
+                    precision=precision,
+                    max_side=config.max_side,
+                    max_patches=config.max_patches,
+                    batch_tokens=config.batch_tokens,
+                    times=times,
+                )
+            )
+        _process(dataset, itertools.chain(*engines), len(todo), rank, settings, journal_dir, progress)
     seconds = time.perf_counter() - start
     n_resumed = sum(_finished(done.get(r.image_id), r) for r in records)
     distributed.barrier(rank)
@@ -213,46 +297,29 @@ def _run(
 
 
 def _process(
-    config: RunConfig,
     dataset: Dataset,
-    todo: list[ImageRecord],
+    engine: Iterable[ImageResult],
+    total: int,
     rank: distributed.Rank,
-    backbone: Backbone,
-    device: torch.device,
-    precision: str,
     settings: dict[str, Any],
     journal_dir: Path,
-    times: StageTimes,
     progress: bool | None,
 ) -> None:
-    """Run the engine over ``todo``, journaling each image as it finishes."""
+    """Drain the engine, journaling each image as it finishes."""
     show = rank.main and (sys.stderr.isatty() if progress is None else progress)
     metric = CorLoc()
-    engine = discover(
-        backbone,
-        todo,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        device=device,
-        precision=precision,
-        k_patches=config.k_patches,
-        max_side=config.max_side,
-        max_patches=config.max_patches,
-        batch_tokens=config.batch_tokens,
-        times=times,
-    )
     desc = f"rank 0/{rank.world}" if rank.world > 1 else None
     with (
         Journal(journal_dir, rank.rank, settings) as journal,
-        tqdm(total=len(todo), unit="img", desc=desc, disable=not show) as bar,
+        tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
     ):
         for result in engine:
             journal.append(journal_entry(result))
-            if result.lost is None:
+            if result.found is None:
                 logger.warning("skipped %s", result.error)
                 metric.skip(result.record.image_id)
             elif dataset.has_gt and result.record.gt_boxes is not None:
-                metric.update(result.record.image_id, result.lost.box, result.record.gt_boxes)
+                metric.update(result.record.image_id, result.found.box, result.record.gt_boxes)
             bar.update(1)
             if dataset.has_gt:
                 score = metric.compute()

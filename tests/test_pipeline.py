@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from pathlib import Path
@@ -32,7 +34,7 @@ def folder_of_mixed_sizes(root: Path) -> Path:
 
 
 def boxes_by_id(results) -> dict[int, tuple]:
-    return {r.record.image_id: (r.lost.box, r.lost.seed, r.lost.mask.tobytes()) for r in results}
+    return {r.record.image_id: (r.found.box, r.found.seed, r.found.mask.tobytes()) for r in results}
 
 
 @pytest.mark.parametrize("batch_size", [2, 3, 8])
@@ -97,18 +99,24 @@ def test_bad_images_are_skipped_named_and_count_as_misses(backbone, tmp_path: Pa
     assert metrics["n_hits"] <= 2 and metrics["corloc"] == pytest.approx(100 * metrics["n_hits"] / 4)
 
 
-def test_a_failing_batch_is_retried_image_by_image(backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("stage", ["launch", "finish"])
+def test_a_failing_batch_is_retried_image_by_image(
+    backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+):
+    """A failure when the batch is queued, or when its results are read back (where CUDA
+    reports asynchronous errors), costs only the bad image."""
     records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
-    real = pipeline._process_batch
+    real = getattr(pipeline._BatchStep, stage)
 
-    def flaky(backbone, extractor, records, batch, *args):
+    def flaky(self, work):
+        batch = work if stage == "launch" else work.batch
         if any(records[i].file_name == "im2.jpg" for i, *_ in batch):
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(backbone, extractor, records, batch, *args)
+        return real(self, work)
 
-    monkeypatch.setattr(pipeline, "_process_batch", flaky)
+    monkeypatch.setattr(pipeline._BatchStep, stage, flaky)
     results = list(discover(backbone, records, batch_size=4, workers=0))
-    failed = [r for r in results if r.lost is None]
+    failed = [r for r in results if r.found is None]
     assert [r.record.file_name for r in failed] == ["im2.jpg"]
     assert "im2.jpg" in failed[0].error and "out of memory" in failed[0].error
     assert len(results) == len(records)
@@ -160,13 +168,16 @@ def test_limit_runs_the_first_images(backbone, tmp_path: Path):
     assert [i["id"] for i in json.loads((tmp_path / "o/gt.json").read_text())["images"]] == [5, 7]
 
 
-def test_k_patches_reaches_lost(backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_k_patches_and_gram_bias_reach_lost(backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import objdisc.methods.lost as lost_module
+
     make_voc(tmp_path)
     seen = []
-    real = pipeline.lost_batch
-    monkeypatch.setattr(pipeline, "lost_batch", lambda *a: seen.append(a[-1]) or real(*a))
-    run(RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, k_patches=7, workers=0), backbone)
-    assert seen and set(seen) == {7}
+    real = lost_module.lost_device
+    monkeypatch.setattr(lost_module, "lost_device", lambda *a: seen.append(a[-2:]) or real(*a))
+    config = RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, k_patches=7, gram_bias=0.25)
+    run(dataclasses.replace(config, workers=0), backbone)
+    assert seen and set(seen) == {(7, 0.25)}
 
 
 def test_auto_device_and_precision_on_cpu():

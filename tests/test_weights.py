@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from objdisc.backbones import build_model, create_backbone, get_spec
-from objdisc.keys import KeyExtractor
+from objdisc.features import KeyExtractor
 from objdisc.weights import WeightsError, resolve_hub_weights
 
 

@@ -2,7 +2,8 @@
 
 Pure tensor code, no I/O. The algorithm, exactly:
 
-1. ``A = k k^T`` in float32 over the ``N`` patch keys (prefix tokens already dropped).
+1. ``A = k k^T`` in float32 over the ``N`` patch keys (prefix tokens already dropped),
+   minus ``gram_bias`` (0 unless asked: the registers paper's "bias added to the Gram matrix").
 2. degree of a patch = number of *other* patches with ``A > 0``.
 3. patches sorted by ascending degree, ties broken by the lowest patch index (stable sort);
    the seed is the first.
@@ -22,8 +23,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.ndimage
 import torch
+
+from objdisc.methods.components import Boxes, component_box, seed_component, seed_component_batch
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ def lost(
     patch_size: int,
     image_hw: tuple[int, int],
     k_patches: int = 100,
+    gram_bias: float = 0.0,
 ) -> LostResult:
     """Run LOST on the patch keys of one image.
 
@@ -59,13 +62,14 @@ def lost(
         patch_size: patch side in pixels.
         image_hw: ``(H, W)`` size of the unpadded image in pixels, used to clip the box.
         k_patches: how many lowest-degree patches may join the seed.
+        gram_bias: subtracted from every entry of ``A`` (0 = plain LOST).
 
     Returns:
         The :class:`LostResult`.
     """
     if keys.ndim != 2:
         raise ValueError(f"keys must be (N, C), got shape {tuple(keys.shape)}")
-    return lost_batch(keys[None], grid_hw, patch_size, [image_hw], k_patches)[0]
+    return lost_batch(keys[None], grid_hw, patch_size, [image_hw], k_patches, gram_bias)[0]
 
 
 def lost_batch(
@@ -74,6 +78,7 @@ def lost_batch(
     patch_size: int,
     image_hws: Sequence[tuple[int, int]],
     k_patches: int = 100,
+    gram_bias: float = 0.0,
 ) -> list[LostResult]:
     """Run LOST on a batch of images sharing one patch grid.
 
@@ -83,38 +88,63 @@ def lost_batch(
         patch_size: patch side in pixels.
         image_hws: ``B`` unpadded image sizes ``(H, W)`` in pixels.
         k_patches: how many lowest-degree patches may join the seed (>= 1).
+        gram_bias: subtracted from every entry of ``A`` before step 2 (0 = plain LOST).
 
     Returns:
         One :class:`LostResult` per image, in batch order.
     """
+    sizes = torch.tensor([list(hw) for hw in image_hws], dtype=torch.long).reshape(-1, 2)
+    found = lost_device(keys, grid_hw, patch_size, sizes, k_patches, gram_bias)
+    return [
+        LostResult(r.box, r.seed, r.component, r.score_map.astype(np.int64))
+        for r in found.to_host(patch_size, image_hws)
+    ]
+
+
+def lost_device(
+    keys: torch.Tensor,
+    grid_hw: tuple[int, int],
+    patch_size: int,
+    image_hws: torch.Tensor,
+    k_patches: int = 100,
+    gram_bias: float = 0.0,
+) -> Boxes:
+    """:func:`lost_batch` without leaving the device: no host sync, results as tensors.
+
+    Args:
+        keys: ``(B, N, C)`` patch features, row-major over ``grid_hw``.
+        grid_hw: ``(h, w)`` patch grid, ``h * w == N``.
+        patch_size: patch side in pixels.
+        image_hws: ``(B, 2)`` int64 unpadded image sizes ``(H, W)`` in pixels (any device).
+        k_patches: how many lowest-degree patches may join the seed (>= 1).
+        gram_bias: subtracted from ``A`` before LOST.
+
+    Returns:
+        :class:`~objdisc.methods.components.Boxes`, ``score_map`` = degree (as float32).
+    """
+    if keys.ndim != 3:
+        raise ValueError(f"keys must be (B, N, C), got shape {tuple(keys.shape)}")
     b, n, _ = keys.shape
     h, w = grid_hw
     if h * w != n:
         raise ValueError(f"grid {grid_hw} has {h * w} patches but keys have N={n}")
-    if len(image_hws) != b:
-        raise ValueError(f"{len(image_hws)} image sizes for a batch of {b}")
+    if image_hws.shape != (b, 2):
+        raise ValueError(f"{image_hws.shape[0]} image sizes for a batch of {b}")
     if k_patches < 1:
         raise ValueError(f"k_patches must be >= 1, got {k_patches}")
-
-    seed, degree, mask = _seed_and_mask(keys, k_patches)
-    seed_np = seed.cpu().numpy()
-    degree_np = degree.reshape(b, h, w).cpu().numpy()
-    mask_np = mask.reshape(b, h, w).cpu().numpy()
-    results = []
-    for i in range(b):
-        component = seed_component(mask_np[i], int(seed_np[i]))
-        box = component_box(component, patch_size, image_hws[i])
-        results.append(LostResult(box, int(seed_np[i]), component, degree_np[i]))
-    return results
+    seed, degree, mask = _seed_and_mask(keys, k_patches, gram_bias)
+    return seed_component_batch(mask.reshape(b, h, w), seed, patch_size, image_hws, degree.reshape(b, h, w).float())
 
 
-def _seed_and_mask(keys: torch.Tensor, k_patches: int) -> tuple[torch.Tensor, ...]:
+def _seed_and_mask(keys: torch.Tensor, k_patches: int, gram_bias: float = 0.0) -> tuple[torch.Tensor, ...]:
     """Steps 1-5 on device: ``(B, N, C)`` keys -> seed ``(B,)``, degree ``(B, N)``, mask ``(B, N)``."""
     device_type = keys.device.type
     # The affinity is float32 whatever the model ran in: no autocast, no TF32.
     with torch.autocast(device_type=device_type, enabled=False), no_tf32():
         feats = keys.float()
         affinity = torch.bmm(feats, feats.transpose(1, 2))  # (B, N, N)
+    if gram_bias:
+        affinity -= gram_bias
     positive = affinity > 0
     degree = positive.sum(-1) - positive.diagonal(dim1=-2, dim2=-1).long()
     order = torch.sort(degree, dim=-1, stable=True).indices  # ascending, ties -> lowest index
@@ -139,42 +169,4 @@ def no_tf32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def seed_component(mask: np.ndarray, seed: int) -> np.ndarray:
-    """The 4-connected component of ``mask`` holding the seed patch.
-
-    Args:
-        mask: ``(h, w)`` bool grid.
-        seed: row-major index of the seed patch.
-
-    Returns:
-        ``(h, w)`` bool grid of that component; the seed patch alone when the seed is not
-        in ``mask``.
-    """
-    labels, _ = scipy.ndimage.label(mask)  # default structure: 4-connectivity in 2-D
-    label = labels.flat[seed]
-    if label == 0:
-        component = np.zeros(mask.shape, dtype=bool)
-        component.flat[seed] = True
-        return component
-    return labels == label
-
-
-def component_box(component: np.ndarray, patch_size: int, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Bounding box of a non-empty ``(h, w)`` patch component, in pixels.
-
-    Args:
-        component: ``(h, w)`` bool grid with at least one True.
-        patch_size: patch side in pixels.
-        image_hw: ``(H, W)`` unpadded image size; the box is clipped to it.
-
-    Returns:
-        ``(x1, y1, x2, y2)`` integer pixels, x2/y2 exclusive.
-    """
-    rows = np.flatnonzero(component.any(axis=1))
-    cols = np.flatnonzero(component.any(axis=0))
-    height, width = image_hw
-    x1 = int(cols[0]) * patch_size
-    y1 = int(rows[0]) * patch_size
-    x2 = min((int(cols[-1]) + 1) * patch_size, int(width))
-    y2 = min((int(rows[-1]) + 1) * patch_size, int(height))
-    return (x1, y1, x2, y2)
+__all__ = ["LostResult", "component_box", "lost", "lost_batch", "lost_device", "seed_component"]

@@ -1,0 +1,183 @@
+"""The step LOST and TokenCut share: seed's 4-connected component -> box, on the device.
+
+Both methods end the same way: a foreground ``(h, w)`` patch mask and a seed patch; the
+prediction is the bounding box of the mask's 4-connected component holding the seed, times
+the patch size, clipped to the unpadded image. :func:`seed_component_batch` does this for a
+batch with tensor ops only, so the batch loop never waits for the device; the results reach
+the host once, in :meth:`Boxes.to_host`.
+
+The component is grown from the seed by 4-neighbour dilation inside the mask, a fixed
+``h + w`` steps (enough for any component whose every patch has a monotone path to the seed,
+i.e. nearly every real one). Whether a component is still growing after those steps is
+tracked on the device too; the rare such image (a spiral, a snake) is finished on the host
+with scipy's labelling, so the result is exact in every case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """Device-side results for a batch of ``B`` images on one ``(h, w)`` grid.
+
+    Attributes:
+        boxes: ``(B, 4)`` int64 ``x1, y1, x2, y2`` pixels of the unpadded images, x2/y2 exclusive.
+        seeds: ``(B,)`` int64 row-major seed patch indices.
+        components: ``(B, h, w)`` bool, the seed's component (exact where ``converged``).
+        masks: ``(B, h, w)`` bool, the full foreground mask the component was taken from.
+        converged: ``(B,)`` bool, False where the component was still growing after the
+            fixed number of dilation steps (finished on the host).
+        score_map: ``(B, h, w)`` float32, the method's per-patch map (LOST: degree;
+            TokenCut: the eigenvector).
+    """
+
+    boxes: torch.Tensor
+    seeds: torch.Tensor
+    components: torch.Tensor
+    masks: torch.Tensor
+    converged: torch.Tensor
+    score_map: torch.Tensor
+
+    def to_host(self, patch_size: int, image_hws: Sequence[tuple[int, int]]) -> list[HostBoxes]:
+        """Copy to the host (one sync) and finish any unconverged component there.
+
+        Args:
+            patch_size: patch side in pixels.
+            image_hws: the ``B`` unpadded ``(H, W)`` image sizes, to clip recomputed boxes.
+        """
+        boxes = self.boxes.cpu().numpy()
+        seeds = self.seeds.cpu().numpy()
+        components = self.components.cpu().numpy()
+        converged = self.converged.cpu().numpy()
+        masks = self.masks.cpu().numpy() if not converged.all() else None
+        score_map = self.score_map.float().cpu().numpy()
+        out = []
+        for i in range(len(seeds)):
+            seed = int(seeds[i])
+            box = tuple(int(v) for v in boxes[i])
+            component = components[i]
+            if not converged[i]:
+                assert masks is not None
+                component = seed_component(masks[i], seed)
+                box = component_box(component, patch_size, image_hws[i])
+            out.append(HostBoxes(box, seed, component, score_map[i]))  # type: ignore[arg-type]
+        return out
+
+
+@dataclass(frozen=True)
+class HostBoxes:
+    """One image's share of :class:`Boxes`, as numpy."""
+
+    box: tuple[int, int, int, int]
+    seed: int
+    component: np.ndarray
+    score_map: np.ndarray
+
+
+def seed_component_batch(
+    masks: torch.Tensor, seeds: torch.Tensor, patch_size: int, image_hws: torch.Tensor, score_map: torch.Tensor
+) -> Boxes:
+    """Seed components and their boxes for a batch, without leaving the device.
+
+    Args:
+        masks: ``(B, h, w)`` bool foreground masks.
+        seeds: ``(B,)`` int64 row-major seed indices. Where the seed is not in its mask the
+            component is the seed patch alone.
+        patch_size: patch side in pixels.
+        image_hws: ``(B, 2)`` int64 unpadded image sizes ``(H, W)`` in pixels.
+        score_map: ``(B, h, w)`` per-patch map kept alongside (see :class:`Boxes`).
+
+    Returns:
+        :class:`Boxes` on the masks' device.
+    """
+    b, h, w = masks.shape
+    flat = masks.reshape(b, h * w)
+    seed_hot = torch.zeros_like(flat)
+    seed_hot[torch.arange(b, device=masks.device), seeds] = True
+    seed_in = (flat & seed_hot).any(1, keepdim=True)
+    allowed = torch.where(seed_in, flat, seed_hot).reshape(b, h, w)
+    component = seed_hot.reshape(b, h, w)
+    for _ in range(h + w):
+        component = _dilate4(component) & allowed
+    converged = (_dilate4(component) & allowed).eq(component).flatten(1).all(1)
+    return Boxes(_boxes(component, patch_size, image_hws), seeds, component, masks, converged, score_map)
+
+
+def _dilate4(x: torch.Tensor) -> torch.Tensor:
+    """4-neighbour binary dilation of ``(B, h, w)`` bool grids (no wrap-around)."""
+    out = x.clone()
+    out[:, 1:, :] |= x[:, :-1, :]
+    out[:, :-1, :] |= x[:, 1:, :]
+    out[:, :, 1:] |= x[:, :, :-1]
+    out[:, :, :-1] |= x[:, :, 1:]
+    return out
+
+
+def _boxes(component: torch.Tensor, patch_size: int, image_hws: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` non-empty components -> ``(B, 4)`` int64 clipped pixel boxes."""
+    _, h, w = component.shape
+    rows = component.any(2).to(torch.uint8)  # (B, h)
+    cols = component.any(1).to(torch.uint8)  # (B, w)
+    # argmax returns the first maximum: the first True from either end.
+    y1 = rows.argmax(1)
+    y2 = h - rows.flip(1).argmax(1)
+    x1 = cols.argmax(1)
+    x2 = w - cols.flip(1).argmax(1)
+    hws = image_hws.to(component.device)
+    return torch.stack(
+        [
+            x1 * patch_size,
+            y1 * patch_size,
+            torch.minimum(x2 * patch_size, hws[:, 1]),
+            torch.minimum(y2 * patch_size, hws[:, 0]),
+        ],
+        dim=1,
+    ).long()
+
+
+def seed_component(mask: np.ndarray, seed: int) -> np.ndarray:
+    """Host reference: the 4-connected component of ``mask`` holding the seed patch.
+
+    Args:
+        mask: ``(h, w)`` bool grid.
+        seed: row-major index of the seed patch.
+
+    Returns:
+        ``(h, w)`` bool grid of that component; the seed patch alone when the seed is not
+        in ``mask``.
+    """
+    labels, _ = scipy.ndimage.label(mask)  # default structure: 4-connectivity in 2-D
+    label = labels.flat[seed]
+    if label == 0:
+        component = np.zeros(mask.shape, dtype=bool)
+        component.flat[seed] = True
+        return component
+    return labels == label
+
+
+def component_box(component: np.ndarray, patch_size: int, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Host reference: bounding box of a non-empty ``(h, w)`` patch component, in pixels.
+
+    Args:
+        component: ``(h, w)`` bool grid with at least one True.
+        patch_size: patch side in pixels.
+        image_hw: ``(H, W)`` unpadded image size; the box is clipped to it.
+
+    Returns:
+        ``(x1, y1, x2, y2)`` integer pixels, x2/y2 exclusive.
+    """
+    rows = np.flatnonzero(component.any(axis=1))
+    cols = np.flatnonzero(component.any(axis=0))
+    height, width = image_hw
+    x1 = int(cols[0]) * patch_size
+    y1 = int(rows[0]) * patch_size
+    x2 = min((int(cols[-1]) + 1) * patch_size, int(width))
+    y2 = min((int(rows[-1]) + 1) * patch_size, int(height))
+    return (x1, y1, x2, y2)

@@ -1,0 +1,114 @@
+"""TokenCut (Wang et al., CVPR 2022): a normalised cut of the patch graph -> one box.
+
+The algorithm, as TokenCut's reference code does it:
+
+1. cosine similarity ``S`` of the ``N`` patch features (float32, TF32 off);
+2. graph weights ``W = 1`` where ``S > tau``, else ``eps`` (the diagonal included);
+3. ``x`` = eigenvector of the second smallest eigenvalue of ``(D - W) x = lambda D x``,
+   ``D = diag(W 1)``;
+4. bipartition = ``x > mean(x)``; seed = ``argmax |x|`` (first on ties); where the seed is not
+   in the bipartition, the bipartition is flipped (``not``), so the seed side is foreground;
+5. the seed's 4-connected component of the bipartition -> box, as LOST.
+
+Step 3 without a dense solve: with ``y = D^(1/2) x`` the problem is the symmetric
+``M y = (1 - lambda) y``, ``M = D^(-1/2) W D^(-1/2)``, whose largest eigenvector is known in
+closed form (``D^(1/2) 1``, eigenvalue 1). Deflating it leaves the wanted vector as the
+largest eigenvector of ``M - u u^T``, which ARPACK's Lanczos finds in tens of matrix-vector
+products (about 30 ms for 1,600 patches here, against 0.5 s for the dense generalised
+``eigh`` the reference code runs). Tiny inputs and the rare non-convergence fall back to the
+dense solve. The vector's sign is arbitrary but step 4 makes the result independent of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+import torch
+import torch.nn.functional as F
+
+from objdisc.methods.components import Boxes, seed_component_batch
+from objdisc.methods.lost import no_tf32
+
+_DENSE_BELOW = 64  # patches; below this the dense solve is as fast and never fails
+
+
+def tokencut_device(
+    feats: torch.Tensor,
+    grid_hw: tuple[int, int],
+    patch_size: int,
+    image_hws: torch.Tensor,
+    tau: float = 0.2,
+    eps: float = 1e-5,
+) -> Boxes:
+    """TokenCut on a batch of images sharing one patch grid.
+
+    The graph is built on the features' device; the eigenvectors are found on the host
+    (one copy of the ``(B, N, N)`` graph), so unlike LOST this step syncs with the device.
+
+    Args:
+        feats: ``(B, N, C)`` patch features, row-major over ``grid_hw``.
+        grid_hw: ``(h, w)`` patch grid, ``h * w == N``.
+        patch_size: patch side in pixels.
+        image_hws: ``(B, 2)`` int64 unpadded image sizes ``(H, W)`` in pixels.
+        tau: similarity threshold for an edge of weight 1.
+        eps: weight of every other edge.
+
+    Returns:
+        :class:`~objdisc.methods.components.Boxes` on the host, ``score_map`` = the
+        eigenvector (sign as solved).
+    """
+    if feats.ndim != 3:
+        raise ValueError(f"features must be (B, N, C), got shape {tuple(feats.shape)}")
+    b, n, _ = feats.shape
+    h, w = grid_hw
+    if h * w != n:
+        raise ValueError(f"grid {grid_hw} has {h * w} patches but features have N={n}")
+    with torch.autocast(device_type=feats.device.type, enabled=False), no_tf32():
+        unit = F.normalize(feats.float(), dim=-1)
+        similarity = torch.bmm(unit, unit.transpose(1, 2))
+    weights = torch.where(similarity > tau, 1.0, eps).to(torch.float64).cpu().numpy()  # (B, N, N)
+    vectors = np.stack([second_eigenvector(weights[i]) for i in range(b)])  # (B, N)
+    seeds = np.abs(vectors).argmax(1)
+    masks = vectors > vectors.mean(1, keepdims=True)
+    flip = ~masks[np.arange(b), seeds]
+    masks[flip] = ~masks[flip]
+    return seed_component_batch(
+        torch.from_numpy(masks.reshape(b, h, w)),
+        torch.from_numpy(seeds).long(),
+        patch_size,
+        image_hws.cpu(),
+        torch.from_numpy(vectors.reshape(b, h, w)).float(),
+    )
+
+
+def second_eigenvector(weights: np.ndarray) -> np.ndarray:
+    """``x`` of the second smallest eigenvalue of ``(D - W) x = lambda D x``.
+
+    Args:
+        weights: ``(N, N)`` symmetric float64 graph with positive entries.
+
+    Returns:
+        ``(N,)`` float64 eigenvector (scale and sign arbitrary).
+    """
+    n = len(weights)
+    degree = weights.sum(1)
+    if n >= _DENSE_BELOW:
+        scale = 1.0 / np.sqrt(degree)
+        normalised = weights * scale[:, None] * scale[None, :]
+        top = np.sqrt(degree) / np.linalg.norm(np.sqrt(degree))  # M's known top eigenvector
+
+        def matvec(v: np.ndarray) -> np.ndarray:
+            v = v.ravel()
+            return normalised @ v - top * (top @ v)
+
+        operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+        try:
+            _, vec = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=np.ones(n), tol=1e-10)
+            return vec[:, 0] * scale
+        except scipy.sparse.linalg.ArpackNoConvergence:
+            pass
+    if n < 2:
+        return np.ones(n)
+    _, vec = scipy.linalg.eigh(np.diag(degree) - weights, np.diag(degree), subset_by_index=[1, 1])
+    return vec[:, 0]
