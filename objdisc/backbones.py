@@ -30,12 +30,16 @@ class BackboneSpec:
         name: objdisc's short name, e.g. ``dinov2_reg_vits14``.
         timm_name: timm model name with pretrained tag, e.g.
             ``vit_small_patch14_reg4_dinov2.lvd142m``.
-        family: ``dino``, ``dinov2`` or ``dinov2_reg``.
+        family: ``dino``, ``dinov2``, ``dinov2_reg``, ``dinov3``, ``deit3``, ``openclip`` or
+            ``timm_reg``.
         patch_size: patch side in pixels.
         num_registers: register tokens besides CLS (0 for no-register models).
         params_m: parameter count of the trunk (no head), millions.
         license: licence of the pretrained weights (as timm's pretrained config says; a test
             checks the two agree).
+        class_token: whether the model has a CLS token (timm's ``*_gap`` models do not).
+        twin: on a register model, the same model trained without registers (for the "+reg"
+            column of ``objdisc table``).
     """
 
     name: str
@@ -45,6 +49,13 @@ class BackboneSpec:
     num_registers: int
     params_m: float
     license: str = "apache-2.0"
+    class_token: bool = True
+    twin: str | None = None
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS (if any) + registers: what the model drops before the patch tokens."""
+        return int(self.class_token) + self.num_registers
 
     @property
     def pretrained_cfg(self) -> Any:
@@ -68,8 +79,8 @@ class BackboneSpec:
         return tuple(float(v) for v in self.pretrained_cfg.std)  # type: ignore[return-value]
 
 
-def _spec(name: str, timm_name: str, family: str, patch: int, regs: int, params: float) -> BackboneSpec:
-    return BackboneSpec(name, timm_name, family, patch, regs, params)
+def _spec(name: str, timm_name: str, family: str, patch: int, regs: int, params: float, **kw: Any) -> BackboneSpec:
+    return BackboneSpec(name, timm_name, family, patch, regs, params, **kw)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -83,10 +94,62 @@ BACKBONES: dict[str, BackboneSpec] = {
         _spec("dinov2_vitb14", "vit_base_patch14_dinov2.lvd142m", "dinov2", 14, 0, 86.58),
         _spec("dinov2_vitl14", "vit_large_patch14_dinov2.lvd142m", "dinov2", 14, 0, 304.37),
         _spec("dinov2_vitg14", "vit_giant_patch14_dinov2.lvd142m", "dinov2", 14, 0, 1136.48),
-        _spec("dinov2_reg_vits14", "vit_small_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 22.06),
-        _spec("dinov2_reg_vitb14", "vit_base_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 86.58),
-        _spec("dinov2_reg_vitl14", "vit_large_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 304.37),
-        _spec("dinov2_reg_vitg14", "vit_giant_patch14_reg4_dinov2.lvd142m", "dinov2_reg", 14, 4, 1136.48),
+        _spec(
+            "dinov2_reg_vits14",
+            "vit_small_patch14_reg4_dinov2.lvd142m",
+            "dinov2_reg",
+            14,
+            4,
+            22.06,
+            twin="dinov2_vits14",
+        ),
+        _spec(
+            "dinov2_reg_vitb14",
+            "vit_base_patch14_reg4_dinov2.lvd142m",
+            "dinov2_reg",
+            14,
+            4,
+            86.58,
+            twin="dinov2_vitb14",
+        ),
+        _spec(
+            "dinov2_reg_vitl14",
+            "vit_large_patch14_reg4_dinov2.lvd142m",
+            "dinov2_reg",
+            14,
+            4,
+            304.37,
+            twin="dinov2_vitl14",
+        ),
+        _spec(
+            "dinov2_reg_vitg14",
+            "vit_giant_patch14_reg4_dinov2.lvd142m",
+            "dinov2_reg",
+            14,
+            4,
+            1136.48,
+            twin="dinov2_vitg14",
+        ),
+        # DINOv3: 4 registers and RoPE; features are read before the rotary embedding
+        # (see objdisc.features). The weights are gated on the hub: accept the licence there first.
+        _spec("dinov3_vits16", "vit_small_patch16_dinov3.lvd1689m", "dinov3", 16, 4, 21.59, license="dinov3-license"),
+        _spec("dinov3_vitb16", "vit_base_patch16_dinov3.lvd1689m", "dinov3", 16, 4, 85.64, license="dinov3-license"),
+        # The registers paper reads values (--features v) for DeiT-III and OpenCLIP.
+        _spec("deit3_vitb16", "deit3_base_patch16_224.fb_in22k_ft_in1k", "deit3", 16, 0, 85.82),
+        _spec("openclip_vitb16", "vit_base_patch16_clip_224.laion2b", "openclip", 16, 0, 85.80),
+        # timm's own register ViTs: global average pooling, no CLS token, 4 registers.
+        _spec(
+            "timm_reg_vitm16", "vit_medium_patch16_reg4_gap_256.sbb_in12k", "timm_reg", 16, 4, 38.37, class_token=False
+        ),
+        _spec(
+            "timm_reg_vitbetwixt16",
+            "vit_betwixt_patch16_reg4_gap_256.sbb_in12k",
+            "timm_reg",
+            16,
+            4,
+            59.76,
+            class_token=False,
+        ),
     ]
 }
 
@@ -94,6 +157,9 @@ ALIASES: dict[str, str] = {
     "dino": "dino_vits16",
     "dinov2": "dinov2_vits14",
     "dinov2_reg": "dinov2_reg_vits14",
+    "dinov3": "dinov3_vits16",
+    "deit3": "deit3_vitb16",
+    "openclip": "openclip_vitb16",
 }
 
 

@@ -28,10 +28,12 @@ def cli(verbose: int) -> None:
 @cli.command()
 def backbones() -> None:
     """List the registered backbones."""
-    rows = [("name", "timm model", "patch", "registers", "params (M)", "licence")]
+    rows = [("name", "timm model", "patch", "registers", "CLS", "params (M)", "licence")]
     for spec in BACKBONES.values():
         params = f"{spec.params_m:.1f}"
-        rows.append((spec.name, spec.timm_name, str(spec.patch_size), str(spec.num_registers), params, spec.license))
+        cls = "yes" if spec.class_token else "no"
+        row = (spec.name, spec.timm_name, str(spec.patch_size), str(spec.num_registers), cls, params, spec.license)
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

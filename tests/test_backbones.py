@@ -5,6 +5,7 @@ import torch
 
 from objdisc.backbones import ALIASES, BACKBONES, build_model, create_backbone, get_spec
 from objdisc.errors import BackboneError
+from objdisc.features import FeatureExtractor, FeatureSpec
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -13,7 +14,10 @@ def test_every_registered_backbone_matches_its_table_row(name: str):
     with torch.device("meta"):  # structure only: no memory for the giant ones
         model = build_model(spec)
     assert model.patch_embed.patch_size == (spec.patch_size, spec.patch_size)
-    assert model.num_prefix_tokens == 1 + spec.num_registers
+    assert model.num_prefix_tokens == spec.num_prefix_tokens == int(spec.class_token) + spec.num_registers
+    if spec.twin is not None:  # the no-register twin: same size, no registers
+        twin = BACKBONES[spec.twin]
+        assert twin.num_registers == 0 < spec.num_registers and twin.params_m == spec.params_m
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == spec.params_m
     assert model.dynamic_img_size and model.num_classes == 0
     cfg = spec.pretrained_cfg
@@ -30,7 +34,7 @@ def test_aliases(alias: str, target: str):
 
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(BackboneError, match="dinov2_reg_vits14"):
-        get_spec("dinov3")
+        get_spec("dinov4")
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -47,3 +51,11 @@ def test_every_backbone_loads_a_local_file_and_gives_keys(name: str, tmp_path):
     assert backbone.weights.source == "local" and len(backbone.weights.sha256) == 64
     assert not backbone.model.training
     assert backbone.patch_size == spec.patch_size
+    patch = spec.patch_size
+    x = torch.randn(1, 3, 3 * patch, 5 * patch)  # non-square: dynamic image size works
+    specs = [FeatureSpec(kind, -1) for kind in "kqv"]
+    with FeatureExtractor(backbone.model, specs) as extractor, torch.no_grad():
+        feats = extractor.extract(x)
+    for spec_ in specs:
+        assert feats[spec_].shape == (1, 15, backbone.model.embed_dim) and torch.isfinite(feats[spec_]).all()
+    assert not torch.equal(feats[specs[0]], feats[specs[2]])

@@ -37,6 +37,10 @@ def test_backbones_table():
     for name in ("dino_vits16", "dinov2_vitg14", "dinov2_reg_vits14", "vit_small_patch14_reg4_dinov2.lvd142m"):
         assert name in result.output
     assert "dinov2_reg -> dinov2_reg_vits14" in result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert rows["dinov3_vits16"][2:5] == ["16", "4", "yes"]  # patch, registers, CLS
+    assert rows["timm_reg_vitm16"][2:5] == ["16", "4", "no"]
+    assert rows["dinov2_vits14"][2:5] == ["14", "0", "yes"]
 
 
 def run_on(backbone: str, dataset: str, weights_file, out: Path, *extra: str):

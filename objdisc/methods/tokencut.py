@@ -6,7 +6,9 @@ The algorithm, as TokenCut's reference code does it:
 2. graph weights ``W = 1`` where ``S > tau``, else ``eps`` (the diagonal included);
 3. ``x`` = eigenvector of the second smallest eigenvalue of ``(D - W) x = lambda D x``,
    ``D = diag(W 1)``;
-4. bipartition = ``x > mean(x)``; seed = ``argmax |x|`` (first on ties); where the seed is not
+4. bipartition = ``x > mean(x)``; seed = ``argmax |x|``, entries within a relative 1e-6 of the
+   maximum counting as tied and the lowest index winning (the reference takes numpy's argmax,
+   so exact ties, e.g. patches with identical graph rows, fall to rounding); where the seed is not
    in the bipartition, the bipartition is flipped (``not``), so the seed side is foreground;
 5. the seed's 4-connected component of the bipartition -> box, as LOST.
 
@@ -31,6 +33,7 @@ from objdisc.methods.components import Boxes, seed_component_batch
 from objdisc.methods.lost import no_tf32
 
 _DENSE_BELOW = 64  # patches; below this the dense solve is as fast and never fails
+_TIE = 1e-6  # relative: |x| entries this close to the max are tied for the seed
 
 
 def tokencut_device(
@@ -69,7 +72,10 @@ def tokencut_device(
         similarity = torch.bmm(unit, unit.transpose(1, 2))
     weights = torch.where(similarity > tau, 1.0, eps).to(torch.float64).cpu().numpy()  # (B, N, N)
     vectors = np.stack([second_eigenvector(weights[i]) for i in range(b)])  # (B, N)
-    seeds = np.abs(vectors).argmax(1)
+    magnitude = np.abs(vectors)
+    # Patches with identical graph rows have mathematically equal entries that rounding
+    # orders at random: within 1e-6 of the max counts as a tie, and the lowest index wins.
+    seeds = (magnitude >= magnitude.max(1, keepdims=True) * (1 - _TIE)).argmax(1)
     masks = vectors > vectors.mean(1, keepdims=True)
     flip = ~masks[np.arange(b), seeds]
     masks[flip] = ~masks[flip]

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from objdisc.errors import OptionError
+from objdisc.methods import TokenCut, make_method
+from objdisc.methods.components import component_box, seed_component
+from objdisc.methods.tokencut import second_eigenvector
+
+
+def reference_tokencut(feats: np.ndarray, grid: tuple[int, int], patch: int, hw: tuple[int, int], tau: float = 0.2):
+    """TokenCut's own steps: dense generalised eigh, split at the mean, flip to the seed side."""
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    weights = np.where(unit @ unit.T > tau, 1.0, 1e-5)
+    degree = np.diag(weights.sum(1))
+    _, vectors = scipy.linalg.eigh(degree - weights, degree, subset_by_index=[1, 2])
+    vec = vectors[:, 0]
+    part = vec > vec.mean()
+    magnitude = np.abs(vec)
+    seed = int(np.flatnonzero(magnitude >= magnitude.max() * (1 - 1e-6))[0])  # objdisc's tie rule
+    if not part[seed]:
+        part = ~part
+    component = seed_component(part.reshape(grid), seed)
+    return component_box(component, patch, hw), seed, component
+
+
+def object_features(grid: tuple[int, int], box: tuple[int, int, int, int], seed: int = 0, noise: float = 0.3):
+    """Background patches near one direction, object patches (rows y1:y2, cols x1:x2) near another."""
+    rng = np.random.default_rng(seed)
+    h, w = grid
+    background, foreground = rng.normal(size=(2, 32))
+    feats = np.tile(background, (h, w, 1)) + noise * rng.normal(size=(h, w, 32))
+    x1, y1, x2, y2 = box
+    feats[y1:y2, x1:x2] = foreground + noise * rng.normal(size=(y2 - y1, x2 - x1, 32))
+    return feats.reshape(h * w, 32)
+
+
+@pytest.mark.parametrize(
+    ("grid", "box"), [((9, 12), (2, 3, 6, 7)), ((10, 10), (0, 0, 3, 4)), ((12, 15), (8, 5, 15, 12))]
+)
+def test_known_cut_gives_the_object_box(grid, box):
+    feats = object_features(grid, box)
+    patch = 16
+    hw = (grid[0] * patch - 5, grid[1] * patch - 7)
+    found = TokenCut()(torch.from_numpy(feats).float()[None], grid, patch, torch.tensor([hw]))
+    (result,) = found.to_host(patch, [hw])
+    x1, y1, x2, y2 = box
+    expected = (x1 * patch, y1 * patch, min(x2 * patch, hw[1]), min(y2 * patch, hw[0]))
+    assert result.box == expected
+    assert result.component.sum() == (x2 - x1) * (y2 - y1)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_equals_the_dense_reference_on_noisy_scenes(seed: int):
+    rng = np.random.default_rng(seed)
+    grid = (int(rng.integers(8, 14)), int(rng.integers(8, 14)))
+    y1, x1 = int(rng.integers(0, grid[0] - 3)), int(rng.integers(0, grid[1] - 3))
+    box = (x1, y1, int(rng.integers(x1 + 2, grid[1] + 1)), int(rng.integers(y1 + 2, grid[0] + 1)))
+    feats = object_features(grid, box, seed, noise=0.9)
+    hw = (grid[0] * 14, grid[1] * 14)
+    expected_box, expected_seed, expected_component = reference_tokencut(feats, grid, 14, hw)
+    (result,) = TokenCut()(torch.from_numpy(feats).float()[None], grid, 14, torch.tensor([hw])).to_host(14, [hw])
+    assert result.box == expected_box and result.seed == expected_seed
+    np.testing.assert_array_equal(result.component, expected_component)
+
+
+def test_fast_eigensolver_equals_the_dense_one():
+    rng = np.random.default_rng(0)
+    feats = object_features((20, 20), (4, 4, 11, 13), noise=1.2)
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    weights = np.where(unit @ unit.T > 0.2, 1.0, 1e-5)
+    fast = second_eigenvector(weights)  # 400 patches: the Lanczos path
+    degree = np.diag(weights.sum(1))
+    _, dense = scipy.linalg.eigh(degree - weights, degree, subset_by_index=[1, 1])
+    cosine = abs(fast @ dense[:, 0]) / np.linalg.norm(fast) / np.linalg.norm(dense[:, 0])
+    assert cosine > 1 - 1e-9
+    del rng
+
+
+def test_batch_equals_single_images():
+    feats = np.stack([object_features((8, 9), (1, 2, 5, 6), seed=s, noise=0.8) for s in range(3)])
+    hws = [(8 * 16, 9 * 16)] * 3
+    batch = TokenCut()(torch.from_numpy(feats).float(), (8, 9), 16, torch.tensor(hws)).to_host(16, hws)
+    for i in range(3):
+        (one,) = TokenCut()(torch.from_numpy(feats[i]).float()[None], (8, 9), 16, torch.tensor([hws[i]])).to_host(
+            16, [hws[i]]
+        )
+        assert one.box == batch[i].box and one.seed == batch[i].seed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "tokencut", "gram_bias": 1.0}, "--gram-bias is a LOST option"),
+        ({"name": "tokencut", "k_patches": 5}, "--k-patches is a LOST option"),
+        ({"name": "lost", "tau": 0.3}, "--tau is a TokenCut option"),
+        ({"name": "ncut"}, "unknown method 'ncut'"),
+    ],
+)
+def test_options_a_method_does_not_take_are_refused(kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        make_method(**kwargs)
