@@ -216,7 +216,8 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None
         weights: a local file, an already resolved :class:`WeightsInfo`, or ``None`` for timm's
             pretrained weights from the Hugging Face hub cache (downloaded on first use).
     """
-    from objdisc.weights import WeightsError, WeightsInfo, resolve_hub_weights, sha256_file
+    from objdisc.hashing import sha256_file
+    from objdisc.weights import WeightsError, WeightsInfo, resolve_hub_weights
 
     if isinstance(weights, WeightsInfo):
         return weights

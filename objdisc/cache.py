@@ -33,6 +33,7 @@ import torch
 
 from objdisc.errors import ObjdiscError
 from objdisc.features import FeatureSpec
+from objdisc.hashing import sha256_file
 from objdisc.jsonio import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -59,15 +60,6 @@ class CachedFeatures:
     grid_hw: tuple[int, int]
     image_hw: tuple[int, int]
     original_hw: tuple[int, int]
-
-
-def image_digest(path: Path) -> str:
-    """sha256 of an image file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FeatureCache:
@@ -98,7 +90,7 @@ class FeatureCache:
         """sha256 of an image file, remembered for this cache object's life."""
         path = Path(path)
         if path not in self._digests:
-            self._digests[path] = image_digest(path)
+            self._digests[path] = sha256_file(path)
         return self._digests[path]
 
     def path(self, image: Path, spec: FeatureSpec) -> Path:
@@ -178,4 +170,4 @@ class FeatureCache:
                 os.unlink(tmp)
 
 
-__all__ = ["CacheError", "CachedFeatures", "FeatureCache", "image_digest"]
+__all__ = ["CacheError", "CachedFeatures", "FeatureCache"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,6 +13,8 @@ from objdisc.backbones import ALIASES, BACKBONES
 from objdisc.datasets import DATASETS
 from objdisc.errors import ObjdiscError
 from objdisc.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Kept here so that `objdisc --help` does not import torch; equal to pipeline.PRECISIONS' keys.
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -45,108 +49,199 @@ def backbones() -> None:
 _PATH = click.Path(path_type=Path)
 
 
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+# Options shared by `run` and `sweep`: what to run on, and how.
+_COMMON = _options(
+    click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`)."),
+    click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind."),
+    click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout)."),
+    click.option(
+        "--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/."
+    ),
+    click.option("--images", type=_PATH, default=None, help="Image folder (coco, folder)."),
+    click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco)."),
+    click.option("--split", default="trainval", show_default=True, help="VOC image set."),
+    click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects; skip images left with none."),
+    click.option("--tau", default=0.2, show_default=True, type=float, help="TokenCut similarity threshold."),
+    click.option("--k-patches", default=100, show_default=True, type=click.IntRange(min=1), help="LOST k."),
+    click.option(
+        "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward, at most."
+    ),
+    click.option(
+        "--batch-tokens",
+        default=None,
+        type=click.IntRange(min=1),
+        help=f"Patches per forward, at most [default: {DEFAULT_BATCH_TOKENS['cpu']:,} on CPU, "
+        f"{DEFAULT_BATCH_TOKENS['cuda']:,} on CUDA].",
+    ),
+    click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode workers [default: cores, max 8]."),
+    click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
+    click.option(
+        "--precision",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", *PRECISIONS]),
+        help="Model compute precision (autocast); auto: bf16 on CUDA, fp32 on CPU. LOST is always fp32.",
+    ),
+    click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of the split."),
+    click.option(
+        "--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images (boxes mapped back)."
+    ),
+    click.option(
+        "--max-patches",
+        default=DEFAULT_MAX_PATCHES,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help=f"Refuse images with more patches (NxN affinity; {DEFAULT_MAX_PATCHES:,} is 1 GiB) unless --max-side.",
+    ),
+    click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it."),
+    click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k)."),
+    click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."),
+)
+
+
+def _config(options: dict[str, Any]) -> Any:
+    """A RunConfig from parsed options (fetching the dataset first under --download)."""
+    from objdisc.runner import RunConfig
+
+    if options.pop("download"):
+        from objdisc.data.get import DOWNLOADABLE, get_dataset
+        from objdisc.datasets import resolve_data_root
+
+        if options["dataset"] not in DOWNLOADABLE:
+            raise click.UsageError(f"--download works for {', '.join(DOWNLOADABLE)}, not {options['dataset']}")
+        click.echo(
+            get_dataset(options["dataset"], resolve_data_root(options["data_root"]), progress=options["progress"])
+        )
+    options.pop("progress")
+    return RunConfig(**options)
+
+
 @cli.command(name="run")
-@click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`).")
-@click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind.")
+@_COMMON
 @click.option("--out", "-o", type=_PATH, default=None, help="Output folder [default: runs/<backbone>-<dataset>].")
-@click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout).")
+@click.option("--method", default="lost", show_default=True, type=click.Choice(["lost", "tokencut"]))
+@click.option(
+    "--features", default="k", show_default=True, type=click.Choice(["k", "q", "v"]), help="Keys, queries or values."
+)
+@click.option("--layer", default=-1, show_default=True, type=int, help="Block index (negative: from the end).")
+@click.option("--gram-bias", default=0.0, show_default=True, type=float, help="LOST: subtracted from A = F F^T.")
+@click.option("--cache", type=_PATH, default=None, help="Feature cache folder: reuse features across runs.")
+def run_command(**options: Any) -> None:
+    """One box per image (LOST or TokenCut), CorLoc, and COCO files in --out."""
+    from objdisc.runner import run, summary
+
+    if options["out"] is None:
+        options["out"] = Path("runs") / f"{options['backbone']}-{options['dataset']}"
+    progress = options["progress"]
+    try:
+        result = run(_config(options), progress=progress)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if result.metrics:  # rank 0 (the only process, or the one that merged under torchrun)
+        click.echo(summary(result))
+
+
+def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[Any]:
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {kind.__name__} values, got {value!r}") from None
+
+    return parse
+
+
+@cli.command(name="sweep")
+@_COMMON
+@click.option("--out", "-o", type=_PATH, required=True, help="Sweep folder: one run folder per point + summary.")
+@click.option("--method", "methods", default="lost", show_default=True, callback=_csv(str), help="e.g. lost,tokencut")
+@click.option("--features", "features_", default="k", show_default=True, callback=_csv(str), help="e.g. k,q,v")
+@click.option("--layer", "layers", default="-1", show_default=True, callback=_csv(int), help="e.g. -1,-2,-3,-4")
+@click.option("--gram-bias", "gram_biases", default="0", show_default=True, callback=_csv(float), help="e.g. 0,0.1")
+@click.option("--cache", type=_PATH, default=None, help="Feature cache [default: OUT/cache].")
+def sweep_command(
+    methods: list[str], features_: list[str], layers: list[int], gram_biases: list[float], **options: Any
+) -> None:
+    """Run a grid of --method x --features x --layer x --gram-bias, one forward pass per image."""
+    from objdisc.sweep import grid, sweep
+    from objdisc.table import build_rows, read_run, render
+
+    out = options["out"]
+    options["cache"] = options["cache"] or out / "cache"
+    progress = options["progress"]
+    try:
+        points = grid(methods, features_, layers, gram_biases)
+        rows = sweep(_config(options), points, out, progress=progress)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if rows and rows[0]["corloc"] is not None:
+        table_rows, datasets = build_rows([read_run(out / row["run"]) for row in rows])
+        text = render(table_rows, datasets, "md")
+        (out / "summary.md").write_text(text)
+        click.echo(text + f"\n{len(points)} runs in {out}/ (summary.md, summary.csv, summary.json)")
+    elif rows:
+        click.echo(f"{len(points)} runs in {out}/ (no ground truth: no CorLoc)")
+
+
+@cli.command(name="eval")
+@click.option("--predictions", "-p", type=_PATH, required=True, help="COCO results JSON (any tool).")
+@click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind.")
 @click.option("--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/.")
-@click.option("--images", type=_PATH, default=None, help="Image folder (coco, folder).")
+@click.option("--images", type=_PATH, default=None, help="Image folder (coco).")
 @click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco).")
 @click.option("--split", default="trainval", show_default=True, help="VOC image set.")
-@click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects; skip images left with none.")
-@click.option("--k-patches", default=100, show_default=True, type=click.IntRange(min=1), help="LOST k.")
-@click.option(
-    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward, at most."
-)
-@click.option(
-    "--batch-tokens",
-    default=None,
-    type=click.IntRange(min=1),
-    help=f"Patches per forward, at most [default: {DEFAULT_BATCH_TOKENS['cpu']:,} on CPU, "
-    f"{DEFAULT_BATCH_TOKENS['cuda']:,} on CUDA].",
-)
-@click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode workers [default: cores, max 8].")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option(
-    "--precision",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", *PRECISIONS]),
-    help="Model compute precision (autocast); auto: bf16 on CUDA, fp32 on CPU. LOST is always fp32.",
-)
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of the split.")
-@click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images (boxes mapped back).")
-@click.option(
-    "--max-patches",
-    default=DEFAULT_MAX_PATCHES,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help=f"Refuse images with more patches (LOST's NxN affinity; {DEFAULT_MAX_PATCHES:,} is 1 GiB) unless --max-side.",
-)
-@click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it.")
-@click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
-def run_command(
-    backbone: str,
+@click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects.")
+@click.option("--name", default=None, help="Row label for `objdisc table` [default: the file's stem].")
+@click.option("--out", "-o", type=_PATH, default=None, help="Write metrics.json + run.json here (for `objdisc table`).")
+def eval_command(
+    predictions: Path,
     dataset: str,
-    out: Path | None,
-    weights: Path | None,
     data_root: Path | None,
     images: Path | None,
     annotations: Path | None,
     split: str,
     no_hard: bool,
-    k_patches: int,
-    batch_size: int,
-    batch_tokens: int | None,
-    workers: int | None,
-    device: str,
-    precision: str,
-    limit: int | None,
-    max_side: int | None,
-    max_patches: int,
-    overwrite: bool,
-    download: bool,
-    progress: bool | None,
+    name: str | None,
+    out: Path | None,
 ) -> None:
-    """One LOST box per image, CorLoc, and COCO files in --out."""
-    from objdisc.runner import RunConfig, run, summary
+    """CorLoc of any COCO-results file: best-scoring box per image, no prediction = miss."""
+    from objdisc.datasets import load_dataset
+    from objdisc.evaluate import evaluate, write_eval
 
-    config = RunConfig(
-        backbone=backbone,
-        dataset=dataset,
-        out=out if out is not None else Path("runs") / f"{backbone}-{dataset}",
-        weights=weights,
-        data_root=data_root,
-        images=images,
-        annotations=annotations,
-        split=split,
-        no_hard=no_hard,
-        k_patches=k_patches,
-        batch_size=batch_size,
-        batch_tokens=batch_tokens,
-        workers=workers,
-        device=device,
-        precision=precision,
-        limit=limit,
-        max_side=max_side,
-        max_patches=max_patches,
-        overwrite=overwrite,
-    )
     try:
-        if download:
-            from objdisc.data.get import DOWNLOADABLE, get_dataset
-            from objdisc.datasets import resolve_data_root
-
-            if dataset not in DOWNLOADABLE:
-                raise click.UsageError(f"--download works for {', '.join(DOWNLOADABLE)}, not {dataset}")
-            click.echo(get_dataset(dataset, resolve_data_root(data_root), progress=progress))
-        result = run(config, progress=progress)
+        data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
+        metrics = evaluate(data, predictions)
+        if out is not None:
+            write_eval(out, metrics, predictions, name or predictions.stem)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
-    if result.metrics:  # rank 0 (the only process, or the one that merged under torchrun)
-        click.echo(summary(result))
+    click.echo(
+        f"CorLoc {metrics['corloc']:.2f}%  ({metrics['n_hits']}/{metrics['n_images']} hits, "
+        f"{metrics['n_missing']} images without a prediction, {metrics['n_unknown']} predictions for unknown images)"
+    )
+
+
+@cli.command(name="table")
+@click.argument("runs", nargs=-1, required=True, type=_PATH)
+@click.option("--format", "fmt", default="md", show_default=True, type=click.Choice(["md", "latex", "csv"]))
+@click.option("--speed", is_flag=True, help="Add an images/s column (median over the row's runs).")
+def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
+    """Comparison table from run folders: rows = backbone (+ options), columns = datasets."""
+    from objdisc.table import table
+
+    try:
+        click.echo(table(list(runs), fmt, speed), nl=False)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.group()

@@ -66,7 +66,7 @@ def producer(spec: Any, weights: Any, device: torch.device, precision: str) -> d
         "backbone": spec.name,
         "timm_model": spec.timm_name,
         "patch_size": spec.patch_size,
-        "num_prefix_tokens": 1 + spec.num_registers,
+        "num_prefix_tokens": spec.num_prefix_tokens,
         "num_registers": spec.num_registers,
         "weights": {"source": weights.source, "path": weights.path, "sha256": weights.sha256},
         "versions": versions(),

@@ -196,6 +196,7 @@ def _run(
     weights = backbone.weights if backbone is not None else resolve_weights(spec, config.weights)
     settings = box_settings(config, dataset, spec, weights.sha256, precision)
     made_by = producer(spec, weights, device, precision)
+    made_by["discovery"] = {"features": config.features, "layer": config.layer, **config.make_method().options()}
     out = Path(config.out)
     journal_dir = out / "journal"
     if config.overwrite and rank.main:

@@ -8,7 +8,6 @@ the latter is converted by timm's own ``checkpoint_filter_fn`` for the model's c
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from dataclasses import dataclass
@@ -37,15 +36,6 @@ class WeightsInfo:
     path: str
     source: str
     sha256: str
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 23) -> str:
-    """Hex sha256 of a file, read in ``chunk_bytes`` pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
