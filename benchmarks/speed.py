@@ -24,8 +24,8 @@ from PIL import Image
 from objdisc import create_backbone, lost
 from objdisc.backbones import Backbone, build_model, get_spec
 from objdisc.datasets import load_dataset
-from objdisc.images import decode_image, make_batch, padded_size
 from objdisc.features import KeyExtractor
+from objdisc.images import decode_image, make_batch, padded_size
 from objdisc.limits import batch_tokens_for
 from objdisc.methods.lost import lost_batch
 from objdisc.pipeline import StageTimes, discover
