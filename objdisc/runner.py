@@ -167,6 +167,7 @@ def run(
         cache_features: with ``config.cache``, more features to cache from the same forward
             pass (what ``objdisc sweep`` uses to fill the cache for every point at once).
     """
+    config.make_method(), config.feature_spec  # option errors first, before any slow work
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
     )

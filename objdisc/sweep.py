@@ -76,6 +76,9 @@ def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None 
             features=point.features,
             layer=point.layer,
             gram_bias=point.gram_bias,
+            # each method keeps only its own options: --tau is TokenCut's, --k-patches LOST's
+            tau=base.tau if point.method == "tokencut" else 0.2,
+            k_patches=base.k_patches if point.method == "lost" else 100,
         )
         logger.info("sweep point %d/%d: %s", n + 1, len(points), point.slug)
         result = run(config, progress=progress, cache_features=specs)

@@ -107,6 +107,8 @@ def test_run_folder_gives_boxes_only(tmp_path: Path, weights_file):
             ["-b", "dino", "-d", "folder", "--images", ".", "--weights", "/nope.pth"],
             "/nope.pth: weights file not found",
         ),
+        (["-b", "dino", "-d", "folder", "--images", ".", "--method", "tokencut", "--gram-bias", "1"], "--gram-bias is"),
+        (["-b", "dino", "-d", "folder", "--images", ".", "--tau", "0.3"], "--tau is a TokenCut option"),
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -116,6 +118,17 @@ def test_errors_are_one_clear_line(args: list[str], message: str, monkeypatch: p
     result = CliRunner().invoke(cli, ["run", *args, "-o", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_run_feature_options_reach_the_run_files(tmp_path: Path, weights_file):
+    make_voc(tmp_path)
+    extra = ["--features", "q", "--layer", "-2", "--gram-bias", "0.5", "--k-patches", "7"]
+    result = run_on("dinov2_reg", "voc07", weights_file, tmp_path / "o", "--data-root", str(tmp_path), *extra)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "o/run.json").read_text())
+    assert (info["options"]["features"], info["options"]["layer"], info["options"]["gram_bias"]) == ("q", -2, 0.5)
+    discovery = json.loads((tmp_path / "o/metrics.json").read_text())["producer"]["discovery"]
+    assert discovery == {"features": "q", "layer": -2, "method": "lost", "k_patches": 7, "gram_bias": 0.5}
 
 
 def test_cli_precisions_are_the_pipelines():
@@ -132,6 +145,8 @@ def test_help_and_backbones_do_not_import_torch():
         from objdisc.cli import cli
         assert CliRunner().invoke(cli, ["backbones"]).exit_code == 0
         assert CliRunner().invoke(cli, ["run", "--help"]).exit_code == 0
+        for command in ("sweep", "eval", "table"):
+            assert CliRunner().invoke(cli, [command, "--help"]).exit_code == 0
         assert CliRunner().invoke(cli, ["data", "status", "--data-root", "."]).exit_code == 0
         print("torch" in sys.modules, "timm" in sys.modules)
     """)

@@ -364,3 +364,40 @@ def test_tokencut_runs_through_the_engine(backbone, tmp_path: Path):
     assert len(results) == 4 and all(r.found is not None for r in results)
     for r in results:
         assert r.found.mask.flat[r.found.seed]  # the seed is in its own component
+
+
+def load_reproduce():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
+    reproduce = load_reproduce()
+    assert reproduce.main(["--dry-run", "--data-root", "/data", "--out", "/runs"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 8 * 3
+    import shlex
+
+    from objdisc.backbones import get_spec
+
+    cells = set()
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:2] == ["objdisc", "run"]
+        ctx = cli.commands["run"].make_context("run", argv[2:])  # every option exists and parses
+        get_spec(ctx.params["backbone"])
+        cells.add((ctx.params["backbone"], ctx.params["dataset"]))
+    assert {(b, d) for b, d in reproduce.PUBLISHED} <= cells
+
+
+def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):
+    reproduce = load_reproduce()
+    fake_run(tmp_path / "dino_vits16-voc07", "dino_vits16", "voc07", 60.5)
+    text = reproduce.comparison(tmp_path, ["dino_vits16"], ["voc07", "voc12"])
+    assert "| dino_vits16 | voc07 | 60.5 | 61.9 | LOST README |" in text
+    assert "| dino_vits16 | voc12 |  | 64.0 | LOST README |" in text
