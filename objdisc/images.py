@@ -7,6 +7,7 @@ then zero-padded bottom and right to a multiple of the patch size.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -165,13 +166,22 @@ def make_batch(
     if len(sizes) != 1:
         raise ValueError(f"images of one batch must share a padded size, got {sorted(sizes)}")
     (hp, wp) = sizes.pop()
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+    mean_t, std_t = _mean_std(tuple(mean), tuple(std), torch.device(device))
     batch = torch.zeros((len(images), 3, hp, wp), dtype=torch.float32, device=device)
     for i, image in enumerate(images):
         x = image.to(device, non_blocking=True).permute(2, 0, 1).float().div_(255.0)
         batch[i, :, : x.shape[1], : x.shape[2]] = (x - mean_t) / std_t
     return batch
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(3, 1, 1)`` mean and std on ``device``, made once: a fresh host->device copy per batch
+    would wait for the GPU's queue to drain (a pageable copy is synchronous)."""
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
+    return as_tensor(mean).view(3, 1, 1), as_tensor(std).view(3, 1, 1)
 
 
 class SizeBuckets(Generic[T]):

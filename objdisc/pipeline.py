@@ -252,7 +252,10 @@ class _BatchStep:
             if self.cache is not None:
                 self._store(batch, hws, feats, grid)
             middle = time.perf_counter()
-            sizes = torch.tensor(hws, dtype=torch.long).to(self.device, non_blocking=True)
+            sizes = torch.tensor(hws, dtype=torch.long)
+            if self.device.type == "cuda":  # pinned, so the copy does not wait for the queue
+                sizes = sizes.pin_memory()
+            sizes = sizes.to(self.device, non_blocking=True)
             boxes = self.method(feats[self.features], grid, patch, sizes)
         self.times.forward += middle - start
         self.times.lost += time.perf_counter() - middle
