@@ -135,7 +135,8 @@ def _config(options: dict[str, Any]) -> Any:
 @click.option("--layer", default=-1, show_default=True, type=int, help="Block index (negative: from the end).")
 @click.option("--gram-bias", default=0.0, show_default=True, type=float, help="LOST: subtracted from A = F F^T.")
 @click.option("--cache", type=_PATH, default=None, help="Feature cache folder: reuse features across runs.")
-def run_command(**options: Any) -> None:
+@click.option("--visualize", "n_pictures", default=0, type=click.IntRange(min=0), help="Draw the first N images.")
+def run_command(n_pictures: int, **options: Any) -> None:
     """One box per image (LOST or TokenCut), CorLoc, and COCO files in --out."""
     from objdisc.runner import run, summary
 
@@ -143,11 +144,19 @@ def run_command(**options: Any) -> None:
         options["out"] = Path("runs") / f"{options['backbone']}-{options['dataset']}"
     progress = options["progress"]
     try:
-        result = run(_config(options), progress=progress)
+        config = _config(options)
+        result = run(config, progress=progress)
+        if result.metrics and n_pictures:
+            from objdisc.pipeline import resolve_device
+            from objdisc.visualize import visualize
+
+            page = visualize([result.out], limit=n_pictures, device=resolve_device(config.device).type)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     if result.metrics:  # rank 0 (the only process, or the one that merged under torchrun)
         click.echo(summary(result))
+        if n_pictures:
+            click.echo(f"pictures   {page}")
 
 
 def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
@@ -242,6 +251,81 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
         click.echo(table(list(runs), fmt, speed), nl=False)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@cli.command(name="norms")
+@click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`).")
+@click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind.")
+@click.option("--out", "-o", type=_PATH, required=True, help="Folder for norms.json, layers.csv and the pictures.")
+@click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout).")
+@click.option("--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/.")
+@click.option("--images", type=_PATH, default=None, help="Image folder (coco, folder).")
+@click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco).")
+@click.option("--split", default="trainval", show_default=True, help="VOC image set.")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1), help="First N images.")
+@click.option("--threshold", default=None, type=float, help="High-norm threshold [default: found in the bimodal gap].")
+@click.option("--all-layers", is_flag=True, help="Also a histogram of every block's patch norms.")
+@click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images first.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+def norms_command(
+    backbone: str,
+    dataset: str,
+    out: Path,
+    weights: Path | None,
+    data_root: Path | None,
+    images: Path | None,
+    annotations: Path | None,
+    split: str,
+    limit: int,
+    threshold: float | None,
+    all_layers: bool,
+    max_side: int | None,
+    device: str,
+) -> None:
+    """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
+    from objdisc.backbones import create_backbone
+    from objdisc.datasets import load_dataset
+    from objdisc.norms import run_norms
+    from objdisc.pipeline import resolve_device
+    from objdisc.provenance import producer
+
+    try:
+        data = load_dataset(dataset, data_root, images, annotations, split)
+        where = resolve_device(device)
+        model = create_backbone(backbone, weights, where)
+        made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": limit}
+        summary = run_norms(model, data.records[:limit], out, where, threshold, all_layers, max_side, made_by)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
+    share = 100 * summary["share_high"]
+    found = summary["threshold"]
+    line = f"threshold {found:.2f} ({summary['threshold_source']})" if found is not None else "no bimodal gap found"
+    click.echo(f"{summary['n_images']} images, {summary['n_patch_tokens']:,} patch tokens; {line}")
+    top = summary["output_norm"]["max"]
+    click.echo(f"{summary['n_high']:,} high-norm patch tokens ({share:.2f}%); output norm max {top:.1f}")
+    cos = summary["neighbour_cosine"]
+    if cos["high_norm_mean"] is not None:
+        high, other = cos["high_norm_mean"], cos["other_mean"]
+        click.echo(f"patch-embedding cosine to 4 neighbours: high-norm {high:.3f}, others {other:.3f}")
+    click.echo(f"files in {out}/ (norms.json, layers.csv, histogram.png, layers.png)")
+
+
+@cli.command(name="visualize")
+@click.argument("runs", nargs=-1, required=True, type=_PATH)
+@click.option("--only", type=click.Choice(["hits", "misses"]), default=None, help="Only hits or only misses.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most N images.")
+@click.option("--out", "-o", type=_PATH, default=None, help="Output folder [default: RUN/vis].")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+def visualize_command(runs: tuple[Path, ...], only: str | None, limit: int, out: Path | None, device: str) -> None:
+    """Pictures of what the method did per image (recomputed) and an HTML gallery; two runs side by side."""
+    from objdisc.pipeline import resolve_device
+    from objdisc.visualize import visualize
+
+    try:
+        page = visualize(list(runs), out, only, limit, resolve_device(device).type)
+    except ObjdiscError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"gallery: {page}")
 
 
 @cli.group()

@@ -1,0 +1,101 @@
+"""Token norms inside a timm ViT, for the artifact diagnostics: one forward pass, hooks removed after.
+
+:class:`TokenProbe` records, for a batch, the output of every block (the residual stream,
+before the model's final norm) and the patch embedding. "Output tokens" in objdisc's norm
+diagnostics are the last block's output before the final norm: the registers paper's
+high-norm artifacts are a property of that residual stream (the final LayerNorm rescales every
+token and would hide them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class TokenNorms:
+    """Norms of one image's tokens.
+
+    Attributes:
+        patch: ``(L, h, w)`` float32 L2 norms of the patch tokens after each of the ``L`` blocks.
+        registers: ``(L, R)`` float32 norms of the register tokens (``R`` may be 0).
+        cls: ``(L,)`` float32 norms of the CLS token (empty when the model has none).
+        neighbour_cos: ``(h, w)`` float32 mean cosine similarity of each patch embedding
+            (the patch_embed output, before position embeddings) to its 4-neighbours.
+    """
+
+    patch: torch.Tensor
+    registers: torch.Tensor
+    cls: torch.Tensor
+    neighbour_cos: torch.Tensor
+
+
+class TokenProbe:
+    """Captures block outputs and the patch embedding of a timm ViT during one forward pass.
+
+    Args:
+        model: the timm ViT.
+        num_registers: register tokens (from the backbone table).
+        class_token: whether the model has a CLS token before the registers.
+    """
+
+    def __init__(self, model: torch.nn.Module, num_registers: int, class_token: bool = True) -> None:
+        self.model = model
+        self.num_registers = num_registers
+        self.class_token = class_token
+        self.num_prefix_tokens = int(model.num_prefix_tokens)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> list[TokenNorms]:
+        """Norms for a batch of normalised, padded images ``(B, 3, H, W)``; one entry per image."""
+        outputs: list[torch.Tensor] = []
+        embedded: list[torch.Tensor] = []
+        handles = [block.register_forward_hook(lambda m, i, o: outputs.append(o)) for block in self.model.blocks]
+        handles.append(self.model.patch_embed.register_forward_hook(lambda m, i, o: embedded.append(o)))
+        try:
+            self.model.forward_features(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+        b, _, height, width = images.shape
+        p = self.model.patch_embed.patch_size
+        h, w = height // p[0], width // p[1]
+        stream = torch.stack(outputs, 1).float()  # (B, L, T, D)
+        norms = stream.norm(dim=-1)  # (B, L, T)
+        cls_count = int(self.class_token)
+        patches = norms[:, :, self.num_prefix_tokens :].reshape(b, len(outputs), h, w)
+        registers = norms[:, :, cls_count : cls_count + self.num_registers]
+        cls = norms[:, :, 0] if self.class_token else norms.new_zeros(b, len(outputs), 0)
+        cos = neighbour_cosine(embedded[0].float().reshape(b, h, w, -1))
+        return [TokenNorms(patches[i], registers[i], cls[i], cos[i]) for i in range(b)]
+
+
+def neighbour_cosine(grid: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity of each cell to its 4-neighbours.
+
+    Args:
+        grid: ``(B, h, w, D)`` features.
+
+    Returns:
+        ``(B, h, w)``: the mean over the neighbours that exist (edges have 2 or 3).
+    """
+    unit = F.normalize(grid, dim=-1)
+    total = torch.zeros(grid.shape[:3], dtype=unit.dtype, device=unit.device)
+    count = torch.zeros_like(total)
+    vertical = (unit[:, 1:] * unit[:, :-1]).sum(-1)  # (B, h-1, w)
+    horizontal = (unit[:, :, 1:] * unit[:, :, :-1]).sum(-1)  # (B, h, w-1)
+    total[:, 1:] += vertical
+    total[:, :-1] += vertical
+    total[:, :, 1:] += horizontal
+    total[:, :, :-1] += horizontal
+    count[:, 1:] += 1
+    count[:, :-1] += 1
+    count[:, :, 1:] += 1
+    count[:, :, :-1] += 1
+    return total / count.clamp(min=1)
+
+
+__all__ = ["TokenNorms", "TokenProbe", "neighbour_cosine"]

@@ -1,0 +1,1 @@
+"""Pictures: charts (plots), per-image figures (panels), the HTML gallery (gallery)."""
