@@ -53,7 +53,7 @@ def find_threshold(norms: np.ndarray, bins: int = 128) -> tuple[float | None, di
 
     The norms are histogrammed on a log scale. From the main mode upward, a secondary peak is
     accepted when some bin between the two holds at most a tenth of that peak's count (a real
-    dip, not noise) and the peak holds at least ``max(1, 1e-5 * total)`` tokens; the largest such
+    dip, not noise) and the peak bin holds at least ``max(3, 1e-4 * total)`` tokens; the largest such
     peak wins. The threshold is the middle of the lowest bins of that valley.
 
     Args:
@@ -69,7 +69,7 @@ def find_threshold(norms: np.ndarray, bins: int = 128) -> tuple[float | None, di
     logs = np.log(values)
     counts, edges = np.histogram(logs, bins)
     mode = int(np.argmax(counts))
-    floor = max(1.0, 1e-5 * len(values))
+    floor = max(3.0, 1e-4 * len(values))  # a mode, not a stray token in a thin tail
     for peak in sorted(range(mode + 2, bins), key=lambda j: -counts[j]):
         if counts[peak] < floor:
             break
