@@ -319,11 +319,13 @@ def discover_cached(
     patch_size: int,
     device: torch.device | str = "cpu",
     times: StageTimes | None = None,
+    misses: list[ImageRecord] | None = None,
 ) -> Iterator[ImageResult]:
     """:func:`discover` for records whose features are in ``cache``: no model, no decoding.
 
     Gives the boxes :func:`discover` gives (the features are stored as the model made them).
-    A record whose entry cannot be read is yielded with an error naming the entry.
+    A record whose entry cannot be used (torn, made with other settings) goes to ``misses``
+    when given, for the caller to run through the model; else it is yielded with an error.
     """
     device = torch.device(device)
     method = method if method is not None else Lost()
@@ -332,7 +334,10 @@ def discover_cached(
         start = time.perf_counter()
         entry = cache.get(record.path, features)
         if entry is None:
-            yield ImageResult(record, None, None, f"{record.path}: no usable cache entry in {cache.folder}")
+            if misses is not None:
+                misses.append(record)
+            else:
+                yield ImageResult(record, None, None, f"{record.path}: no usable cache entry in {cache.folder}")
             continue
         feats = entry.features.to(device)[None]
         sizes = torch.tensor([entry.image_hw], dtype=torch.long)

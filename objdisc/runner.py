@@ -8,12 +8,11 @@ gt.json and per_image.json, and metrics.json differs only in its timing fields.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,16 +232,20 @@ def _run(
             len(mine),
             len(mine) - len(todo),
         )
-        # The cache serves an image only when every asked feature is there.
+        # The cache serves an image only when every asked feature is there; an entry that
+        # turns out unusable when read goes back to the model with the uncached images.
         wanted = [config.feature_spec, *cache_features]
-        cached = [r for r in todo if cache and all(cache.has(r.path, s) for s in wanted)] if cache else []
+        cached = [r for r in todo if all(cache.has(r.path, s) for s in wanted)] if cache else []
         cached_ids = {r.image_id for r in cached}
         uncached = [r for r in todo if r.image_id not in cached_ids]
-        engines = []
-        if cached:
-            logger.info("rank %d: %d images from the feature cache %s", rank.rank, len(cached), cache.folder)
-            engines.append(
-                discover_cached(
+
+        def engine() -> Iterator[ImageResult]:
+            nonlocal backbone
+            misses: list[ImageRecord] = []
+            if cached:
+                assert cache is not None
+                logger.info("rank %d: %d images from the feature cache %s", rank.rank, len(cached), cache.folder)
+                yield from discover_cached(
                     cached,
                     cache,
                     features=config.feature_spec,
@@ -250,31 +253,32 @@ def _run(
                     patch_size=spec.patch_size,
                     device=device,
                     times=times,
+                    misses=misses,
                 )
-            )
-        if uncached:
+            rest = uncached + misses
+            if not rest:
+                return
             if backbone is None:
                 backbone = create_backbone(config.backbone, weights, device, **config.model_kwargs)
             backbone.model.to(device)
-            engines.append(
-                discover(
-                    backbone,
-                    uncached,
-                    features=config.feature_spec,
-                    method=config.make_method(),
-                    cache=cache,
-                    cache_features=cache_features,
-                    batch_size=config.batch_size,
-                    workers=config.workers,
-                    device=device,
-                    precision=precision,
-                    max_side=config.max_side,
-                    max_patches=config.max_patches,
-                    batch_tokens=config.batch_tokens,
-                    times=times,
-                )
+            yield from discover(
+                backbone,
+                rest,
+                features=config.feature_spec,
+                method=config.make_method(),
+                cache=cache,
+                cache_features=cache_features,
+                batch_size=config.batch_size,
+                workers=config.workers,
+                device=device,
+                precision=precision,
+                max_side=config.max_side,
+                max_patches=config.max_patches,
+                batch_tokens=config.batch_tokens,
+                times=times,
             )
-        _process(dataset, itertools.chain(*engines), len(todo), rank, settings, journal_dir, progress)
+
+        _process(dataset, engine(), len(todo), rank, settings, journal_dir, progress)
     seconds = time.perf_counter() - start
     n_resumed = sum(_finished(done.get(r.image_id), r) for r in records)
     distributed.barrier(rank)

@@ -134,6 +134,22 @@ def test_changed_settings_miss_the_cache(backbone, tmp_path: Path, weights_file)
     assert FeatureCache(cache, identity).get(record.path, FeatureSpec()) is None
 
 
+def test_a_torn_cache_entry_goes_back_to_the_model(backbone, tmp_path: Path, monkeypatch, weights_file):
+    make_voc(tmp_path)
+    weights = weights_file("dinov2_reg")
+    cache = tmp_path / "cache"
+    run(voc_run(tmp_path, "a", cache=cache, weights=weights), backbone)
+    torn = sorted(cache.rglob("*.safetensors"))[1]
+    torn.write_bytes(torn.read_bytes()[:100])
+    built = []
+    real = backbones_module.create_backbone
+    monkeypatch.setattr("objdisc.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    result = run(voc_run(tmp_path, "b", cache=cache, weights=weights))
+    assert built == [1] and result.metrics["n_skipped"] == 0
+    assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
+    assert len(torn.read_bytes()) > 100  # rewritten whole
+
+
 def test_a_run_with_another_layer_builds_the_model(backbone, tmp_path: Path, monkeypatch, weights_file):
     make_voc(tmp_path)
     weights = weights_file("dinov2_reg")
