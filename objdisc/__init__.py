@@ -1,4 +1,4 @@
-"""objdisc: unsupervised object discovery (LOST) on ViT keys, with and without registers.
+"""objdisc: unsupervised object discovery (LOST, TokenCut) on ViT features, with and without registers.
 
 Public API (imported on first use, so that ``objdisc --help`` does not wait for torch)::
 
@@ -23,7 +23,11 @@ _EXPORTS = {
     "ImageRecord": "objdisc.datasets",
     "load_dataset": "objdisc.datasets",
     "ObjdiscError": "objdisc.errors",
+    "FeatureExtractor": "objdisc.features",
+    "FeatureSpec": "objdisc.features",
     "KeyExtractor": "objdisc.features",
+    "Lost": "objdisc.methods",
+    "TokenCut": "objdisc.methods",
     "LostResult": "objdisc.methods.lost",
     "lost": "objdisc.methods.lost",
     "lost_batch": "objdisc.methods.lost",
@@ -43,12 +47,16 @@ __all__ = [
     "CorLoc",
     "CorLocResult",
     "Dataset",
+    "FeatureExtractor",
+    "FeatureSpec",
     "ImageRecord",
     "KeyExtractor",
+    "Lost",
     "LostResult",
     "ObjdiscError",
     "RunConfig",
     "RunResult",
+    "TokenCut",
     "__version__",
     "create_backbone",
     "discover",
@@ -70,7 +78,8 @@ if TYPE_CHECKING:
     from objdisc.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
     from objdisc.datasets import Dataset, ImageRecord, load_dataset
     from objdisc.errors import ObjdiscError
-    from objdisc.features import KeyExtractor
+    from objdisc.features import FeatureExtractor, FeatureSpec, KeyExtractor
+    from objdisc.methods import Lost, TokenCut
     from objdisc.methods.lost import LostResult, lost, lost_batch
     from objdisc.metrics import CorLoc, CorLocResult
     from objdisc.pipeline import discover
