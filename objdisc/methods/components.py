@@ -81,6 +81,21 @@ class HostBoxes:
     score_map: np.ndarray
 
 
+def check_batch(feats: torch.Tensor, grid_hw: tuple[int, int], image_hws: torch.Tensor) -> None:
+    """The shape checks every method makes: ``(B, N, C)`` features on an ``(h, w)`` grid, ``(B, 2)`` sizes.
+
+    Raises:
+        ValueError: naming the mismatch.
+    """
+    if feats.ndim != 3:
+        raise ValueError(f"features must be (B, N, C), got shape {tuple(feats.shape)}")
+    b, n, _ = feats.shape
+    if grid_hw[0] * grid_hw[1] != n:
+        raise ValueError(f"grid {grid_hw} has {grid_hw[0] * grid_hw[1]} patches but features have N={n}")
+    if tuple(image_hws.shape) != (b, 2):
+        raise ValueError(f"{image_hws.shape[0]} image sizes for a batch of {b}")
+
+
 def seed_component_batch(
     masks: torch.Tensor, seeds: torch.Tensor, patch_size: int, image_hws: torch.Tensor, score_map: torch.Tensor
 ) -> Boxes:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from objdisc.methods.components import Boxes, component_box, seed_component, seed_component_batch
+from objdisc.methods.components import Boxes, check_batch, component_box, seed_component, seed_component_batch
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,8 @@ def lost_device(
     Returns:
         :class:`~objdisc.methods.components.Boxes`, ``score_map`` = degree (as float32).
     """
-    if keys.ndim != 3:
-        raise ValueError(f"keys must be (B, N, C), got shape {tuple(keys.shape)}")
-    b, n, _ = keys.shape
-    h, w = grid_hw
-    if h * w != n:
-        raise ValueError(f"grid {grid_hw} has {h * w} patches but keys have N={n}")
-    if image_hws.shape != (b, 2):
-        raise ValueError(f"{image_hws.shape[0]} image sizes for a batch of {b}")
+    check_batch(keys, grid_hw, image_hws)
+    b, h, w = keys.shape[0], *grid_hw
     if k_patches < 1:
         raise ValueError(f"k_patches must be >= 1, got {k_patches}")
     seed, degree, mask = _seed_and_mask(keys, k_patches, gram_bias)

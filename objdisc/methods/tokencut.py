@@ -29,7 +29,7 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
-from objdisc.methods.components import Boxes, seed_component_batch
+from objdisc.methods.components import Boxes, check_batch, seed_component_batch
 from objdisc.methods.lost import no_tf32
 
 _DENSE_BELOW = 64  # patches; below this the dense solve is as fast and never fails
@@ -61,12 +61,8 @@ def tokencut_device(
         :class:`~objdisc.methods.components.Boxes` on the host, ``score_map`` = the
         eigenvector (sign as solved).
     """
-    if feats.ndim != 3:
-        raise ValueError(f"features must be (B, N, C), got shape {tuple(feats.shape)}")
-    b, n, _ = feats.shape
-    h, w = grid_hw
-    if h * w != n:
-        raise ValueError(f"grid {grid_hw} has {h * w} patches but features have N={n}")
+    check_batch(feats, grid_hw, image_hws)
+    b, h, w = feats.shape[0], *grid_hw
     with torch.autocast(device_type=feats.device.type, enabled=False), no_tf32():
         unit = F.normalize(feats.float(), dim=-1)
         similarity = torch.bmm(unit, unit.transpose(1, 2))
