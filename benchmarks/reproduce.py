@@ -9,13 +9,14 @@ reasonable time, a GPU. Runs the matrix
     DINO ViT-S/16, ViT-B/16;  DINOv2 ViT-S/14, B/14, L/14 with and without registers
     x  VOC07 trainval, VOC12 trainval, COCO20k
 
-with plain LOST (last-layer keys, k = 100, no Gram bias), one run folder per cell under --out
-(each resumable: rerun the same command after a crash), then prints the measured table and,
-for every cell with a published number, measured vs published.
+with plain LOST (last-layer keys, k = 100, no Gram bias), plus TokenCut on DINO ViT-S/16 (its
+paper's setting), one run folder per cell under --out (each resumable: rerun the same command
+after a crash), then prints the measured table and, for every cell with a published number,
+measured vs published.
 
-Published numbers: the LOST README (DINO rows) and the registers paper, Table 3 (DINOv2
-ViT-L/14 rows). Only numbers quoted in objdisc's issue tracker are filled in; the others of
-Table 3 are left blank here rather than typed from memory. The registers paper also says its
+Published numbers: the LOST README (DINO rows), the TokenCut paper (DINO ViT-S/16) and the
+registers paper, Table 3 (DINOv2 ViT-L/14 rows). Only numbers quoted in objdisc's issue
+tracker are filled in; the others of Table 3 are left blank here rather than typed from memory. The registers paper also says its
 LOST numbers used a manual bias on the Gram matrix, which plain LOST does not add: expect
 DINOv2 rows well below the paper (the tracker cites ~36 on VOC12 for plain LOST) and use
 ``objdisc sweep --gram-bias`` to explore.
@@ -38,60 +39,77 @@ BACKBONES = [
     "dinov2_reg_vitl14",
 ]
 DATASETS = ["voc07", "voc12", "coco20k"]
+TOKENCUT_BACKBONES = ["dino_vits16"]
 
-# (backbone, dataset) -> (CorLoc, source)
-PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
-    ("dino_vits16", "voc07"): (61.9, "LOST README"),
-    ("dino_vits16", "voc12"): (64.0, "LOST README"),
-    ("dino_vits16", "coco20k"): (50.7, "LOST README"),
-    ("dino_vitb16", "voc07"): (60.1, "LOST README"),
-    ("dino_vitb16", "voc12"): (63.3, "LOST README"),
-    ("dino_vitb16", "coco20k"): (50.0, "LOST README"),
-    ("dinov2_vitl14", "voc07"): (35.3, "registers paper, Table 3"),
-    ("dinov2_reg_vitl14", "voc07"): (55.4, "registers paper, Table 3"),
-    ("dinov2_reg_vitl14", "voc12"): (60.0, "registers paper, Table 3"),
+# (backbone, method, dataset) -> (CorLoc, source)
+PUBLISHED: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("dino_vits16", "lost", "voc07"): (61.9, "LOST README"),
+    ("dino_vits16", "lost", "voc12"): (64.0, "LOST README"),
+    ("dino_vits16", "lost", "coco20k"): (50.7, "LOST README"),
+    ("dino_vitb16", "lost", "voc07"): (60.1, "LOST README"),
+    ("dino_vitb16", "lost", "voc12"): (63.3, "LOST README"),
+    ("dino_vitb16", "lost", "coco20k"): (50.0, "LOST README"),
+    ("dino_vits16", "tokencut", "voc07"): (68.8, "TokenCut paper"),
+    ("dino_vits16", "tokencut", "voc12"): (72.1, "TokenCut paper"),
+    ("dino_vits16", "tokencut", "coco20k"): (58.8, "TokenCut paper"),
+    ("dinov2_vitl14", "lost", "voc07"): (35.3, "registers paper, Table 3"),
+    ("dinov2_reg_vitl14", "lost", "voc07"): (55.4, "registers paper, Table 3"),
+    ("dinov2_reg_vitl14", "lost", "voc12"): (60.0, "registers paper, Table 3"),
 }
 
 
-def out_dir(root: Path, backbone: str, dataset: str) -> Path:
+def out_dir(root: Path, backbone: str, method: str, dataset: str) -> Path:
     """Run folder of one cell."""
-    return root / f"{backbone}-{dataset}"
+    return root / f"{backbone}-{dataset}" if method == "lost" else root / f"{backbone}-{method}-{dataset}"
+
+
+def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """``(backbone, method, dataset)`` of every run, dataset-major."""
+    out = []
+    for dataset in args.datasets:
+        out += [(b, "lost", dataset) for b in args.backbones]
+        out += [(b, "tokencut", dataset) for b in TOKENCUT_BACKBONES if b in args.backbones and not args.no_tokencut]
+    return out
 
 
 def commands(args: argparse.Namespace) -> list[list[str]]:
     """The ``objdisc run`` command of every cell."""
     out = []
-    for dataset in args.datasets:
-        for backbone in args.backbones:
-            cmd = ["objdisc", "run", "-b", backbone, "-d", dataset, "-o", str(out_dir(args.out, backbone, dataset))]
-            cmd += ["--data-root", str(args.data_root), "--device", args.device]
-            out.append(cmd + (["--download"] if args.download else []))
+    for backbone, method, dataset in cells(args):
+        cmd = ["objdisc", "run", "-b", backbone, "-d", dataset, "--method", method]
+        cmd += ["-o", str(out_dir(args.out, backbone, method, dataset))]
+        cmd += ["--data-root", str(args.data_root), "--device", args.device]
+        out.append(cmd + (["--download"] if args.download else []))
     return out
 
 
-def comparison(root: Path, backbones: list[str], datasets: list[str]) -> str:
+def comparison(root: Path, runs: list[tuple[str, str, str]]) -> str:
     """Markdown: measured vs published per cell (blank where a run or a number is missing)."""
     from objdisc.jsonio import read_json
 
-    lines = ["| backbone | dataset | measured | published | source |", "|:---|:---|---:|---:|:---|"]
-    for backbone in backbones:
-        for dataset in datasets:
-            metrics = out_dir(root, backbone, dataset) / "metrics.json"
-            measured = read_json(metrics)["corloc"] if metrics.exists() else None
-            published, source = PUBLISHED.get((backbone, dataset), (None, ""))
-            cells = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
-            lines.append(f"| {backbone} | {dataset} | {cells[0]} | {cells[1]} | {source} |")
+    lines = ["| backbone | method | dataset | measured | published | source |", "|:---|:---|:---|---:|---:|:---|"]
+    for backbone, method, dataset in runs:
+        metrics = out_dir(root, backbone, method, dataset) / "metrics.json"
+        measured = read_json(metrics)["corloc"] if metrics.exists() else None
+        published, source = PUBLISHED.get((backbone, method, dataset), (None, ""))
+        values = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
+        lines.append(f"| {backbone} | {method} | {dataset} | {values[0]} | {values[1]} | {source} |")
     return "\n".join(lines) + "\n"
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()  # printed commands must not carry a quoted "~"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", type=Path, default=Path("~/data"))
-    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
+    parser.add_argument("--data-root", type=_path, default=_path("~/data"))
+    parser.add_argument("--out", type=_path, default=Path("runs/reproduce"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--download", action="store_true")
     parser.add_argument("--backbones", nargs="+", default=BACKBONES)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--no-tokencut", action="store_true", help="LOST cells only")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
 
@@ -112,15 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         print(result.output, flush=True)
         if result.exit_code != 0:  # one failed cell (no weights access, no data) never stops the rest
             failed.append(shlex.join(cmd))
-    finished = [
-        out_dir(args.out, b, d)
-        for d in args.datasets
-        for b in args.backbones
-        if (out_dir(args.out, b, d) / "metrics.json").exists()
-    ]
+    folders = [out_dir(args.out, *cell) for cell in cells(args)]
+    finished = [f for f in folders if (f / "metrics.json").exists()]
     if finished:
         print(table(finished, "md"))
-    print(comparison(args.out, args.backbones, args.datasets))
+    print(comparison(args.out, cells(args)))
     for cmd in failed:
         print("failed:", cmd)
     return 1 if failed else 0

@@ -396,7 +396,7 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     reproduce = load_reproduce()
     assert reproduce.main(["--dry-run", "--data-root", "/data", "--out", "/runs"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 8 * 3
+    assert len(lines) == (8 + 1) * 3  # eight backbones with LOST, DINO ViT-S/16 with TokenCut
     import shlex
 
     from objdisc.backbones import get_spec
@@ -407,13 +407,16 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
         assert argv[:2] == ["objdisc", "run"]
         ctx = cli.commands["run"].make_context("run", argv[2:])  # every option exists and parses
         get_spec(ctx.params["backbone"])
-        cells.add((ctx.params["backbone"], ctx.params["dataset"]))
-    assert {(b, d) for b, d in reproduce.PUBLISHED} <= cells
+        cells.add((ctx.params["backbone"], ctx.params["method"], ctx.params["dataset"]))
+    assert set(reproduce.PUBLISHED) <= cells
 
 
 def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):
     reproduce = load_reproduce()
     fake_run(tmp_path / "dino_vits16-voc07", "dino_vits16", "voc07", 60.5)
-    text = reproduce.comparison(tmp_path, ["dino_vits16"], ["voc07", "voc12"])
-    assert "| dino_vits16 | voc07 | 60.5 | 61.9 | LOST README |" in text
-    assert "| dino_vits16 | voc12 |  | 64.0 | LOST README |" in text
+    fake_run(tmp_path / "dino_vits16-tokencut-voc07", "dino_vits16", "voc07", 67.0, method="tokencut")
+    cells = [("dino_vits16", "lost", "voc07"), ("dino_vits16", "lost", "voc12"), ("dino_vits16", "tokencut", "voc07")]
+    text = reproduce.comparison(tmp_path, cells)
+    assert "| dino_vits16 | lost | voc07 | 60.5 | 61.9 | LOST README |" in text
+    assert "| dino_vits16 | lost | voc12 |  | 64.0 | LOST README |" in text
+    assert "| dino_vits16 | tokencut | voc07 | 67.0 | 68.8 | TokenCut paper |" in text
