@@ -16,10 +16,10 @@ measured vs published.
 
 Published numbers: the LOST README (DINO rows), the TokenCut paper (DINO ViT-S/16) and the
 registers paper, Table 3 (DINOv2 ViT-L/14 rows). Only numbers quoted in objdisc's issue
-tracker are filled in; the others of Table 3 are left blank here rather than typed from memory. The registers paper also says its
-LOST numbers used a manual bias on the Gram matrix, which plain LOST does not add: expect
-DINOv2 rows well below the paper (the tracker cites ~36 on VOC12 for plain LOST) and use
-``objdisc sweep --gram-bias`` to explore.
+tracker are filled in; the others of Table 3 are left blank here rather than typed from memory.
+The registers paper also says its LOST numbers used a manual bias on the Gram matrix, which
+plain LOST does not add: expect DINOv2 rows well below the paper (the tracker cites ~36 on
+VOC12 for plain LOST) and use ``objdisc sweep --gram-bias`` to explore.
 """
 
 from __future__ import annotations
