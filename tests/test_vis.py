@@ -29,6 +29,12 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def on_voc(command: str, root: Path, weights_file, *extra: str):
+    """``objdisc <command>`` on the synthetic VOC07 under ``root`` with random-init DINOv2+reg weights."""
+    weights = str(weights_file("dinov2_reg"))
+    return invoke(command, "-b", "dinov2_reg", "-d", "voc07", "--data-root", str(root), "--weights", weights, *extra)
+
+
 # --- norms ---------------------------------------------------------------------------------
 
 
@@ -145,10 +151,7 @@ def test_norms_on_a_dataset_count_every_patch_token_once(tmp_path: Path, weights
 
 def test_norms_command(tmp_path: Path, weights_file):
     make_voc(tmp_path)
-    result = invoke(
-        "norms", "-b", "dinov2_reg", "-d", "voc07", "--data-root", str(tmp_path), "--weights",
-        str(weights_file("dinov2_reg")), "--out", str(tmp_path / "n"), "--limit", "2", "--threshold", "5",
-    )  # fmt: skip
+    result = on_voc("norms", tmp_path, weights_file, "--out", str(tmp_path / "n"), "--limit", "2", "--threshold", "5")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "n/norms.json").read_text())
     assert summary["n_images"] == 2 and summary["producer"]["backbone"] == "dinov2_reg_vits14"
@@ -260,10 +263,7 @@ def test_two_runs_side_by_side(two_runs):
 
 def test_run_visualize_draws_the_first_n(tmp_path: Path, weights_file):
     make_voc(tmp_path)
-    result = invoke(
-        "run", "-b", "dinov2_reg", "-d", "voc07", "--data-root", str(tmp_path), "--weights",
-        str(weights_file("dinov2_reg")), "-o", str(tmp_path / "o"), "--workers", "0", "--visualize", "2",
-    )  # fmt: skip
+    result = on_voc("run", tmp_path, weights_file, "-o", str(tmp_path / "o"), "--workers", "0", "--visualize", "2")
     assert result.exit_code == 0, result.output
     pictures = sorted((tmp_path / "o/vis/o").glob("*.png"))
     assert len(pictures) == 2
