@@ -85,6 +85,10 @@ class RunConfig:
         """The method with its options (errors name an option the method does not take)."""
         return make_method(self.method, self.k_patches, self.gram_bias, self.tau)
 
+    def discovery(self) -> dict[str, Any]:
+        """Features, layer, method and the method's own options, JSON-able; checks them all."""
+        return {"features": self.feature_spec.kind, "layer": self.layer, **self.make_method().options()}
+
     def options(self) -> dict[str, Any]:
         """JSON-able options, as recorded in ``run.json``."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -111,9 +115,7 @@ def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256
         "max_side": config.max_side,
         "precision": precision,
         "model_kwargs": config.model_kwargs,
-        "features": config.features,
-        "layer": config.layer,
-        **config.make_method().options(),
+        **config.discovery(),
     }
 
 
@@ -166,7 +168,7 @@ def run(
         cache_features: with ``config.cache``, more features to cache from the same forward
             pass (what ``objdisc sweep`` uses to fill the cache for every point at once).
     """
-    config.make_method(), config.feature_spec  # option errors first, before any slow work
+    config.discovery()  # option errors first, before any slow work
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
     )
@@ -196,7 +198,8 @@ def _run(
     weights = backbone.weights if backbone is not None else resolve_weights(spec, config.weights)
     settings = box_settings(config, dataset, spec, weights.sha256, precision)
     made_by = producer(spec, weights, device, precision)
-    made_by["discovery"] = {"features": config.features, "layer": config.layer, **config.make_method().options()}
+    made_by["discovery"] = config.discovery()
+    method, features = config.make_method(), config.feature_spec
     out = Path(config.out)
     journal_dir = out / "journal"
     if config.overwrite and rank.main:
@@ -234,7 +237,7 @@ def _run(
         )
         # The cache serves an image only when every asked feature is there; an entry that
         # turns out unusable when read goes back to the model with the uncached images.
-        wanted = [config.feature_spec, *cache_features]
+        wanted = [features, *cache_features]
         cached = [r for r in todo if all(cache.has(r.path, s) for s in wanted)] if cache else []
         cached_ids = {r.image_id for r in cached}
         uncached = [r for r in todo if r.image_id not in cached_ids]
@@ -248,8 +251,8 @@ def _run(
                 yield from discover_cached(
                     cached,
                     cache,
-                    features=config.feature_spec,
-                    method=config.make_method(),
+                    features=features,
+                    method=method,
                     patch_size=spec.patch_size,
                     device=device,
                     times=times,
@@ -264,8 +267,8 @@ def _run(
             yield from discover(
                 backbone,
                 rest,
-                features=config.feature_spec,
-                method=config.make_method(),
+                features=features,
+                method=method,
                 cache=cache,
                 cache_features=cache_features,
                 batch_size=config.batch_size,
