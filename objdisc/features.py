@@ -73,12 +73,15 @@ class FeatureExtractor:
     Hooks are registered once, at construction, one per distinct block, and removed by
     :meth:`close` (or on leaving a ``with`` block). Features are heads concatenated
     (``C = heads * head_dim``), row-major over the patch grid, in the model's compute dtype.
+    With ``stop=False`` the forward pass runs to its end, so other hooks on the model (e.g. a
+    :class:`~objdisc.tokens.TokenProbe`) see the same pass.
     """
 
-    def __init__(self, model: torch.nn.Module, specs: Sequence[FeatureSpec] = (LAST_KEYS,)) -> None:
+    def __init__(self, model: torch.nn.Module, specs: Sequence[FeatureSpec] = (LAST_KEYS,), stop: bool = True) -> None:
         if not specs:
             raise ValueError("no features asked for")
         self.model = model
+        self.stop = stop
         self.specs = tuple(dict.fromkeys(specs))
         self.num_prefix_tokens = int(model.num_prefix_tokens)
         depth = len(model.blocks)
@@ -99,7 +102,7 @@ class FeatureExtractor:
                 for spec, block in self._blocks.items():
                     if block == index and spec.kind == kind:
                         self._out[spec] = feats
-            if index == self._last:
+            if index == self._last and self.stop:
                 raise _FeaturesReady
 
         return hook
@@ -117,9 +120,11 @@ class FeatureExtractor:
         try:
             self.model.forward_features(images)
         except _FeaturesReady:
-            out, self._out = self._out, {}
-            return out
-        raise RuntimeError("the model's attention blocks were never called; is this a timm ViT?")
+            pass
+        out, self._out = self._out, {}
+        if len(out) != len(self.specs):
+            raise RuntimeError("the model's attention blocks were never called; is this a timm ViT?")
+        return out
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """The first spec's features ``(B, N_patches, C)`` (see :meth:`extract`)."""

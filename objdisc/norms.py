@@ -225,22 +225,22 @@ def collect(backbone: Any, records: Iterable[Any], device: Any, max_side: int | 
     from objdisc.tokens import TokenProbe
 
     spec = backbone.spec
-    probe = TokenProbe(backbone.model, spec.num_registers, spec.class_token)
-    for record in records:
-        try:
-            image, _ = load_image(record.path, max_side=max_side, patch_size=backbone.patch_size)
-        except ImageError as exc:
-            logger.warning("skipped %s", exc)
-            continue
-        x = make_batch([torch.from_numpy(image)], backbone.patch_size, spec.mean, spec.std, device)
-        (norms,) = probe(x)
-        yield ImageNorms(
-            record.file_name,
-            norms.patch.cpu().numpy(),
-            norms.registers.cpu().numpy(),
-            norms.cls.cpu().numpy(),
-            norms.neighbour_cos.cpu().numpy(),
-        )
+    with TokenProbe(backbone.model, spec.num_registers, spec.class_token) as probe:
+        for record in records:
+            try:
+                image, _ = load_image(record.path, max_side=max_side, patch_size=backbone.patch_size)
+            except ImageError as exc:
+                logger.warning("skipped %s", exc)
+                continue
+            x = make_batch([torch.from_numpy(image)], backbone.patch_size, spec.mean, spec.std, device)
+            (norms,) = probe(x)
+            yield ImageNorms(
+                record.file_name,
+                norms.patch.cpu().numpy(),
+                norms.registers.cpu().numpy(),
+                norms.cls.cpu().numpy(),
+                norms.neighbour_cos.cpu().numpy(),
+            )
 
 
 def run_norms(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -120,6 +121,14 @@ class _DecodeDataset(torch.utils.data.Dataset):
             return index, torch.from_numpy(image), original, None
         except ImageError as exc:
             return index, None, None, str(exc)
+
+
+def compute_context(device_type: str, precision: str) -> contextlib.AbstractContextManager:
+    """A fresh context for the model's forward pass: autocast to ``precision``, or for ``fp32``
+    no autocast and no TF32 on CUDA (whose cuDNN default would use it): fp32 means fp32."""
+    if precision == "fp32":
+        return no_tf32()
+    return torch.autocast(device_type, dtype=PRECISIONS[precision])
 
 
 def default_workers() -> int:
@@ -241,9 +250,7 @@ class _BatchStep:
         patch = self.backbone.patch_size
         images = [image for _, image, _ in batch]
         hws = [(int(im.shape[0]), int(im.shape[1])) for im in images]
-        # fp32 means fp32: no autocast, and no TF32 on CUDA (whose cuDNN default would use it).
-        dtype = PRECISIONS[self.precision]
-        compute = torch.autocast(self.device.type, dtype=dtype) if self.precision != "fp32" else no_tf32()
+        compute = compute_context(self.device.type, self.precision)
         with torch.inference_mode():
             x = make_batch(images, patch, self.backbone.spec.mean, self.backbone.spec.std, self.device)
             with compute:
@@ -361,6 +368,7 @@ __all__ = [
     "Found",
     "ImageResult",
     "StageTimes",
+    "compute_context",
     "discover",
     "discover_cached",
     "resolve_device",

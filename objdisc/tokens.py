@@ -34,7 +34,12 @@ class TokenNorms:
 
 
 class TokenProbe:
-    """Captures block outputs and the patch embedding of a timm ViT during one forward pass.
+    """Records block outputs and the patch embedding of a timm ViT, for token norms.
+
+    The hooks are registered once, at construction, and removed by :meth:`close` (or on
+    leaving a ``with`` block). Call the probe on a batch to run a forward pass and read it, or
+    run the forward pass elsewhere (e.g. a :class:`~objdisc.features.FeatureExtractor` with
+    ``stop=False``) and :meth:`read` what the hooks saw.
 
     Args:
         model: the timm ViT.
@@ -47,20 +52,28 @@ class TokenProbe:
         self.num_registers = num_registers
         self.class_token = class_token
         self.num_prefix_tokens = int(model.num_prefix_tokens)
+        self._outputs: list[torch.Tensor] = []
+        self._embedded: list[torch.Tensor] = []
+        self._handles = [block.register_forward_hook(lambda m, i, o: self._outputs.append(o)) for block in model.blocks]
+        self._handles.append(model.patch_embed.register_forward_hook(lambda m, i, o: self._embedded.append(o)))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> list[TokenNorms]:
         """Norms for a batch of normalised, padded images ``(B, 3, H, W)``; one entry per image."""
-        outputs: list[torch.Tensor] = []
-        embedded: list[torch.Tensor] = []
-        handles = [block.register_forward_hook(lambda m, i, o: outputs.append(o)) for block in self.model.blocks]
-        handles.append(self.model.patch_embed.register_forward_hook(lambda m, i, o: embedded.append(o)))
-        try:
-            self.model.forward_features(images)
-        finally:
-            for handle in handles:
-                handle.remove()
-        b, _, height, width = images.shape
+        self._outputs.clear()
+        self._embedded.clear()
+        self.model.forward_features(images)
+        return self.read(images.shape)
+
+    @torch.no_grad()
+    def read(self, image_shape: torch.Size | tuple[int, ...]) -> list[TokenNorms]:
+        """Norms from the last forward pass the hooks saw, for images of ``(B, 3, H, W)`` shape."""
+        outputs, embedded = self._outputs[:], self._embedded[:]
+        self._outputs.clear()
+        self._embedded.clear()
+        if len(outputs) != len(self.model.blocks) or len(embedded) != 1:
+            raise RuntimeError("read() needs exactly one complete forward pass since the last read")
+        b, _, height, width = image_shape
         p = self.model.patch_embed.patch_size
         h, w = height // p[0], width // p[1]
         stream = torch.stack(outputs, 1).float()  # (B, L, T, D)
@@ -71,6 +84,18 @@ class TokenProbe:
         cls = norms[:, :, 0] if self.class_token else norms.new_zeros(b, len(outputs), 0)
         cos = neighbour_cosine(embedded[0].float().reshape(b, h, w, -1))
         return [TokenNorms(patches[i], registers[i], cls[i], cos[i]) for i in range(b)]
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> TokenProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def neighbour_cosine(grid: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,9 @@ class Redrawer:
         import torch
 
         from objdisc.backbones import create_backbone, get_spec
+        from objdisc.features import FeatureExtractor
         from objdisc.runner import RunConfig
+        from objdisc.tokens import TokenProbe
 
         options = dict(view.info["options"])
         made_by = view.info["producer"]
@@ -95,37 +97,41 @@ class Redrawer:
         self.view = view
         self.method = self.config.make_method()
         self.root = Path(view.info["dataset"]["image_root"])
+        # Hooks registered once; one full forward pass per image gives both features and norms.
+        spec = self.backbone.spec
+        self.extractor = FeatureExtractor(self.backbone.model, [self.config.feature_spec], stop=False)
+        self.probe = TokenProbe(self.backbone.model, spec.num_registers, spec.class_token)
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        self.extractor.close()
+        self.probe.close()
 
     def draw(self, name: str, out: Path) -> gallery.Cell:
         """Recompute and write ``out/<stem>.png`` and its thumbnail; returns the gallery cell."""
         import torch
 
-        from objdisc.features import FeatureExtractor
         from objdisc.images import load_image, make_batch, map_box
-        from objdisc.methods.lost import no_tf32
-        from objdisc.pipeline import PRECISIONS
-        from objdisc.tokens import TokenProbe
+        from objdisc.pipeline import compute_context
 
         entry = self.view.images[name]
         spec, patch = self.backbone.spec, self.backbone.patch_size
         path = self.root / name
         original, _ = load_image(path, patch_size=patch)
-        image, _ = load_image(path, max_side=self.config.max_side, patch_size=patch)
+        image = (
+            original
+            if self.config.max_side is None
+            else load_image(path, max_side=self.config.max_side, patch_size=patch)[0]
+        )
         model_hw = (image.shape[0], image.shape[1])
-        dtype = PRECISIONS[self.precision]
-
-        def compute() -> Any:  # a fresh context each time: no_tf32() is single-use
-            return torch.autocast(self.device.type, dtype=dtype) if self.precision != "fp32" else no_tf32()
-
         with torch.inference_mode():
             x = make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std, self.device)
             grid = (x.shape[-2] // patch, x.shape[-1] // patch)
-            with compute(), FeatureExtractor(self.backbone.model, [self.config.feature_spec]) as extractor:
-                feats = extractor(x)
+            with compute_context(self.device.type, self.precision):
+                feats = self.extractor(x)
+                (norms,) = self.probe.read(x.shape)
             sizes = torch.tensor([model_hw], dtype=torch.long, device=self.device)
             (found,) = self.method(feats, grid, patch, sizes).to_host(patch, [model_hw])
-            with compute():
-                (norms,) = TokenProbe(self.backbone.model, spec.num_registers, spec.class_token)(x)
         box = map_box(found.box, model_hw, original.shape[:2]) if model_hw != original.shape[:2] else found.box
         note = (
             ""
@@ -197,8 +203,11 @@ def visualize(
         redrawer = Redrawer(view, device)
         folder = out / view.label
         folder.mkdir(parents=True, exist_ok=True)
-        for name, cells in rows:
-            cells.append(redrawer.draw(name, folder))
+        try:
+            for name, cells in rows:
+                cells.append(redrawer.draw(name, folder))
+        finally:
+            redrawer.close()
     labels = [v.label for v in views]
     hits = [sum(bool(c.hit) for _, cells in rows for c in [cells[i]] if c is not None) for i in range(len(views))]
     summary = ", ".join(f"{label}: {h}/{len(rows)} hits" for label, h in zip(labels, hits, strict=True))

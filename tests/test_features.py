@@ -158,3 +158,21 @@ def test_keys_under_bf16_autocast_are_close_to_fp32():
             bf16 = extractor(x)
     assert bf16.dtype == torch.bfloat16
     assert torch.nn.functional.cosine_similarity(fp32, bf16.float(), dim=-1).min() > 0.99
+
+
+def test_without_stopping_the_features_are_the_same_and_the_pass_runs_to_the_end():
+    torch.manual_seed(0)
+    model = build_model(get_spec("dinov2_reg"), depth=3).eval()
+    x = torch.randn(1, 3, 28, 42)
+    ran = []
+    model.norm.register_forward_hook(lambda *a: ran.append(1))
+    specs = [FeatureSpec("k", 1), FeatureSpec("v", -1)]
+    with torch.no_grad():
+        with FeatureExtractor(model, specs) as stopping:
+            early = stopping.extract(x)
+        assert ran == []
+        with FeatureExtractor(model, specs, stop=False) as through:
+            late = through.extract(x)
+    assert ran == [1]
+    for spec in specs:
+        torch.testing.assert_close(early[spec], late[spec], rtol=0, atol=0)

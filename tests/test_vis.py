@@ -48,7 +48,8 @@ def test_token_probe_splits_cls_registers_and_patches():
         model.forward_features(x)
     for h in handles:
         h.remove()
-    (norms, _) = TokenProbe(model, num_registers=4, class_token=True)(x)
+    with TokenProbe(model, num_registers=4, class_token=True) as probe:
+        (norms, _) = probe(x)
     assert norms.patch.shape == (2, 2, 3) and norms.registers.shape == (2, 4) and norms.cls.shape == (2,)
     expected = blocks[-1][0].norm(dim=-1)
     torch.testing.assert_close(norms.cls[-1], expected[0])
@@ -56,9 +57,30 @@ def test_token_probe_splits_cls_registers_and_patches():
     torch.testing.assert_close(norms.patch[-1].flatten(), expected[5:])
 
 
+def test_probe_reads_a_pass_run_by_a_feature_extractor_and_hooks_once():
+    from objdisc.features import FeatureExtractor, FeatureSpec
+
+    torch.manual_seed(0)
+    model = build_model(get_spec("dinov2_reg"), depth=2).eval()
+    x = torch.randn(1, 3, 28, 42)
+    hooks = [len(b._forward_hooks) for b in model.blocks]
+    with TokenProbe(model, 4) as probe, FeatureExtractor(model, [FeatureSpec()], stop=False) as extractor:
+        assert [len(b._forward_hooks) for b in model.blocks] == [n + 1 for n in hooks]
+        alone = probe(x)[0]
+        with torch.no_grad():
+            extractor(x)
+        (shared,) = probe.read(x.shape)
+        with pytest.raises(RuntimeError, match="exactly one complete forward pass"):
+            probe.read(x.shape)  # read consumes the pass
+    assert [len(b._forward_hooks) for b in model.blocks] == hooks
+    torch.testing.assert_close(shared.patch, alone.patch)
+    torch.testing.assert_close(shared.neighbour_cos, alone.neighbour_cos)
+
+
 def test_gap_model_has_registers_and_no_cls():
     model = build_model(get_spec("timm_reg_vitm16"), depth=1).eval()
-    (norms,) = TokenProbe(model, num_registers=4, class_token=False)(torch.randn(1, 3, 32, 48))
+    with TokenProbe(model, num_registers=4, class_token=False) as probe:
+        (norms,) = probe(torch.randn(1, 3, 32, 48))
     assert norms.registers.shape == (1, 4) and norms.cls.shape == (1, 0) and norms.patch.shape == (1, 2, 3)
 
 
@@ -126,11 +148,11 @@ def test_norms_on_a_dataset_count_every_patch_token_once(tmp_path: Path, weights
     records = load_dataset("voc07", tmp_path).records
     summary = run_norms(backbone, records, tmp_path / "norms", threshold=12.0, all_layers=True)
     direct = []
-    probe = TokenProbe(backbone.model, 4)
-    for record in records:
-        image, _ = load_image(record.path, patch_size=14)
-        x = make_batch([torch.from_numpy(image)], 14, backbone.spec.mean, backbone.spec.std, "cpu")
-        direct.append(probe(x)[0].patch[-1].numpy().ravel())
+    with TokenProbe(backbone.model, 4) as probe:
+        for record in records:
+            image, _ = load_image(record.path, patch_size=14)
+            x = make_batch([torch.from_numpy(image)], 14, backbone.spec.mean, backbone.spec.std, "cpu")
+            direct.append(probe(x)[0].patch[-1].numpy().ravel())
     direct = np.concatenate(direct)
     expected_tokens = sum(-(-h // 14) * -(-w // 14) for h, w in (load_image(r.path)[1] for r in records))
     assert summary["n_patch_tokens"] == len(direct) == expected_tokens
