@@ -58,11 +58,9 @@ def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-# Options shared by `run` and `sweep`: what to run on, and how.
-_COMMON = _options(
-    click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`)."),
+# Which images: `run`, `sweep`, `eval`, `norms`.
+_DATA = _options(
     click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind."),
-    click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout)."),
     click.option(
         "--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/."
     ),
@@ -70,6 +68,18 @@ _COMMON = _options(
     click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco)."),
     click.option("--split", default="trainval", show_default=True, help="VOC image set."),
     click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects; skip images left with none."),
+)
+
+# Which model: `run`, `sweep`, `norms`.
+_MODEL = _options(
+    click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`)."),
+    click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout)."),
+)
+
+# Options shared by `run` and `sweep`: what to run on, and how.
+_COMMON = _options(
+    _MODEL,
+    _DATA,
     click.option("--tau", default=0.2, show_default=True, type=float, help="TokenCut similarity threshold."),
     click.option("--k-patches", default=100, show_default=True, type=click.IntRange(min=1), help="LOST k."),
     click.option(
@@ -203,12 +213,7 @@ def sweep_command(
 
 @cli.command(name="eval")
 @click.option("--predictions", "-p", type=_PATH, required=True, help="COCO results JSON (any tool).")
-@click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind.")
-@click.option("--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/.")
-@click.option("--images", type=_PATH, default=None, help="Image folder (coco).")
-@click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco).")
-@click.option("--split", default="trainval", show_default=True, help="VOC image set.")
-@click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects.")
+@_DATA
 @click.option("--name", default=None, help="Row label for `objdisc table` [default: the file's stem].")
 @click.option("--out", "-o", type=_PATH, default=None, help="Write metrics.json + run.json here (for `objdisc table`).")
 def eval_command(
@@ -254,14 +259,9 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
 
 
 @cli.command(name="norms")
-@click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`).")
-@click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind.")
+@_MODEL
+@_DATA
 @click.option("--out", "-o", type=_PATH, required=True, help="Folder for norms.json, layers.csv and the pictures.")
-@click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout).")
-@click.option("--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/.")
-@click.option("--images", type=_PATH, default=None, help="Image folder (coco, folder).")
-@click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco).")
-@click.option("--split", default="trainval", show_default=True, help="VOC image set.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1), help="First N images.")
 @click.option("--threshold", default=None, type=float, help="High-norm threshold [default: found in the bimodal gap].")
 @click.option("--all-layers", is_flag=True, help="Also a histogram of every block's patch norms.")
@@ -276,6 +276,7 @@ def norms_command(
     images: Path | None,
     annotations: Path | None,
     split: str,
+    no_hard: bool,
     limit: int,
     threshold: float | None,
     all_layers: bool,
@@ -290,7 +291,7 @@ def norms_command(
     from objdisc.provenance import producer
 
     try:
-        data = load_dataset(dataset, data_root, images, annotations, split)
+        data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
         where = resolve_device(device)
         model = create_backbone(backbone, weights, where)
         made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": limit}
