@@ -96,11 +96,19 @@ class NormSummary:
         """Add one image."""
         self.images.append(item)
 
+    def patch_norms(self, layer: int = -1) -> np.ndarray:
+        """Every patch-token norm after block ``layer``, over all images, ``(M,)``."""
+        return np.concatenate([im.patch[layer].ravel() for im in self.images])
+
+    def register_norms(self, layer: int = -1) -> np.ndarray:
+        """Every register-token norm after block ``layer``, over all images (empty without registers)."""
+        return np.concatenate([im.registers[layer].ravel() for im in self.images])
+
     def compute(self, threshold: float | None = None, max_positions: int = 32) -> dict[str, Any]:
         """The JSON summary (see the module docstring); ``threshold=None`` finds one."""
         if not self.images:
             raise ValueError("no images to summarise")
-        output = np.concatenate([im.patch[-1].ravel() for im in self.images])
+        output = self.patch_norms()
         found, details = find_threshold(output)
         used = threshold if threshold is not None else found
         source = "given" if threshold is not None else ("bimodal gap" if found is not None else "none: not bimodal")
@@ -126,8 +134,8 @@ class NormSummary:
         n_layers = self.images[0].patch.shape[0]
         layers = []
         for layer in range(n_layers):
-            patch = np.concatenate([im.patch[layer].ravel() for im in self.images])
-            regs = np.concatenate([im.registers[layer].ravel() for im in self.images])
+            patch = self.patch_norms(layer)
+            regs = self.register_norms(layer)
             cls = np.array([im.cls[layer] for im in self.images if im.cls.size])
             layers.append(
                 {
@@ -139,7 +147,7 @@ class NormSummary:
                     "cls_mean": float(cls.mean()) if cls.size else None,
                 }
             )
-        registers = np.concatenate([im.registers[-1].ravel() for im in self.images])
+        registers = self.register_norms()
         return {
             "n_images": len(self.images),
             "n_patch_tokens": int(output.size),
@@ -186,9 +194,8 @@ def write_outputs(out: Path, summary: dict[str, Any], acc: NormSummary, label: s
     from objdisc.vis.plots import histogram, lines
 
     out.mkdir(parents=True, exist_ok=True)
-    output = np.concatenate([im.patch[-1].ravel() for im in acc.images])
-    series = [("patch tokens", output)]
-    registers = np.concatenate([im.registers[-1].ravel() for im in acc.images])
+    series = [("patch tokens", acc.patch_norms())]
+    registers = acc.register_norms()
     if registers.size:
         series.append(("register tokens", registers))
     share = 100 * summary["share_high"]
@@ -203,7 +210,7 @@ def write_outputs(out: Path, summary: dict[str, Any], acc: NormSummary, label: s
         chart.append(("CLS", [r["cls_mean"] for r in summary["layers"]]))
     pictures["layers.png"] = lines(blocks, chart, title=f"{label}: token norms per block")
     if all_layers:
-        per_layer = [(f"block {b}", np.concatenate([im.patch[b].ravel() for im in acc.images])) for b in blocks]
+        per_layer = [(f"block {b}", acc.patch_norms(b)) for b in blocks]
         pictures["histogram_layers.png"] = histogram(per_layer[-6:], title=f"{label}: patch norms, last 6 blocks")
     written = []
     for name, image in pictures.items():
