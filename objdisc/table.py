@@ -18,10 +18,19 @@ from typing import Any
 from objdisc.backbones import BACKBONES
 from objdisc.errors import ObjdiscError
 from objdisc.jsonio import read_json
+from objdisc.methods import Lost, TokenCut
 
 FORMATS = ("md", "latex", "csv")
 _DATASET_LABELS = {"voc07": "VOC07", "voc12": "VOC12", "coco20k": "COCO20k"}
-_DEFAULTS = {"method": "lost", "features": "k", "layer": -1, "gram_bias": 0.0, "k_patches": 100, "tau": 0.2}
+# Plain LOST on last-layer keys; the method options' defaults come from the methods themselves.
+_DEFAULTS = {
+    "method": Lost.name,
+    "features": "k",
+    "layer": -1,
+    "gram_bias": Lost.gram_bias,
+    "k_patches": Lost.k_patches,
+    "tau": TokenCut.tau,
+}
 
 
 @dataclass

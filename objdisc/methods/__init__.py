@@ -1,19 +1,22 @@
 """Object-discovery methods: patch features of a batch -> one box per image.
 
-Each method is a small frozen dataclass holding its options and called as
+Each method is a small frozen dataclass holding its options (their defaults are the one
+source of the defaults, read by ``objdisc table`` too) and called as
 ``method(feats, grid_hw, patch_size, image_hws) -> Boxes``; :data:`METHODS` maps names to
-them. Nothing here reads files.
+them. Nothing here reads files or imports torch until a method runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from objdisc.errors import OptionError
-from objdisc.methods.components import Boxes
+
+if TYPE_CHECKING:  # torch is imported when a method runs, so the option defaults here stay light
+    import torch
+
+    from objdisc.methods.components import Boxes
 
 
 class Method(Protocol):
@@ -95,4 +98,4 @@ def make_method(name: str, k_patches: int = 100, gram_bias: float = 0.0, tau: fl
     raise OptionError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
 
 
-__all__ = ["METHODS", "Boxes", "Lost", "Method", "TokenCut", "make_method"]
+__all__ = ["METHODS", "Lost", "Method", "TokenCut", "make_method"]
