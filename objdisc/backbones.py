@@ -53,6 +53,16 @@ class BackboneSpec:
     twin: str | None = None
 
     @property
+    def pos_embed(self) -> str:
+        """How position embeddings are resized to other grids: a recipe of :mod:`objdisc.posembed`."""
+        return FAMILY_POS_EMBED[self.family][0]
+
+    @property
+    def pos_embed_note(self) -> str:
+        """Whose resizing that is, in a few words (``objdisc backbones``)."""
+        return FAMILY_POS_EMBED[self.family][1]
+
+    @property
     def num_prefix_tokens(self) -> int:
         """CLS (if any) + registers: what the model drops before the patch tokens."""
         return int(self.class_token) + self.num_registers
@@ -77,6 +87,21 @@ class BackboneSpec:
     def std(self) -> tuple[float, float, float]:
         """RGB normalisation std (on images scaled to [0, 1])."""
         return tuple(float(v) for v in self.pretrained_cfg.std)  # type: ignore[return-value]
+
+
+# family -> (position-embedding recipe of objdisc.posembed, whose it is). The release code is
+# the reference: DINO and DINOv2 without registers resize differently from timm; DINOv2 with
+# registers resizes as timm does; DINOv3 has RoPE (no learned table), whose coordinates timm
+# computes as the release does; the others have no variable-size release path to follow.
+FAMILY_POS_EMBED: dict[str, tuple[str, str]] = {
+    "dino": ("dino-release", "release (dino: +0.1 offset, no antialias)"),
+    "dinov2": ("dinov2-release", "release (dinov2: +0.1 offset, no antialias, fp32)"),
+    "dinov2_reg": ("timm", "release = timm (antialias, size=)"),
+    "dinov3": ("timm", "RoPE, release = timm"),
+    "deit3": ("timm", "timm (no variable-size release)"),
+    "openclip": ("timm", "timm (no variable-size release)"),
+    "timm_reg": ("timm", "timm (no variable-size release)"),
+}
 
 
 def _spec(name: str, timm_name: str, family: str, patch: int, regs: int, params: float, **kw: Any) -> BackboneSpec:
@@ -132,8 +157,14 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         # DINOv3: 4 registers and RoPE; features are read before the rotary embedding
         # (see objdisc.features). The weights are gated on the hub: accept the licence there first.
-        _spec("dinov3_vits16", "vit_small_patch16_dinov3.lvd1689m", "dinov3", 16, 4, 21.59, license="dinov3-license"),
-        _spec("dinov3_vitb16", "vit_base_patch16_dinov3.lvd1689m", "dinov3", 16, 4, 85.64, license="dinov3-license"),
+        # timm's `_qkvb` variants: the release attention has q and v biases (the k third masked
+        # to 0); timm's plain dinov3 models have none and drop them from a release file.
+        _spec(
+            "dinov3_vits16", "vit_small_patch16_dinov3_qkvb.lvd1689m", "dinov3", 16, 4, 21.60, license="dinov3-license"
+        ),
+        _spec(
+            "dinov3_vitb16", "vit_base_patch16_dinov3_qkvb.lvd1689m", "dinov3", 16, 4, 85.66, license="dinov3-license"
+        ),
         # The registers paper reads values (--features v) for DeiT-III and OpenCLIP.
         _spec("deit3_vitb16", "deit3_base_patch16_224.fb_in22k_ft_in1k", "deit3", 16, 0, 85.82),
         _spec("openclip_vitb16", "vit_base_patch16_clip_224.laion2b", "openclip", 16, 0, 85.80),
@@ -198,14 +229,19 @@ class Backbone:
 
 
 def build_model(spec: BackboneSpec, **model_kwargs: Any) -> torch.nn.Module:
-    """Random-init timm model for ``spec``: no head, ``dynamic_img_size=True``.
+    """Random-init timm model for ``spec``: no head, ``dynamic_img_size=True``, position
+    embeddings resized as the family's release code does (:attr:`BackboneSpec.pos_embed`).
 
     ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=2`` in tests).
     """
     import timm
 
+    from objdisc.posembed import RECIPES, apply_recipe
+
     kwargs: dict[str, Any] = {"num_classes": 0, "dynamic_img_size": True, **model_kwargs}
-    return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    apply_recipe(model, RECIPES[spec.pos_embed])
+    return model
 
 
 def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None = None) -> WeightsInfo:

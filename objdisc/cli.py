@@ -32,11 +32,31 @@ def cli(verbose: int) -> None:
 @cli.command()
 def backbones() -> None:
     """List the registered backbones."""
-    rows = [("name", "timm model", "patch", "registers", "CLS", "params (M)", "licence")]
+    rows = [
+        (
+            "name",
+            "timm model",
+            "patch",
+            "registers",
+            "CLS",
+            "params (M)",
+            "licence",
+            "position embedding at other sizes",
+        )
+    ]
     for spec in BACKBONES.values():
         params = f"{spec.params_m:.1f}"
         cls = "yes" if spec.class_token else "no"
-        row = (spec.name, spec.timm_name, str(spec.patch_size), str(spec.num_registers), cls, params, spec.license)
+        row = (
+            spec.name,
+            spec.timm_name,
+            str(spec.patch_size),
+            str(spec.num_registers),
+            cls,
+            params,
+            spec.license,
+            spec.pos_embed_note,
+        )
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):

@@ -65,6 +65,7 @@ def producer(spec: Any, weights: Any, device: torch.device, precision: str) -> d
     return {
         "backbone": spec.name,
         "timm_model": spec.timm_name,
+        "pos_embed": spec.pos_embed,
         "patch_size": spec.patch_size,
         "num_prefix_tokens": spec.num_prefix_tokens,
         "num_registers": spec.num_registers,

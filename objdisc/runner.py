@@ -103,11 +103,23 @@ class RunResult:
     producer: dict[str, Any]
 
 
+def pos_embed_setting(spec: BackboneSpec) -> dict[str, str]:
+    """The position-embedding recipe, for journals and caches: only where it is not timm's.
+
+    DINO and DINOv2 without registers follow their release code's resizing, which changed
+    their features from objdisc's first releases (timm's resizing): the key makes those
+    journals refused and those cache entries misses. The other families' features did not
+    change, so their journals and caches stay valid.
+    """
+    return {} if spec.pos_embed == "timm" else {"pos_embed": spec.pos_embed}
+
+
 def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256: str, precision: str) -> dict:
     """What decides the boxes; a journal made with other values is refused."""
     return {
         "backbone": spec.name,
         "timm_model": spec.timm_name,
+        **pos_embed_setting(spec),
         "weights_sha256": sha256,
         "dataset": dataset.name,
         "no_hard": config.no_hard,
@@ -123,6 +135,7 @@ def cache_identity(spec: BackboneSpec, sha256: str, precision: str, config: RunC
     """What decides the cached features besides the image (see :mod:`objdisc.cache`)."""
     return {
         "timm_model": spec.timm_name,
+        **pos_embed_setting(spec),
         "weights_sha256": sha256,
         "precision": precision,
         "max_side": config.max_side,
