@@ -1,13 +1,17 @@
 """Weights: resolve (local file or Hugging Face hub cache), hash, convert and load.
 
 A local file is read as ``.safetensors`` or a torch pickle of tensors (``.pth``, ``.pt``,
-``.bin``, loaded with ``weights_only=True``). Both timm's layout and the upstream DINO /
+``.bin``, loaded with ``weights_only=True``: torch's restricted unpickler, which builds
+tensors and plain containers and refuses every other global, so a pickled payload never
+runs). Training checkpoints also pickle their ``argparse.Namespace``; that one harmless type is
+allowed on top (:data:`CHECKPOINT_TYPES`). Both timm's layout and the upstream DINO /
 DINOv2 release layout (``register_tokens``, ``mask_token``, SwiGLU ``w12``/``w3``) load:
 the latter is converted by timm's own ``checkpoint_filter_fn`` for the model's class.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 from dataclasses import dataclass
@@ -21,6 +25,12 @@ from objdisc.errors import WeightsError
 logger = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+
+# Types a released or training checkpoint holds besides tensors and plain containers, allowed
+# to the restricted unpickler. DINO's main_dino.py saves {student, teacher, optimizer, epoch,
+# args, dino_loss[, fp16_scaler]} with `args` its argparse.Namespace (plain values inside).
+# A Namespace only gets attributes set: building one runs no code.
+CHECKPOINT_TYPES: tuple[type, ...] = (argparse.Namespace,)
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             state: Any = load_file(str(path))
         elif suffix in TORCH_SUFFIXES:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(CHECKPOINT_TYPES)):
+                state = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise WeightsError(
                 f"{path}: unsupported weights extension {suffix!r}; use .safetensors or one of {TORCH_SUFFIXES}"
@@ -93,7 +104,8 @@ def load_weights_file(model: torch.nn.Module, path: Path) -> None:
     Raises:
         WeightsError: naming the file and the missing / unexpected / mis-shaped keys.
     """
-    state = convert_state_dict(read_state_dict(path), model)
+    raw = read_state_dict(path)
+    state = convert_state_dict(raw, model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -110,6 +122,26 @@ def load_weights_file(model: torch.nn.Module, path: Path) -> None:
             f"{_short(unexpected)}; mis-shaped: {_short(mis_shaped)}"
         )
     model.load_state_dict(state, strict=True)
+    _load_rope_periods(model, raw)
+
+
+def _load_rope_periods(model: torch.nn.Module, raw: dict[str, torch.Tensor]) -> None:
+    """Use a DINOv3 release file's RoPE periods instead of timm's recomputed ones.
+
+    The release model keeps ``rope_embed.periods`` as a persistent buffer, so it runs with the
+    values stored in the file; timm drops them and recomputes exact float32 periods. The
+    released files store them rounded (bfloat16 values, as timm's own port notes), which moves
+    every rotary angle slightly: the release code's features are made with the stored ones.
+    """
+    stored = raw.get("rope_embed.periods")
+    rope = getattr(model, "rope", None)
+    current = getattr(rope, "periods", None)
+    if stored is None or current is None:
+        return
+    if stored.shape != current.shape:
+        raise WeightsError(f"rope_embed.periods {tuple(stored.shape)} != the model's {tuple(current.shape)}")
+    with torch.no_grad():
+        current.copy_(stored.to(current.dtype))
 
 
 def _short(items: list[str], limit: int = 8) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.server
 import threading
@@ -69,6 +70,74 @@ def test_dino_training_checkpoint_is_unwrapped(tmp_path: Path):
     torch.save({"teacher": teacher, "epoch": 100}, tmp_path / "checkpoint.pth")
     backbone = create_backbone("dino", tmp_path / "checkpoint.pth", depth=1)
     assert torch.equal(backbone.model.pos_embed, source.pos_embed)
+
+
+def _dino_training_args() -> argparse.Namespace:
+    """The kind of Namespace DINO's main_dino.py pickles: ints, floats, strings, bools, tuples, lists."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", default="vit_small")
+    parser.add_argument("--patch_size", type=int, default=16)
+    parser.add_argument("--norm_last_layer", type=bool, default=True)
+    parser.add_argument("--lr", type=float, default=0.0005)
+    parser.add_argument("--global_crops_scale", type=float, nargs="+", default=(0.4, 1.0))
+    parser.add_argument("--local_crops_scale", type=float, nargs="+", default=(0.05, 0.4))
+    parser.add_argument("--output_dir", default=".")
+    args = parser.parse_args(["--local_crops_scale", "0.05", "0.4"])
+    args.rank, args.world_size, args.gpu, args.dist_url = 0, 1, 0, "env://"
+    return args
+
+
+def test_dino_training_checkpoint_as_main_dino_saves_it(tmp_path: Path):
+    torch.manual_seed(0)
+    source = build_model(get_spec("dino"), depth=1)
+    student = {f"module.backbone.{k}": v + 1 for k, v in source.state_dict().items()}  # DDP-wrapped
+    student["module.head.last_layer.weight_g"] = torch.ones(8, 1)
+    teacher = {f"backbone.{k}": v for k, v in source.state_dict().items()}
+    teacher["head.mlp.0.weight"] = torch.zeros(4, 4)
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    param.sum().backward()
+    optimizer.step()
+    torch.save(
+        {
+            "student": student,
+            "teacher": teacher,
+            "optimizer": optimizer.state_dict(),
+            "epoch": 100,
+            "args": _dino_training_args(),
+            "dino_loss": {"center": torch.zeros(1, 8)},
+            "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "growth_interval": 2000, "_growth_tracker": 0},
+        },
+        tmp_path / "checkpoint.pth",
+    )
+    backbone = create_backbone("dino", tmp_path / "checkpoint.pth", depth=1)
+    for key, value in source.state_dict().items():  # the teacher, not the student
+        assert torch.equal(backbone.model.state_dict()[key], value), key
+
+
+class _Payload:
+    """Pickles as a call to ``open(marker, "w")``: if it ever ran, the marker file would exist."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("where", ["top", "inside_args"])
+def test_a_pickled_payload_never_runs(tmp_path: Path, where: str):
+    marker = tmp_path / "ran"
+    state = build_model(get_spec("dino"), depth=1).state_dict()
+    if where == "top":
+        content = {"teacher": state, "evil": _Payload(marker)}
+    else:  # hidden inside the one allowed non-tensor type
+        content = {"teacher": state, "args": argparse.Namespace(lr=0.1, evil=_Payload(marker))}
+    torch.save(content, tmp_path / "checkpoint.pth")
+    with pytest.raises(WeightsError, match="cannot read weights") as info:
+        create_backbone("dino", tmp_path / "checkpoint.pth", depth=1)
+    assert "checkpoint.pth" in str(info.value)
+    assert not marker.exists()
 
 
 def test_a_file_that_fits_neither_layout_names_the_keys(tmp_path: Path):
@@ -197,3 +266,23 @@ def test_hub_unreachable_and_not_cached_says_what_to_do(tmp_path: Path):
     with pytest.raises(WeightsError, match="--weights PATH") as info:
         resolve_hub_weights(get_spec("dino").pretrained_cfg, cache_dir=tmp_path / "empty-cache")
     assert "dino_deitsmall16_pretrain.pth" in str(info.value)  # the upstream release is named
+
+
+def test_dinov3_release_rope_periods_are_used(tmp_path: Path):
+    spec = get_spec("dinov3_vits16")
+    torch.manual_seed(0)
+    source = build_model(spec, depth=2)  # block 0 attends with RoPE; keys of block 1 feel it
+    exact = source.rope.periods.clone()
+    rounded = exact.bfloat16().float()  # how the release files store them
+    assert not torch.equal(exact, rounded)
+    state = dict(source.state_dict())
+    state["rope_embed.periods"] = rounded
+    torch.save(state, tmp_path / "dinov3_release.pth")
+    backbone = create_backbone("dinov3_vits16", tmp_path / "dinov3_release.pth", depth=2)
+    assert torch.equal(backbone.model.rope.periods, rounded)
+    x = torch.randn(1, 3, 48, 80)
+    assert not torch.equal(keys_of(backbone.model, x), keys_of(source.eval(), x))  # the angles moved
+    save_file(source.state_dict(), str(tmp_path / "timm.safetensors"))  # timm's layout has none
+    assert torch.equal(
+        create_backbone("dinov3_vits16", tmp_path / "timm.safetensors", depth=2).model.rope.periods, exact
+    )
