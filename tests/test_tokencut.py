@@ -103,3 +103,62 @@ def test_batch_equals_single_images():
 def test_options_a_method_does_not_take_are_refused(kwargs, message):
     with pytest.raises(OptionError, match=message):
         make_method(**kwargs)
+
+
+@pytest.mark.parametrize("n", [64, 1000])
+def test_every_pair_passing_tau_has_a_defined_answer(n: int):
+    # A blank frame: every weight 1. ARPACK started from the deflated vector said "starting
+    # vector is zero" (n = 64) or returned a different vector on every call (n = 1000).
+    vectors = [second_eigenvector(np.ones((n, n))) for _ in range(3)]
+    assert all(np.array_equal(v, np.zeros(n)) for v in vectors)
+
+
+def test_no_pair_passing_tau_is_degenerate_too():
+    weights = np.full((80, 80), 1e-5)
+    np.fill_diagonal(weights, 1.0)
+    assert np.array_equal(second_eigenvector(weights), np.zeros(80))
+
+
+def test_a_multiple_eigenvalue_gives_the_same_vector_every_time():
+    weights = np.full((300, 300), 1e-5)  # three equal cliques: the second eigenvalue is double
+    for c in range(3):
+        weights[c * 100 : (c + 1) * 100, c * 100 : (c + 1) * 100] = 1.0
+    first = second_eigenvector(weights)
+    assert all(np.array_equal(first, second_eigenvector(weights)) for _ in range(3))
+
+
+def test_a_degenerate_graph_boxes_the_whole_image():
+    feats = torch.ones(2, 8 * 9, 16)  # identical features: every pair passes tau
+    hws = [(120, 140), (128, 144)]
+    for found in TokenCut()(feats, (8, 9), 16, torch.tensor(hws)).to_host(16, hws):
+        assert found.seed == 0 and found.component.all()
+    assert [f.box for f in TokenCut()(feats, (8, 9), 16, torch.tensor(hws)).to_host(16, hws)] == [
+        (0, 0, 140, 120),
+        (0, 0, 144, 128),
+    ]
+
+
+def test_uniform_grey_images_through_the_cli(tmp_path, weights_file):
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from objdisc.cli import cli
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, (h, w) in {"a.png": (128, 128), "b.png": (400, 640)}.items():
+        assert cv2.imwrite(str(images / name), np.full((h, w, 3), 128, np.uint8))
+    args = ["run", "-b", "dinov2_reg", "--weights", str(weights_file("dinov2_reg")), "-d", "folder"]
+    args += ["--images", str(images), "--method", "tokencut", "--out", str(tmp_path / "out")]
+    outputs = []
+    for _ in range(2):  # the same features give the same boxes, run after run
+        result = CliRunner().invoke(cli, [*args, "--overwrite"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append((tmp_path / "out" / "predictions.json").read_text())
+        metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+        assert metrics["skipped"] == []
+    assert outputs[0] == outputs[1]
+    boxes = sorted(p["bbox"] for p in json.loads(outputs[0]))
+    assert boxes == [[0, 0, 128, 128], [0, 0, 640, 400]]

@@ -19,6 +19,16 @@ largest eigenvector of ``M - u u^T``, which ARPACK's Lanczos finds in tens of ma
 products (about 30 ms for 1,600 patches here, against 0.5 s for the dense generalised
 ``eigh`` the reference code runs). Tiny inputs and the rare non-convergence fall back to the
 dense solve. The vector's sign is arbitrary but step 4 makes the result independent of it.
+Lanczos starts from a fixed vector orthogonal to the deflated one, so the same graph always
+gives the same vector (a start inside the deflated direction is the zero vector to ARPACK,
+which then draws its own random one).
+
+Degenerate graphs: when every off-diagonal weight is the same (every pair of patches passes
+``tau``, as on a blank frame, or none does), the second eigenvalue has multiplicity ``N - 1``
+and no cut is defined: any vector of that eigenspace is an answer, and the reference code
+returns whichever LAPACK's ``eigh`` happens to produce (an arbitrary box). objdisc defines the
+answer instead: the zero vector, so every patch ties for the seed (patch 0 wins), the
+bipartition is every patch, and the box is the whole image.
 """
 
 from __future__ import annotations
@@ -91,9 +101,14 @@ def second_eigenvector(weights: np.ndarray) -> np.ndarray:
         weights: ``(N, N)`` symmetric float64 graph with positive entries.
 
     Returns:
-        ``(N,)`` float64 eigenvector (scale and sign arbitrary).
+        ``(N,)`` float64 eigenvector (scale and sign arbitrary); zeros where the graph is
+        degenerate (every off-diagonal weight equal: no cut exists, see the module docstring).
     """
     n = len(weights)
+    if n < 2:
+        return np.ones(n)
+    if uniform_graph(weights):
+        return np.zeros(n)
     degree = weights.sum(1)
     if n >= _DENSE_BELOW:
         scale = 1.0 / np.sqrt(degree)
@@ -105,12 +120,20 @@ def second_eigenvector(weights: np.ndarray) -> np.ndarray:
             return normalised @ v - top * (top @ v)
 
         operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+        start = np.random.default_rng(0).standard_normal(n)
+        start -= top * (top @ start)  # nothing along the deflated vector
         try:
-            _, vec = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=np.ones(n), tol=1e-10)
+            _, vec = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-10)
             return vec[:, 0] * scale
-        except scipy.sparse.linalg.ArpackNoConvergence:
+        except scipy.sparse.linalg.ArpackError:  # no convergence, or any other ARPACK failure
             pass
-    if n < 2:
-        return np.ones(n)
     _, vec = scipy.linalg.eigh(np.diag(degree) - weights, np.diag(degree), subset_by_index=[1, 1])
     return vec[:, 0]
+
+
+def uniform_graph(weights: np.ndarray) -> bool:
+    """Whether every off-diagonal weight of the ``(N, N)`` graph is the same (no cut exists)."""
+    n = len(weights)
+    first = weights[0, 1]
+    off_diagonal_equal = np.count_nonzero(weights == first) - np.count_nonzero(np.diagonal(weights) == first)
+    return bool(off_diagonal_equal == n * (n - 1))
