@@ -37,12 +37,15 @@ def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str,
     """
     key = settings_key(settings)
     done: dict[int, dict[str, Any]] = {}
+    fix = "use --overwrite to start over, or another --out"
     for path in sorted(folder.glob("rank*.jsonl")):
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             lines = f.read().splitlines()
         if not lines:
             continue
-        header = json.loads(lines[0])
+        header = _json_or_none(lines[0])
+        if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
+            raise JournalMismatchError(f"{path}: not an objdisc journal (its first line is no journal header); {fix}")
         if header.get("key") != key:
             theirs = header.get("settings", {})
             diff = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
@@ -51,17 +54,30 @@ def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str,
                 f"({', '.join(f'{k}: {theirs.get(k)!r} there, {settings.get(k)!r} now' for k in diff)}); "
                 "use another --out, or --overwrite to start over"
             )
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line torn by a kill mid-write: that image is redone
+        for number, line in enumerate(lines[1:], start=2):
+            entry = _json_or_none(line)
+            if entry is None:  # a line torn by a kill mid-write: that image is redone
                 continue
-            image_id = int(entry["image_id"])
+            if isinstance(entry, dict) and "settings" in entry and "key" in entry:
+                raise JournalMismatchError(
+                    f"{path}: line {number} is a second journal header: two runs wrote into this folder at once; {fix}"
+                )
+            if not isinstance(entry, dict) or not isinstance(entry.get("image_id"), int) or "file_name" not in entry:
+                raise JournalMismatchError(f"{path}: line {number} is not a journal entry; {fix}")
+            image_id = entry["image_id"]
             # Files are read in rank order, not time order: a failure journaled by one run must
             # not hide the box a later resume (possibly on another rank) found for the image.
             if entry.get("box") is not None or image_id not in done:
                 done[image_id] = entry
     return done
+
+
+def _json_or_none(line: str) -> Any:
+    """The JSON value of one line, ``None`` where the line does not parse."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 class Journal:

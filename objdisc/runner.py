@@ -9,7 +9,6 @@ gt.json and per_image.json, and metrics.json differs only in its timing fields.
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +31,7 @@ from objdisc.jsonio import write_json_atomic
 from objdisc.limits import DEFAULT_MAX_PATCHES
 from objdisc.methods import Lost, TokenCut, make_method
 from objdisc.metrics import CorLoc
+from objdisc.outdir import OutLock, check_ours, clear_run, lock_out
 from objdisc.pipeline import (
     ImageResult,
     StageTimes,
@@ -190,9 +190,15 @@ def run(
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
+    lock: OutLock | None = None
     try:
+        if rank.main:  # one writer per folder; other ranks write only their own journal in it
+            lock = lock_out(Path(config.out))
+            check_ours(Path(config.out))
         return _run(config, dataset, records, rank, backbone, progress, cache_features)
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown(rank)
 
 
@@ -216,7 +222,7 @@ def _run(
     out = Path(config.out)
     journal_dir = out / "journal"
     if config.overwrite and rank.main:
-        shutil.rmtree(journal_dir, ignore_errors=True)
+        clear_run(out)
     distributed.barrier(rank)
     done = read_journals(journal_dir, settings)
     run_info = {

@@ -1,0 +1,138 @@
+"""The ``--out`` folder of a run: checked, locked, and cleared only of what objdisc wrote.
+
+- ``--out`` must be a folder objdisc can write; a file or a read-only place is refused with
+  one sentence.
+- A run holds an exclusive ``flock`` on ``OUT/.objdisc.lock`` for as long as it writes there;
+  a second run into the same folder is refused at once, naming the process that holds it. The
+  kernel drops the lock when that process ends, however it ends (SIGKILL included), so a
+  stale lock file never blocks a later run.
+- A non-empty folder that holds no objdisc run (no ``run.json`` with a ``producer``, no
+  ``journal/rank*.jsonl``) is refused: objdisc never writes over files it did not make.
+- ``--overwrite`` deletes only objdisc's own files (:data:`RUN_FILES`, the journals and an
+  emptied ``journal/``); anything else in the folder is left alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+from objdisc.errors import OptionError
+
+LOCK_NAME = ".objdisc.lock"
+RUN_FILES = ("predictions.json", "gt.json", "per_image.json", "metrics.json", "run.json")
+
+
+class OutLock:
+    """An exclusive lock on an output folder, held until :meth:`release` (or process exit)."""
+
+    def __init__(self, out: Path, handle: IO[str]) -> None:
+        self.out = out
+        self._handle = handle
+
+    def release(self) -> None:
+        """Drop the lock (the lock file stays: it is harmless and its presence proves nothing)."""
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+    def __enter__(self) -> OutLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def make_out(out: Path) -> None:
+    """Create ``out`` (and parents), or say in one sentence why it cannot be used.
+
+    Raises:
+        OptionError: ``out`` is a file, or cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out}: is a file, not a folder; give a folder path (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable place") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OptionError(f"--out {out}: the folder is not writable; choose a writable place")
+
+
+def lock_out(out: Path, what: str = "objdisc run") -> OutLock:
+    """Take ``out``'s lock, or refuse naming the process that holds it.
+
+    Raises:
+        OptionError: another process holds the lock, or the folder cannot be used.
+    """
+    make_out(out)
+    path = out / LOCK_NAME
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise OptionError(f"--out {out}: cannot write in the folder ({exc.strerror}); choose a writable place") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise OptionError(
+            f"--out {out}: {holder} is writing in this folder now; wait for it to finish, or use another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{what} (pid {os.getpid()} on {socket.gethostname()})\n")
+    handle.flush()
+    return OutLock(out, handle)
+
+
+def is_run_folder(out: Path) -> bool:
+    """Whether ``out`` holds an objdisc run: a ``run.json`` with a ``producer``, or journals."""
+    if any((out / "journal").glob("rank*.jsonl")):
+        return True
+    try:
+        info = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "producer" in info
+
+
+def foreign_files(out: Path) -> list[str]:
+    """Entries of ``out`` objdisc would not have written, in a folder that holds no objdisc run."""
+    if not out.is_dir() or is_run_folder(out):
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+
+
+def check_ours(out: Path) -> None:
+    """Refuse a non-empty ``out`` that holds no objdisc run.
+
+    Raises:
+        OptionError: naming a few of the files that are not objdisc's.
+    """
+    others = foreign_files(out)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise OptionError(
+            f"--out {out}: the folder holds files objdisc did not write ({shown}); "
+            "use a new or empty folder (objdisc never writes over other files)"
+        )
+
+
+def clear_run(out: Path) -> None:
+    """``--overwrite``: delete objdisc's own files in ``out``, nothing else."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    journal = out / "journal"
+    for path in journal.glob("rank*.jsonl"):
+        path.unlink()
+    if journal.is_dir() and not any(journal.iterdir()):
+        journal.rmdir()
+
+
+__all__ = ["LOCK_NAME", "RUN_FILES", "OutLock", "check_ours", "clear_run", "foreign_files", "lock_out", "make_out"]
