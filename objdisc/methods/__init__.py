@@ -8,6 +8,7 @@ them. Nothing here reads files or imports torch until a method runs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -42,6 +43,8 @@ class Lost:
     def __post_init__(self) -> None:
         if self.k_patches < 1:
             raise ValueError(f"k_patches must be >= 1, got {self.k_patches}")
+        if not math.isfinite(self.gram_bias):
+            raise OptionError(f"--gram-bias must be a finite number, got {self.gram_bias}")
 
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
@@ -62,6 +65,12 @@ class TokenCut:
     tau: float = 0.2
     eps: float = 1e-5
     name: ClassVar[str] = "tokencut"
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.tau):
+            raise OptionError(f"--tau must be a finite number, got {self.tau}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise OptionError(f"TokenCut eps must be a finite number > 0, got {self.eps}")
 
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
