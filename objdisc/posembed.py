@@ -19,7 +19,7 @@ of DINO and DINOv2 without registers does not, and objdisc reproduces the releas
 The ``0.1`` is DINO's historical guard against float error in the output size
 (facebookresearch/dino issue 8); PyTorch also uses the scale factor, not the size, to place
 the samples, so it shifts every interpolated value slightly. Both it and the antialias flag
-matter: either one alone still leaves differences of 1e-2 on the keys.
+matter: the report that found this saw differences remain with either one alone.
 
 A recipe is applied per model instance by :func:`apply_recipe` (the instance's
 ``_pos_embed`` is replaced), never by patching timm's module functions, which every other
