@@ -14,6 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import socket
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,9 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 # args, dino_loss[, fp16_scaler]} with `args` its argparse.Namespace (plain values inside).
 # A Namespace only gets attributes set: building one runs no code.
 CHECKPOINT_TYPES: tuple[type, ...] = (argparse.Namespace,)
+
+# What timm loads from a hub repo, in order.
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,10 @@ def resolve_hub_weights(
     """Path of timm's pretrained weights in the Hugging Face hub cache, downloading on first use.
 
     Follows timm: ``model.safetensors`` from the config's ``hf_hub_id``, falling back to
-    ``pytorch_model.bin``. The endpoint is ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE=1`` uses the
-    cache only, as for any Hugging Face download.
+    ``pytorch_model.bin``. A file already in the cache is used without asking the hub (the
+    run records its sha256). Otherwise the hub host is probed first: with no network, or with
+    ``HF_HUB_OFFLINE=1``, the error comes within seconds instead of after the hub client's
+    retries. The endpoint is ``HF_ENDPOINT``, as for any Hugging Face download.
 
     Args:
         pretrained_cfg: timm's ``PretrainedCfg`` of the model.
@@ -167,31 +176,68 @@ def resolve_hub_weights(
 
     Returns:
         ``(path, "hf-hub:<repo id>")``.
+
+    Raises:
+        WeightsError: not cached and the hub cannot be reached (naming ``--weights``, the cache
+            and the upstream URL), or the hub has no weights file for the model.
     """
     import timm
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo_id = pretrained_cfg.hf_hub_id
     if not repo_id:
         raise WeightsError(f"timm has no hub weights for {pretrained_cfg.architecture}; pass --weights PATH")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    cache = Path(cache_dir or os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
     kwargs: dict[str, Any] = {
         "library_name": "timm",
         "library_version": timm.__version__,
         "endpoint": endpoint,
-        "cache_dir": cache_dir,
+        "cache_dir": cache,
     }
-    try:
-        path = hf_hub_download(repo_id, "model.safetensors", **kwargs)
-    except EntryNotFoundError as first:
+    for filename in HUB_FILES:
         try:
-            path = hf_hub_download(repo_id, "pytorch_model.bin", **kwargs)
+            return Path(hf_hub_download(repo_id, filename, local_files_only=True, **kwargs)), f"hf-hub:{repo_id}"
+        except LocalEntryNotFoundError:
+            continue
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else unreachable(endpoint)
+    if why is not None:
+        raise WeightsError(
+            f"weights for {repo_id} are not in the Hugging Face cache ({cache}) and the hub cannot be used ({why}); "
+            f"pass --weights FILE with a downloaded checkpoint (upstream release: {pretrained_cfg.url or 'none'}; "
+            f"hub: {endpoint}/{repo_id}), or run once with network to fill the cache"
+        )
+    for filename in HUB_FILES:
+        try:
+            return Path(hf_hub_download(repo_id, filename, **kwargs)), f"hf-hub:{repo_id}"
         except EntryNotFoundError:
-            if isinstance(first, LocalEntryNotFoundError):
-                raise WeightsError(
-                    f"weights for {repo_id} are not in the Hugging Face cache and the hub cannot be "
-                    f"reached ({first}); connect once to download them, or pass --weights PATH with a "
-                    f"local file (upstream release: {pretrained_cfg.url})"
-                ) from first
-            raise WeightsError(f"hub repo {repo_id} has neither model.safetensors nor pytorch_model.bin") from first
-    return Path(path), f"hf-hub:{repo_id}"
+            continue
+        except Exception as exc:  # the hub client raises many types (HTTP, connection, timeout)
+            raise WeightsError(
+                f"could not download {filename} of {repo_id} from {endpoint} ({type(exc).__name__}: {exc}); "
+                f"pass --weights FILE with a downloaded checkpoint (upstream release: {pretrained_cfg.url or 'none'})"
+            ) from exc
+    raise WeightsError(f"hub repo {repo_id} has neither {' nor '.join(HUB_FILES)}")
+
+
+def unreachable(url: str, timeout_s: float = 5.0) -> str | None:
+    """Why ``url``'s host (or the proxy that serves it) cannot be connected to, or ``None`` if it can.
+
+    One TCP connection, at most ``timeout_s`` seconds: the hub client would instead retry
+    every request with back-off for about a minute.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and host and not urllib.request.proxy_bypass(host):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname, proxied.port or 80
+    if not host:
+        return f"no host in {url!r}"
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+    return None

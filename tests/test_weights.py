@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.server
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -262,10 +264,45 @@ def test_hub_falls_back_to_pytorch_model_bin(hub, tmp_path: Path):
     assert path.name == "pytorch_model.bin"
 
 
-def test_hub_unreachable_and_not_cached_says_what_to_do(tmp_path: Path):
-    with pytest.raises(WeightsError, match="--weights PATH") as info:
+def test_hub_offline_and_not_cached_says_what_to_do(tmp_path: Path):
+    with pytest.raises(WeightsError, match="--weights FILE") as info:
         resolve_hub_weights(get_spec("dino").pretrained_cfg, cache_dir=tmp_path / "empty-cache")
     assert "dino_deitsmall16_pretrain.pth" in str(info.value)  # the upstream release is named
+    assert "HF_HUB_OFFLINE" in str(info.value) and "empty-cache" in str(info.value)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_network_fails_within_seconds_with_one_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Not offline, but nothing answers: one probe, no minute of hub-client retries."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as info:
+        resolve_hub_weights(get_spec("dinov2_reg").pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "c")
+    assert time.perf_counter() - start < 5
+    message = str(info.value)
+    for needle in ("--weights FILE", "dinov2_vits14_reg4_pretrain.pth", str(tmp_path / "c"), endpoint, "127.0.0.1"):
+        assert needle in message, message
+
+
+def test_a_cached_file_is_used_without_asking_the_hub(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    endpoint, handler = hub
+    spec = get_spec("dino")
+    torch.save(build_model(spec, depth=1).state_dict(), tmp_path / "pytorch_model.bin")
+    handler.files[f"/timm/{spec.timm_name}/resolve/main/pytorch_model.bin"] = (
+        tmp_path / "pytorch_model.bin"
+    ).read_bytes()
+    first, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "cache")
+    handler.requests.clear()
+    again, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "cache")
+    assert again == first and handler.requests == []
 
 
 def test_dinov3_release_rope_periods_are_used(tmp_path: Path):
