@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = [out_dir(args.out, *cell) for cell in cells(args)]
     finished = [f for f in folders if (f / "metrics.json").exists()]
     if finished:
-        print(table(finished, "md"))
+        print(table(finished, "md")[0])
     print(comparison(args.out, cells(args)))
     for cmd in failed:
         print("failed:", cmd)

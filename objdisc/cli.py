@@ -234,6 +234,12 @@ def sweep_command(
 @cli.command(name="eval")
 @click.option("--predictions", "-p", type=_PATH, required=True, help="COCO results JSON (any tool).")
 @_DATA
+@click.option(
+    "--images-of",
+    type=_PATH,
+    default=None,
+    help="Score only the images this objdisc run folder scored (e.g. a --limit run).",
+)
 @click.option("--name", default=None, help="Row label for `objdisc table` [default: the file's stem].")
 @click.option("--out", "-o", type=_PATH, default=None, help="Write metrics.json + run.json here (for `objdisc table`).")
 def eval_command(
@@ -244,24 +250,39 @@ def eval_command(
     annotations: Path | None,
     split: str,
     no_hard: bool,
+    images_of: Path | None,
     name: str | None,
     out: Path | None,
 ) -> None:
     """CorLoc of any COCO-results file: best-scoring box per image, no prediction = miss."""
     from objdisc.datasets import load_dataset
-    from objdisc.evaluate import evaluate, write_eval
+    from objdisc.evaluate import evaluate, limited_run_note, run_images, select_records, write_eval
 
     try:
         data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
-        metrics = evaluate(data, predictions)
+        ids = None
+        if images_of is not None:
+            run_dataset, ids = run_images(images_of)
+            if run_dataset != data.name:
+                raise ObjdiscError(f"--images-of {images_of}: a run of {run_dataset}, not of {data.name}")
+            select_records(data, ids, f"--images-of {images_of}")
+        else:
+            note = limited_run_note(predictions, data)
+            if note:
+                click.echo(note, err=True)
+        metrics = evaluate(data, predictions, ids)
         if out is not None:
-            write_eval(out, metrics, predictions, name or predictions.stem)
+            write_eval(out, metrics, predictions, name or predictions.stem, images_of)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"CorLoc {metrics['corloc']:.2f}%  ({metrics['n_hits']}/{metrics['n_images']} hits, "
-        f"{metrics['n_missing']} images without a prediction, {metrics['n_unknown']} predictions for unknown images)"
+    counts = (
+        f"{metrics['n_missing']} images without a prediction, {metrics['n_unknown']} predictions for images not scored"
+        + (f", {metrics['no_ground_truth']} images without ground truth left out" if metrics["no_ground_truth"] else "")
     )
+    if metrics["corloc"] is None:
+        click.echo(f"CorLoc none: none of the {metrics['n_images']} images has a ground-truth box ({counts})")
+    else:
+        click.echo(f"CorLoc {metrics['corloc']:.2f}%  ({metrics['n_hits']}/{metrics['n_scored']} hits, {counts})")
 
 
 @cli.command(name="table")
@@ -273,9 +294,12 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
     from objdisc.table import table
 
     try:
-        click.echo(table(list(runs), fmt, speed), nl=False)
+        text, notes = table(list(runs), fmt, speed)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(text, nl=False)
 
 
 @cli.command(name="norms")
@@ -287,6 +311,7 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
 @click.option("--all-layers", is_flag=True, help="Also a histogram of every block's patch norms.")
 @click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images first.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def norms_command(
     backbone: str,
     dataset: str,
@@ -302,6 +327,7 @@ def norms_command(
     all_layers: bool,
     max_side: int | None,
     device: str,
+    progress: bool | None,
 ) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
     from objdisc.backbones import create_backbone
@@ -315,7 +341,7 @@ def norms_command(
         where = resolve_device(device)
         model = create_backbone(backbone, weights, where)
         made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": limit}
-        summary = run_norms(model, data.records[:limit], out, where, threshold, all_layers, max_side, made_by)
+        summary = run_norms(model, data.records[:limit], out, where, threshold, all_layers, max_side, made_by, progress)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     share = 100 * summary["share_high"]
@@ -363,7 +389,13 @@ _DATA_ROOT = click.option(
 @click.argument("kinds", nargs=-1, required=True, type=click.Choice(["voc07", "voc12", "coco20k", "all"]))
 @_DATA_ROOT
 @click.option("--mirror", default=None, help="One base URL holding every file, flat [env: OBJDISC_MIRROR].")
-@click.option("--archive", "archives", multiple=True, type=_PATH, help="Use this local archive (by its file name).")
+@click.option(
+    "--archive",
+    "archives",
+    multiple=True,
+    type=_PATH,
+    help="Use this local archive (known by name, or by size and md5).",
+)
 @click.option("--full-zip", is_flag=True, help="COCO20k: take train2014.zip (13 GB) instead of 19,817 images.")
 @click.option("--workers", default=16, show_default=True, type=click.IntRange(min=1), help="Parallel image fetches.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
@@ -377,14 +409,16 @@ def data_download(
     progress: bool | None,
 ) -> None:
     """Fetch, verify and unpack datasets under --data-root (resumable; a rerun skips what is done)."""
-    from objdisc.data.get import DOWNLOADABLE, get_dataset
+    from objdisc.data.get import DOWNLOADABLE, get_dataset, match_archives
     from objdisc.datasets import resolve_data_root
 
     try:
         root = resolve_data_root(data_root)
-        for kind in DOWNLOADABLE if "all" in kinds else dict.fromkeys(kinds):
+        wanted = list(DOWNLOADABLE if "all" in kinds else dict.fromkeys(kinds))
+        local = match_archives(archives, wanted)
+        for kind in wanted:
             line = get_dataset(
-                kind, root, mirror=mirror, archives=archives, full_zip=full_zip, workers=workers, progress=progress
+                kind, root, mirror=mirror, archives=local, full_zip=full_zip, workers=workers, progress=progress
             )
             click.echo(line)
     except ObjdiscError as exc:

@@ -259,11 +259,22 @@ def run_norms(
     all_layers: bool = False,
     max_side: int | None = None,
     producer: dict[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
-    """``objdisc norms``: collect, summarise, write; returns the summary."""
+    """``objdisc norms``: collect, summarise, write; returns the summary.
+
+    ``progress``: a bar per image (``None``: only on a terminal).
+    """
+    import sys
+
+    from tqdm import tqdm
+
     acc = NormSummary()
-    for item in collect(backbone, records, device, max_side):
-        acc.update(item)
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=len(records), unit="img", desc="norms", disable=not show) as bar:
+        for item in collect(backbone, records, device, max_side):
+            acc.update(item)
+            bar.update(1)
     summary = {"producer": producer or {}, **acc.compute(threshold)}
     write_outputs(Path(out), summary, acc, backbone.spec.name, all_layers)
     return summary

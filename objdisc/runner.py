@@ -30,7 +30,7 @@ from objdisc.journal import Journal, read_journals
 from objdisc.jsonio import write_json_atomic
 from objdisc.limits import DEFAULT_MAX_PATCHES
 from objdisc.methods import Lost, TokenCut, make_method
-from objdisc.metrics import CorLoc
+from objdisc.metrics import CorLoc, image_set
 from objdisc.outdir import OutLock, check_ours, clear_run, lock_out
 from objdisc.pipeline import (
     ImageResult,
@@ -165,6 +165,7 @@ def run(
     backbone: Backbone | None = None,
     progress: bool | None = None,
     cache_features: Sequence[FeatureSpec] = (),
+    label: str | None = None,
 ) -> RunResult:
     """``objdisc run``: one box per image, CorLoc, and the files in ``config.out``.
 
@@ -180,14 +181,15 @@ def run(
         progress: show a tqdm bar (rank 0 only); ``None`` shows it only on a terminal.
         cache_features: with ``config.cache``, more features to cache from the same forward
             pass (what ``objdisc sweep`` uses to fill the cache for every point at once).
+        label: the progress bar's title (``objdisc sweep``: which grid point).
     """
     config.discovery()  # option errors first, before any slow work
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
     )
-    for warning in dataset.warnings[:20]:
-        logger.warning("%s: %s", warning["file_name"], warning["message"])
+    warn_dataset(dataset)
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
+    warn_no_ground_truth(dataset, records)
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
     lock: OutLock | None = None
@@ -195,11 +197,41 @@ def run(
         if rank.main:  # one writer per folder; other ranks write only their own journal in it
             lock = lock_out(Path(config.out))
             check_ours(Path(config.out))
-        return _run(config, dataset, records, rank, backbone, progress, cache_features)
+        return _run(config, dataset, records, rank, backbone, progress, cache_features, label)
     finally:
         if lock is not None:
             lock.release()
         distributed.teardown(rank)
+
+
+SHOWN_WARNINGS = 20
+
+
+def warn_dataset(dataset: Dataset) -> None:
+    """Log the dataset's annotation warnings: the first :data:`SHOWN_WARNINGS`, then how many more."""
+    for warning in dataset.warnings[:SHOWN_WARNINGS]:
+        logger.warning("%s: %s", warning["file_name"], warning["message"])
+    if len(dataset.warnings) > SHOWN_WARNINGS:
+        more = len(dataset.warnings) - SHOWN_WARNINGS
+        logger.warning("... and %d more annotation warnings (all of them in metrics.json: dataset_warnings)", more)
+
+
+def warn_no_ground_truth(dataset: Dataset, records: Sequence[ImageRecord]) -> None:
+    """Say loudly which images have no ground-truth box: CorLoc leaves them out."""
+    if not dataset.has_gt:
+        return
+    lacking = [r.file_name for r in records if r.no_ground_truth]
+    if len(lacking) == len(records):
+        logger.warning("none of the %d images has a ground-truth box: there will be boxes but no CorLoc", len(records))
+    elif lacking:
+        logger.warning(
+            "%d of %d images have no ground-truth box (%s%s): they are left out of CorLoc "
+            "and listed as no_ground_truth in metrics.json",
+            len(lacking),
+            len(records),
+            ", ".join(lacking[:3]),
+            ", ..." if len(lacking) > 3 else "",
+        )
 
 
 def _run(
@@ -210,6 +242,7 @@ def _run(
     backbone: Backbone | None,
     progress: bool | None,
     cache_features: Sequence[FeatureSpec] = (),
+    label: str | None = None,
 ) -> RunResult:
     device = resolve_device(config.device, rank.local_rank)
     precision = resolve_precision(config.precision, device)
@@ -300,7 +333,7 @@ def _run(
                 times=times,
             )
 
-        _process(dataset, engine(), len(todo), rank, settings, journal_dir, progress)
+        _process(dataset, engine(), len(todo), rank, settings, journal_dir, progress, label)
     seconds = time.perf_counter() - start
     n_resumed = sum(_finished(done.get(r.image_id), r) for r in records)
     distributed.barrier(rank)
@@ -332,26 +365,30 @@ def _process(
     settings: dict[str, Any],
     journal_dir: Path,
     progress: bool | None,
+    label: str | None = None,
 ) -> None:
     """Drain the engine, journaling each image as it finishes."""
     show = rank.main and (sys.stderr.isatty() if progress is None else progress)
     metric = CorLoc()
-    desc = f"rank 0/{rank.world}" if rank.world > 1 else None
+    parts = [label] if label else []
+    parts += [f"rank 0/{rank.world}"] if rank.world > 1 else []
+    desc = " ".join(parts) or None
     with (
         Journal(journal_dir, rank.rank, settings) as journal,
         tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
     ):
         for result in engine:
             journal.append(journal_entry(result))
+            record = result.record
             if result.found is None:
                 logger.warning("skipped %s", result.error)
-                metric.skip(result.record.image_id)
-            elif dataset.has_gt and result.record.gt_boxes is not None:
-                metric.update(result.record.image_id, result.found.box, result.record.gt_boxes)
-            bar.update(1)
-            if dataset.has_gt:
+                metric.skip(record.image_id, has_gt=not record.no_ground_truth)
+            elif dataset.has_gt and record.gt_boxes is not None:
+                metric.update(record.image_id, result.found.box, record.gt_boxes)
+            if dataset.has_gt:  # before update(1), which redraws: the bar never lags an image
                 score = metric.compute()
                 bar.set_postfix_str(f"hits {score.n_hits}/{score.n_images}", refresh=False)
+            bar.update(1)
 
 
 def _write_outputs(
@@ -361,22 +398,26 @@ def _write_outputs(
     metric = CorLoc()
     boxes: dict[int, tuple[int, int, int, int]] = {}
     sizes: dict[int, tuple[int, int]] = {}
-    per_image, skipped = [], []
+    per_image, skipped, no_gt = [], [], []
     for record in records:
         entry = entries[record.image_id]
         if entry["hw"] is not None:
             sizes[record.image_id] = (entry["hw"][0], entry["hw"][1])
         item: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
+        if dataset.has_gt and record.no_ground_truth:
+            no_gt.append(record.file_name)
+            item["no_ground_truth"] = True
         if entry["box"] is None:
             skipped.append({**item, "reason": entry["error"]})
-            metric.skip(record.image_id)
+            metric.skip(record.image_id, has_gt=not record.no_ground_truth)
         else:
             box = (entry["box"][0], entry["box"][1], entry["box"][2], entry["box"][3])
             boxes[record.image_id] = box
             item.update(box=list(box), seed=entry["seed"])
             if dataset.has_gt and record.gt_boxes is not None:
                 best = metric.update(record.image_id, box, record.gt_boxes)
-                item.update(iou=round(best, 6), hit=best >= metric.threshold)
+                if best is not None:
+                    item.update(iou=round(best, 6), hit=best >= metric.threshold)
         per_image.append(item)
     score = metric.compute()
     write_json_atomic(out / "predictions.json", coco_predictions(boxes))
@@ -385,9 +426,13 @@ def _write_outputs(
     return {
         "producer": made_by,
         "dataset": dataset.name,
-        "corloc": round(score.corloc, 4) if dataset.has_gt else None,
+        "corloc": round(score.corloc, 4) if dataset.has_gt and score.corloc is not None else None,
         "n_images": len(records),
+        "n_scored": score.n_images if dataset.has_gt else None,
         "n_hits": score.n_hits if dataset.has_gt else None,
+        "no_ground_truth": len(no_gt) if dataset.has_gt else None,
+        "no_ground_truth_images": no_gt,
+        "image_set": image_set([r.image_id for r in records]),
         "n_boxes": len(boxes),
         "n_skipped": len(skipped),
         "skipped": skipped,
@@ -407,8 +452,12 @@ def summary(result: RunResult) -> str:
         f"dataset    {m['dataset']}: {m['n_images']} images, {m['n_boxes']} boxes, {m['n_skipped']} skipped"
         + (f", {m['n_excluded']} excluded" if m["n_excluded"] else ""),
     ]
+    left_out = m.get("no_ground_truth") or 0
+    note = f"; {left_out} without ground truth left out" if left_out else ""
     if m["corloc"] is not None:
-        lines.append(f"CorLoc     {m['corloc']:.2f}%  ({m['n_hits']}/{m['n_images']} hits)")
+        lines.append(f"CorLoc     {m['corloc']:.2f}%  ({m['n_hits']}/{m['n_scored']} hits{note})")
+    elif m.get("n_scored") == 0:
+        lines.append(f"CorLoc     none: no image has a ground-truth box ({left_out} images)")
     rate = f"{m['images_per_s']:.2f} images/s" if m["images_per_s"] else "nothing left to process"
     resumed = f" · {m['n_resumed']} resumed from the journal" if m["n_resumed"] else ""
     lines.append(f"time       {m['seconds']:.1f} s · {rate}{resumed}")

@@ -81,7 +81,7 @@ def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None 
             k_patches=base.k_patches if point.method == "lost" else 100,
         )
         logger.info("sweep point %d/%d: %s", n + 1, len(points), point.slug)
-        result = run(config, progress=progress, cache_features=specs)
+        result = run(config, progress=progress, cache_features=specs, label=f"{n + 1}/{len(points)} {point.slug}")
         m = result.metrics
         rows.append(
             {

@@ -35,17 +35,33 @@ _DEFAULTS = {
 
 @dataclass
 class Row:
-    """One table row: a backbone with its options, and its CorLoc per dataset column."""
+    """One table row: a backbone with its weights and options, and its CorLoc per dataset column.
+
+    Attributes:
+        backbone: the backbone name (or an eval row's label).
+        options: the options that differ from plain LOST, ``"k=v, ..."``.
+        weights: ``""`` for the pretrained hub weights, else ``"local <sha256 prefix>"``.
+        cells: CorLoc per dataset.
+        speed: images/s of the row's runs.
+        folders: the run folders the row's cells come from.
+        split: whether the same label had several runs of one dataset (the folders then tell
+            the rows apart).
+    """
 
     backbone: str
     options: str
+    weights: str = ""
     cells: dict[str, float] = field(default_factory=dict)
     speed: list[float] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    split: bool = False
 
     @property
     def label(self) -> str:
-        """``backbone`` or ``backbone (options)``."""
-        return f"{self.backbone} ({self.options})" if self.options else self.backbone
+        """``backbone [weights] (options) [folders]``, each part only when it says something."""
+        text = self.backbone + (f" [{self.weights}]" if self.weights else "")
+        text += f" ({self.options})" if self.options else ""
+        return text + (f" [{', '.join(Path(f).name for f in self.folders)}]" if self.split else "")
 
 
 def read_run(folder: Path) -> dict[str, Any]:
@@ -55,11 +71,17 @@ def read_run(folder: Path) -> dict[str, Any]:
         ObjdiscError: naming the folder and the missing or unfinished file.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ObjdiscError(f"{folder}: not a run folder")
     try:
         metrics = read_json(folder / "metrics.json")
         info = read_json(folder / "run.json")
     except FileNotFoundError as exc:
         raise ObjdiscError(f"{folder}: not a finished run ({Path(exc.filename).name} missing)") from None
+    except ValueError as exc:
+        raise ObjdiscError(f"{folder}: unreadable run files ({exc})") from None
+    if not isinstance(metrics, dict) or not isinstance(info, dict):
+        raise ObjdiscError(f"{folder}: not an objdisc run (metrics.json or run.json is not an object)")
     if info.get("status") != "finished":
         raise ObjdiscError(f"{folder}: run is {info.get('status')!r}, not finished")
     if metrics.get("corloc") is None:
@@ -68,51 +90,114 @@ def read_run(folder: Path) -> dict[str, Any]:
     options = {**_DEFAULTS, **info.get("options", {}), **made_by.get("discovery", {})}
     used = ["method", "features", "layer", *(["gram_bias", "k_patches"] if options["method"] == "lost" else ["tau"])]
     differs = [f"{k}={options[k]}" for k in used if options.get(k, _DEFAULTS[k]) != _DEFAULTS[k]]
+    weights = made_by.get("weights") or {}
+    source = str(weights.get("source") or "")
+    tag = "" if not weights or source.startswith("hf-hub:") else f"{source} {str(weights.get('sha256', ''))[:8]}"
+    images = metrics.get("image_set") or {"n": metrics.get("n_images"), "sha256": None}
     return {
         "folder": str(folder),
         "backbone": made_by.get("backbone") or info.get("label") or folder.name,
+        "weights": tag.strip(),
         "options": ", ".join(differs),
         "dataset": str(metrics["dataset"]).split("/")[0],
+        "dataset_name": str(metrics["dataset"]),
+        "image_set": (images.get("n"), images.get("sha256")),
         "corloc": float(metrics["corloc"]),
         "images_per_s": metrics.get("images_per_s"),
     }
 
 
+def read_runs(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished runs among ``folders``, and one note per folder that is not one.
+
+    Raises:
+        ObjdiscError: none of the folders is a finished run.
+    """
+    runs, notes = [], []
+    for folder in folders:
+        try:
+            runs.append(read_run(folder))
+        except ObjdiscError as exc:
+            notes.append(f"skipped {exc}")
+    if not runs:
+        raise ObjdiscError("no finished run among the folders given: " + "; ".join(notes))
+    return runs, notes
+
+
+def check_image_sets(runs: list[dict[str, Any]]) -> None:
+    """Refuse a dataset column whose cells were scored on different images.
+
+    Raises:
+        ObjdiscError: naming two runs of one dataset with different image sets (e.g. one made
+            with ``--limit``) and how to make them comparable.
+    """
+    first: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        other = first.setdefault(r["dataset"], r)
+        if other["dataset_name"] != r["dataset_name"]:
+            raise ObjdiscError(
+                f"{r['folder']} is a run of {r['dataset_name']}, {other['folder']} of {other['dataset_name']}: "
+                "one column cannot hold both; give the runs of one split"
+            )
+        (n_a, sha_a), (n_b, sha_b) = other["image_set"], r["image_set"]
+        if n_a != n_b or (sha_a and sha_b and sha_a != sha_b):
+            raise ObjdiscError(
+                f"{r['folder']} scored {n_b} images of {r['dataset_name']}, {other['folder']} {n_a}"
+                f"{' (other images)' if n_a == n_b else ''}: their CorLoc are not comparable; rerun on the "
+                "same images, or score one's predictions with `objdisc eval --images-of` the other"
+            )
+
+
 def build_rows(runs: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
-    """Rows (in first-seen order) and dataset columns (VOC07, VOC12, COCO20k first)."""
-    rows: dict[tuple[str, str], Row] = {}
+    """Rows (in first-seen order) and dataset columns (VOC07, VOC12, COCO20k first).
+
+    Runs with the same backbone, weights and options share a row; a second run of one dataset
+    starts another row, and such rows carry their folder names in the label.
+    """
+    groups: dict[tuple[str, str, str], list[Row]] = {}
     datasets: list[str] = []
     for r in runs:
-        row = rows.setdefault((r["backbone"], r["options"]), Row(r["backbone"], r["options"]))
-        if r["dataset"] in row.cells:
-            raise ObjdiscError(f"{r['folder']}: a second {r['dataset']} run for {row.label}")
+        group = groups.setdefault((r["backbone"], r["weights"], r["options"]), [])
+        row = next((row for row in group if r["dataset"] not in row.cells), None)
+        if row is None:
+            row = Row(r["backbone"], r["options"], r["weights"])
+            group.append(row)
         row.cells[r["dataset"]] = r["corloc"]
+        row.folders.append(r["folder"])
         if r["images_per_s"]:
             row.speed.append(float(r["images_per_s"]))
         if r["dataset"] not in datasets:
             datasets.append(r["dataset"])
+    rows = []
+    for group in groups.values():
+        for row in group:
+            row.split = len(group) > 1
+            rows.append(row)
     known = [d for d in _DATASET_LABELS if d in datasets]
-    return list(rows.values()), known + [d for d in datasets if d not in known]
+    return rows, known + [d for d in datasets if d not in known]
 
 
 def register_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[float | None]]:
     """For each row whose backbone has a no-register twin row with the same options: CorLoc
-    change per dataset (``None`` where either lacks that dataset)."""
-    index = {(r.backbone, r.options): i for i, r in enumerate(rows)}
+    change per dataset (``None`` where either lacks that dataset).
+
+    Only unambiguous pairs count: one row of the backbone and one of its twin for those options.
+    """
+    index: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        index.setdefault((r.backbone, r.options), []).append(i)
     out: dict[int, list[float | None]] = {}
     for i, row in enumerate(rows):
         spec = BACKBONES.get(row.backbone)
-        twin = index.get((spec.twin, row.options)) if spec is not None and spec.twin else None
-        if twin is not None:
-            out[i] = [
-                row.cells[d] - rows[twin].cells[d] if d in row.cells and d in rows[twin].cells else None
-                for d in datasets
-            ]
+        twins = index.get((spec.twin, row.options), []) if spec is not None and spec.twin else []
+        if len(twins) == 1 and len(index[(row.backbone, row.options)]) == 1:
+            twin = rows[twins[0]]
+            out[i] = [row.cells[d] - twin.cells[d] if d in row.cells and d in twin.cells else None for d in datasets]
     return out
 
 
 def render(rows: list[Row], datasets: list[str], fmt: str, speed: bool = False) -> str:
-    """The table as Markdown, LaTeX (booktabs, best per column bold) or CSV."""
+    """The table as Markdown or LaTeX (booktabs), best value per column in bold, or CSV."""
     if fmt not in FORMATS:
         raise ObjdiscError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
     deltas = register_deltas(rows, datasets)
@@ -124,7 +209,9 @@ def render(rows: list[Row], datasets: list[str], fmt: str, speed: bool = False) 
         if d not in row.cells:
             return "--" if fmt == "latex" else ""
         text = f"{row.cells[d]:.1f}"
-        return f"\\textbf{{{text}}}" if fmt == "latex" and row.cells[d] == best[d] else text
+        if row.cells[d] != best[d] or len(rows) == 1:
+            return text
+        return {"latex": f"\\textbf{{{text}}}", "md": f"**{text}**"}.get(fmt, text)
 
     def delta(i: int) -> str:
         if i not in deltas:
@@ -170,10 +257,26 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def table(folders: list[Path], fmt: str = "md", speed: bool = False) -> str:
-    """``objdisc table``: read the run folders and render."""
-    rows, datasets = build_rows([read_run(f) for f in folders])
-    return render(rows, datasets, fmt, speed)
+def table(folders: list[Path], fmt: str = "md", speed: bool = False) -> tuple[str, list[str]]:
+    """``objdisc table``: read the run folders and render.
+
+    Returns:
+        The table, and a note per folder skipped because it is not a finished run.
+    """
+    runs, notes = read_runs(folders)
+    check_image_sets(runs)
+    rows, datasets = build_rows(runs)
+    return render(rows, datasets, fmt, speed), notes
 
 
-__all__ = ["FORMATS", "Row", "build_rows", "read_run", "register_deltas", "render", "table"]
+__all__ = [
+    "FORMATS",
+    "Row",
+    "build_rows",
+    "check_image_sets",
+    "read_run",
+    "read_runs",
+    "register_deltas",
+    "render",
+    "table",
+]

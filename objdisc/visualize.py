@@ -47,6 +47,11 @@ class RunView:
             gt = read_json(folder / "gt.json")
         except FileNotFoundError as exc:
             raise ObjdiscError(f"{folder}: not a finished objdisc run ({Path(exc.filename).name} missing)") from None
+        if not isinstance(info.get("options"), dict):
+            raise ObjdiscError(
+                f"{folder}: run.json has no run options (a folder written by objdisc eval?); "
+                "visualize needs the folder of an objdisc run"
+            )
         boxes: dict[int, list[list[float]]] = {}
         for ann in gt.get("annotations", []):
             x, y, w, h = ann["bbox"]

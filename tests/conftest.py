@@ -37,6 +37,23 @@ def write_image(path: Path, hw: tuple[int, int], box: tuple[int, int, int, int],
     assert cv2.imwrite(str(path), image)
 
 
+def refused(result, *needles: str) -> str:
+    """A CLI result that failed with one clear ``Error:`` line holding every needle, and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error: ") and len(message.splitlines()) == 1, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder``: relative path -> content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """``weights_file(name)``: a random-init timm-layout .safetensors for a backbone, made once."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
+from conftest import refused, snapshot, write_image
 
 from objdisc.cli import cli
 from objdisc.outdir import LOCK_NAME
@@ -29,22 +29,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def objdisc_run(weights: Path, images: Path, out: Path, *extra: str):
     args = ["run", "-b", "dinov2_reg", "--weights", str(weights), "-d", "folder", "--images", str(images)]
     return CliRunner().invoke(cli, [*args, "--out", str(out), "--workers", "0", *extra])
-
-
-def refused(result, *needles: str) -> str:
-    """The run failed with one clear message holding every needle, and no traceback."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    message = result.output.strip()
-    assert message.startswith("Error: ") and len(message.splitlines()) == 1, message
-    for needle in needles:
-        assert needle in message, message
-    return message
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_out_is_a_file(tmp_path: Path, weights_file, images):
@@ -157,3 +141,4 @@ def test_a_torn_line_is_still_read_as_a_kill_mid_write(tmp_path: Path, weights_f
     result = objdisc_run(weights_file("dinov2_reg"), images, out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["n_resumed"] == 1
+

@@ -253,7 +253,9 @@ def test_eval_scores_a_hand_written_predictions_file(tmp_path: Path):
         "other-tool",
     )
     assert result.exit_code == 0, result.output
-    assert "CorLoc 50.00%  (2/4 hits, 1 images without a prediction, 1 predictions for unknown images)" in result.output
+    assert (
+        "CorLoc 50.00%  (2/4 hits, 1 images without a prediction, 1 predictions for images not scored)" in result.output
+    )
     metrics = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert metrics["corloc"] == 50.0 and metrics["producer"]["backbone"] == "other-tool"
 
@@ -316,8 +318,8 @@ def test_markdown_table_matches_the_run_files(runs):
     lines = result.output.strip().splitlines()
     assert lines[0] == "| backbone | VOC07 | VOC12 | COCO20k | +reg | images/s |"
     assert lines[2] == "| dinov2_vitl14 | 35.3 | 40.2 |  |  | 10.0 |"
-    assert lines[3] == "| dinov2_reg_vitl14 | 55.4 | 60.0 | 42.0 | +20.1 / +19.8 / -- | 30.0 |"
-    assert lines[4] == "| dino_vits16 (features=v, layer=-2, gram_bias=0.1) | 61.9 |  |  |  | 10.0 |"
+    assert lines[3] == "| dinov2_reg_vitl14 | 55.4 | **60.0** | **42.0** | +20.1 / +19.8 / -- | 30.0 |"
+    assert lines[4] == "| dino_vits16 (features=v, layer=-2, gram_bias=0.1) | **61.9** |  |  |  | 10.0 |"
 
 
 def test_csv_table_round_trips(runs):
@@ -365,9 +367,10 @@ def test_table_rows_from_real_runs(backbone, tmp_path: Path):
     a = run(voc_run(tmp_path, "a"), backbone)
     b = run(voc_run(tmp_path, "b", method="tokencut"), backbone)
     rows, datasets = build_rows([read_run(a.out), read_run(b.out)])
+    tag = f"[local {backbone.weights.sha256[:8]}]"  # not the pretrained model: the label says so
     assert datasets == ["voc07"] and [r.label for r in rows] == [
-        "dinov2_reg_vits14",
-        "dinov2_reg_vits14 (method=tokencut)",
+        f"dinov2_reg_vits14 {tag}",
+        f"dinov2_reg_vits14 {tag} (method=tokencut)",
     ]
     assert rows[0].cells["voc07"] == a.metrics["corloc"] and rows[1].cells["voc07"] == b.metrics["corloc"]
     assert "dinov2_reg_vits14" in render(rows, datasets, "md")

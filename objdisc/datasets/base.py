@@ -37,6 +37,14 @@ class ImageRecord:
     height: int | None = None
     error: str | None = None
 
+    @property
+    def no_ground_truth(self) -> bool:
+        """Annotated, but with no ground-truth box: left out of CorLoc (nothing to localise).
+
+        A record whose annotation could not be read (``error``) is not one of these: it is a miss.
+        """
+        return self.gt_boxes is not None and len(self.gt_boxes) == 0 and self.error is None
+
 
 @dataclass
 class Dataset:

@@ -75,7 +75,35 @@ def load_coco(images: Path, annotations: Path) -> Dataset:
                 continue
             seen.add(int(entry["id"]))
             records.append(_record(entry, images, boxes))
+    require_ground_truth(annotations, data, records)
     return Dataset(f"coco/{annotations.stem}", images, records, has_gt=True, warnings=warnings + _warnings(records))
+
+
+def require_ground_truth(path: Path, data: dict[str, Any], records: list[ImageRecord]) -> None:
+    """Refuse annotations that give none of the images a ground-truth box (CorLoc would be meaningless).
+
+    Raises:
+        DatasetError: saying why: no ``annotations`` list, ids matching none of the images, or
+            only crowd boxes.
+    """
+    if any(r.gt_boxes is not None and len(r.gt_boxes) for r in records):
+        return
+    anns = data.get("annotations")
+    if not isinstance(anns, list):
+        why = "it has no 'annotations' list (an image-info file, such as image_info_test2014.json?)"
+    elif not anns:
+        why = "its 'annotations' list is empty"
+    else:
+        ids = {r.image_id for r in records}
+        matching = [a for a in anns if isinstance(a, dict) and a.get("image_id") in ids]
+        if not matching:
+            why = f"none of its {len(anns):,} annotations has the image_id of one of its {len(records):,} images"
+        else:
+            why = f"its {len(matching):,} annotations of these images are all crowd regions (iscrowd=1)"
+    raise DatasetError(
+        f"{path}: no image has a ground-truth box: {why}; give the instances file of these images, "
+        "or use --dataset folder for boxes without CorLoc"
+    )
 
 
 def _warnings(records: list[ImageRecord]) -> list[dict[str, str]]:
@@ -127,4 +155,5 @@ def load_coco20k(data_root: Path) -> Dataset:
         else:
             error = f"{annotations}: no image entry for id {image_id}"
             records.append(ImageRecord(image_id, images / name, name, no_boxes(), error=error))
+    require_ground_truth(annotations, data, records)
     return Dataset("coco20k/train2014", images, records, has_gt=True, warnings=_warnings(records))
