@@ -8,6 +8,7 @@ then zero-padded bottom and right to a multiple of the patch size.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -83,6 +84,9 @@ def load_image(
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
+        if Path(path).is_symlink() and not Path(path).exists():
+            target = os.readlink(path)
+            raise ImageError(f"{path}: broken symbolic link (its target {target} does not exist)") from exc
         raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
     if not data:
         raise ImageError(f"{path}: file is empty (0 bytes)")

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from objdisc.data.coco20k import build_coco20k, fetch_images, read_list
 from objdisc.data.extract import extract
-from objdisc.data.http import download, md5_file
+from objdisc.data.http import DownloadError, download, md5_file
 from objdisc.data.sources import (
     Source,
     coco20k_list_source,
     coco_annotations_source,
     coco_train_images_source,
+    known_archives,
     voc_source,
 )
 from objdisc.datasets.coco import COCO20K_LIST, COCO20K_SEL
@@ -45,7 +47,7 @@ def get_dataset(
     root: Path,
     *,
     mirror: str | None = None,
-    archives: tuple[Path, ...] = (),
+    archives: Sequence[Path] | Mapping[str, Path] = (),
     full_zip: bool = False,
     workers: int = 16,
     progress: bool | None = None,
@@ -57,8 +59,9 @@ def get_dataset(
         root: the data root (``--data-root``).
         mirror: one base URL holding every file (see :mod:`objdisc.data.sources`); ``None``:
             ``$OBJDISC_MIRROR`` if set.
-        archives: local archives to use instead of downloading, matched by file name; they are
-            checked against the known md5 like a download.
+        archives: local archives to use instead of downloading, recognised by file name, or by
+            size and md5 when renamed (:func:`match_archives`; or its result), and checked
+            against the known md5 like a download.
         full_zip: COCO20k: take ``train2014.zip`` (13 GB) instead of the 19,817 single images.
         workers: parallel image downloads for COCO20k.
         progress: progress bars (``None``: on a terminal).
@@ -72,13 +75,65 @@ def get_dataset(
     folder = dataset_dir(kind, root)
     if (status := dataset_status(kind, root)).verified and status.all_listed_present:
         return f"{kind}: already complete and verified in {folder}"
-    local = {Path(a).name: Path(a).expanduser() for a in archives}
+    local = archives if isinstance(archives, Mapping) else match_archives(archives)
     if kind in YEARS:
         return _get_voc(kind, root, voc_source(YEARS[kind], mirror), local, progress)
     return _get_coco20k(root, mirror, local, full_zip, workers, progress)
 
 
-def _archive(source: Source, local: dict[str, Path], downloads: Path, progress: bool | None) -> tuple[Path, str]:
+def match_archives(archives: Sequence[Path], kinds: Sequence[str] | None = None) -> dict[str, Path]:
+    """Which known archive each ``--archive`` file is: by its name, else by its size and md5.
+
+    Args:
+        archives: the files given.
+        kinds: the datasets being fetched; an archive of none of them is refused (``None``:
+            not checked).
+
+    Returns:
+        Known archive file name -> the file given for it.
+
+    Raises:
+        DatasetError: a file that is missing, is no known archive, or is not needed.
+    """
+    known = known_archives()
+    out: dict[str, Path] = {}
+    for given in archives:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"--archive {path}: file not found")
+        name = path.name if path.name in known else _recognise(path, known)
+        kind = known[name][2]
+        if kinds is not None and kind not in kinds:
+            raise DatasetError(
+                f"--archive {path}: is {name}, an archive of {kind}, which is not being fetched; "
+                f"add {kind} to the datasets or leave the archive out"
+            )
+        out[name] = path
+    return out
+
+
+def _recognise(path: Path, known: Mapping[str, tuple[str | None, int | None, str]]) -> str:
+    """The known archive a renamed file is, by size then md5."""
+    size = path.stat().st_size
+    same_size = [name for name, (_, known_size, _) in known.items() if known_size == size]
+    if not same_size:
+        names = ", ".join(f"{name} ({s:,} bytes)" if s else name for name, (_, s, _) in known.items())
+        raise DatasetError(
+            f"--archive {path}: neither its name nor its size ({size:,} bytes) is that of a known archive "
+            f"({names}); give the archive as downloaded"
+        )
+    md5 = md5_file(path)
+    for name in same_size:
+        if known[name][0] == md5:
+            logger.info("--archive %s: recognised as %s by its size and md5", path, name)
+            return name
+    raise DatasetError(
+        f"--archive {path}: has the size of {same_size[0]} but md5 {md5}, not its {known[same_size[0]][0]}: "
+        "a damaged copy; download it again"
+    )
+
+
+def _archive(source: Source, local: Mapping[str, Path], downloads: Path, progress: bool | None) -> tuple[Path, str]:
     """A verified copy of ``source``: the local archive given for it, or a download."""
     if source.filename in local:
         path = local[source.filename]
@@ -87,7 +142,13 @@ def _archive(source: Source, local: dict[str, Path], downloads: Path, progress: 
         if source.md5 and (actual := md5_file(path)) != source.md5:
             raise DatasetError(f"{path}: md5 {actual} does not match the known {source.md5} of {source.filename}")
         return path, str(path)
-    path = download(source.urls, downloads / source.filename, md5=source.md5, size=source.size, progress=progress)
+    try:
+        path = download(source.urls, downloads / source.filename, md5=source.md5, size=source.size, progress=progress)
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{exc}. To go on: fetch {source.filename} another way and pass --archive FILE, or pass --mirror URL "
+            f"(or set OBJDISC_MIRROR) naming a server that holds it; a rerun resumes a partial download"
+        ) from exc
     return path, source.urls[0]
 
 
@@ -95,7 +156,7 @@ def _mark(folder: Path, entries: list[dict[str, Any]]) -> None:
     write_json_atomic(folder / MARKER, {"verified": True, "date": now_iso(), "files": entries})
 
 
-def _get_voc(kind: str, root: Path, source: Source, local: dict[str, Path], progress: bool | None) -> str:
+def _get_voc(kind: str, root: Path, source: Source, local: Mapping[str, Path], progress: bool | None) -> str:
     path, origin = _archive(source, local, root / "downloads", progress)
     extract(path, root)
     folder = dataset_dir(kind, root)
@@ -108,7 +169,7 @@ def _get_voc(kind: str, root: Path, source: Source, local: dict[str, Path], prog
 
 
 def _get_coco20k(
-    root: Path, mirror: str | None, local: dict[str, Path], full_zip: bool, workers: int, progress: bool | None
+    root: Path, mirror: str | None, local: Mapping[str, Path], full_zip: bool, workers: int, progress: bool | None
 ) -> str:
     coco, downloads = root / "COCO", root / "downloads"
     files = []

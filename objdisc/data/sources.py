@@ -48,6 +48,16 @@ COCO_TRAIN_IMAGES = ("train2014.zip", "0da8c0bd3d6becc4dcb32757491aca88", None)
 COCO20K_LIST = ("coco_20k_filenames.txt", "133cea5ffcea93dccbaeb62c38b24e7c", 832_314)
 
 
+def known_archives() -> dict[str, tuple[str | None, int | None, str]]:
+    """Every archive ``--archive`` can stand for: file name -> ``(md5, size, dataset kind)``."""
+    out: dict[str, tuple[str | None, int | None, str]] = {}
+    for year, (filename, md5, size) in VOC_ARCHIVES.items():
+        out[filename] = (md5, size, "voc07" if year == "2007" else "voc12")
+    for filename, md5, size in (COCO_ANNOTATIONS, COCO_TRAIN_IMAGES):
+        out[filename] = (md5, size, "coco20k")
+    return out
+
+
 def voc_source(year: str, mirror: str | None = None) -> Source:
     """The VOC ``year`` trainval tar: Oxford host, then the pjreddie mirror."""
     filename, md5, size = VOC_ARCHIVES[year]

@@ -10,12 +10,16 @@ from objdisc.datasets.base import IMAGE_SUFFIXES, Dataset, DatasetError, ImageRe
 def load_folder(images: Path) -> Dataset:
     """Every image file below ``images`` (recursively), sorted by relative path.
 
-    Image ids are 1-based positions in that order; ``gt.json`` maps each id to its file.
+    Image ids are 1-based positions in that order; ``gt.json`` maps each id to its file. A
+    symbolic link with an image suffix is listed even when broken, so that the run reports it
+    under ``skipped`` instead of dropping it unseen.
     """
     require(images, "a folder of images")
     if not images.is_dir():
         raise DatasetError(f"{images}: not a folder")
-    paths = sorted(p for p in images.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(
+        p for p in images.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not paths:
         raise DatasetError(f"{images}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
     records = [ImageRecord(i + 1, p, p.relative_to(images).as_posix()) for i, p in enumerate(paths)]
