@@ -142,3 +142,42 @@ def test_a_torn_line_is_still_read_as_a_kill_mid_write(tmp_path: Path, weights_f
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["n_resumed"] == 1
 
+
+@pytest.mark.slow
+def test_two_real_runs_racing_for_one_folder(tmp_path: Path, weights_file):
+    """Two `objdisc run` processes into one --out: the second is refused while the first writes,
+    and the first's files equal those of a single run."""
+    images = tmp_path / "images"
+    for i in range(40):
+        write_image(images / f"{i:03d}.jpg", (112, 140), (20, 20, 90, 90), seed=i)
+    out, weights = tmp_path / "shared-out", weights_file("dinov2_reg")
+    base = ["run", "-b", "dinov2_reg", "--weights", str(weights), "-d", "folder", "--images", str(images)]
+    args = [*base, "--out", str(out), "--workers", "0", "--batch-size", "1", "--no-progress"]
+    # The second process is started first and waits, imports done, so that its attempt falls
+    # inside the first one's run rather than after its own second of start-up.
+    second = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from objdisc.cli import cli; sys.stdin.readline(); cli.main()", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = subprocess.Popen([sys.executable, "-m", "objdisc", *args], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "journal" / "rank0.jsonl").exists():  # the first holds the lock and works
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        _, err = second.communicate("go\n", timeout=120)
+        assert first.poll() is None, "the first run ended before the second tried: the race was not run"
+    finally:
+        second.kill()
+        first_err = first.communicate(timeout=300)[1]
+    assert second.returncode == 1 and "Traceback" not in err, err
+    (message,) = err.strip().splitlines()
+    assert message.startswith("Error: ") and f"pid {first.pid}" in message and str(out) in message
+    assert first.returncode == 0, first_err
+    single = tmp_path / "single"
+    assert CliRunner().invoke(cli, [*base, "--out", str(single), "--workers", "0"]).exit_code == 0
+    for name in ("predictions.json", "per_image.json", "gt.json"):
+        assert (out / name).read_bytes() == (single / name).read_bytes(), name

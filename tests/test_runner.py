@@ -137,6 +137,7 @@ def folder_args(images: Path, weights: Path, out: Path, *extra: str) -> list[str
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: Path):
     images, weights, ref = reference
     out = tmp_path / "out"
@@ -159,6 +160,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: P
     assert_same_outputs(ref, out)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_write_the_single_process_files(reference, tmp_path: Path):
     images, weights, ref = reference
     out = tmp_path / "out"

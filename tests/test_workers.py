@@ -7,9 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import write_image
 
 
+@pytest.mark.slow
 def test_workers_forked_after_parent_work_do_not_deadlock(tmp_path: Path):
     for i in range(6):
         write_image(tmp_path / f"big{i}.jpg", (480, 640), (100, 100, 400, 300), seed=i)
