@@ -39,6 +39,7 @@ class ImageNorms:
         registers: ``(L, R)`` register-token norms.
         cls: ``(L,)`` CLS-token norms (empty without CLS).
         neighbour_cos: ``(h, w)`` patch-embedding cosine to the 4-neighbours.
+        extra: ``(L, E)`` norms of a test-time register (``E`` = 0 without).
     """
 
     file_name: str
@@ -46,18 +47,24 @@ class ImageNorms:
     registers: np.ndarray
     cls: np.ndarray
     neighbour_cos: np.ndarray
+    extra: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
-def find_threshold(norms: np.ndarray, bins: int = 128) -> tuple[float | None, dict[str, Any]]:
+def find_threshold(norms: np.ndarray, bins: int = 128, min_ratio: float = 2.0) -> tuple[float | None, dict[str, Any]]:
     """High-norm threshold from the valley of a bimodal norm distribution.
 
     The norms are histogrammed on a log scale. From the main mode upward, a secondary peak is
     accepted when some bin between the two holds at most a tenth of that peak's count (a real
-    dip, not noise) and the peak bin holds at least ``max(3, 1e-4 * total)`` tokens; the largest such
-    peak wins. The threshold is the middle of the lowest bins of that valley.
+    dip, not noise), the peak bin holds at least ``max(3, 1e-4 * total)`` tokens, and the peak
+    lies at least ``min_ratio`` times the main mode's norm (the artifacts of the registers paper
+    are an order of magnitude above the other tokens; a sparse histogram of a narrow unimodal
+    distribution has dips close to its mode); the largest such peak wins. The threshold is the
+    middle of the lowest bins of that valley.
 
     Args:
         norms: ``(M,)`` positive norms.
+        bins: histogram bins over the log-norm range.
+        min_ratio: how far above the main mode a second mode must lie.
 
     Returns:
         ``(threshold, details)``; threshold ``None`` when the distribution is not bimodal.
@@ -70,9 +77,12 @@ def find_threshold(norms: np.ndarray, bins: int = 128) -> tuple[float | None, di
     counts, edges = np.histogram(logs, bins)
     mode = int(np.argmax(counts))
     floor = max(3.0, 1e-4 * len(values))  # a mode, not a stray token in a thin tail
+    centres = (edges[:-1] + edges[1:]) / 2
     for peak in sorted(range(mode + 2, bins), key=lambda j: -counts[j]):
         if counts[peak] < floor:
             break
+        if centres[peak] - centres[mode] < math.log(min_ratio):
+            continue
         between = counts[mode + 1 : peak]
         low = between.min()
         if low <= 0.1 * counts[peak]:
@@ -247,6 +257,7 @@ def collect(backbone: Any, records: Iterable[Any], device: Any, max_side: int | 
                 norms.registers.cpu().numpy(),
                 norms.cls.cpu().numpy(),
                 norms.neighbour_cos.cpu().numpy(),
+                norms.extra.cpu().numpy(),
             )
 
 
@@ -263,21 +274,58 @@ def run_norms(
 ) -> dict[str, Any]:
     """``objdisc norms``: collect, summarise, write; returns the summary.
 
+    With test-time registers (:mod:`objdisc.ttr`) the images are also run without them, and the
+    summary's ``test_time_registers`` says where the high norms went: the share of high-norm
+    patch tokens before and after (one threshold for both: given, or found on the model without
+    them, whose distribution is the bimodal one), and the extra token's norm. The rest of the
+    summary and the pictures are of the model with test-time registers.
+
     ``progress``: a bar per image (``None``: only on a terminal).
     """
+    ttr = getattr(backbone.model, "objdisc_ttr", None)
+    before: dict[str, Any] | None = None
+    if ttr is not None:
+        ttr.enabled = False
+        try:
+            plain = _accumulate(backbone, records, device, max_side, progress, "norms without test-time registers")
+        finally:
+            ttr.enabled = True
+        before = plain.compute(threshold)
+        if before["threshold"] is not None:
+            threshold = before["threshold"]
+    acc = _accumulate(backbone, records, device, max_side, progress, "norms")
+    summary = {"producer": producer or {}, **acc.compute(threshold)}
+    if before is not None:
+        summary["threshold_source"] = f"{before['threshold_source']} (without test-time registers)"
+        extra = np.concatenate([im.extra[-1].ravel() for im in acc.images])
+        summary["test_time_registers"] = {
+            "neurons": backbone.test_time_registers.describe(),
+            "threshold": summary["threshold"],
+            "n_high_before": before["n_high"],
+            "share_high_before": before["share_high"],
+            "n_high_after": summary["n_high"],
+            "share_high_after": summary["share_high"],
+            "output_norm_before": before["output_norm"],
+            "extra_token_norm": _stats(extra),
+        }
+    write_outputs(Path(out), summary, acc, backbone.spec.name, all_layers)
+    return summary
+
+
+def _accumulate(
+    backbone: Any, records: Sequence[Any], device: Any, max_side: int | None, progress: bool | None, label: str
+) -> NormSummary:
     import sys
 
     from tqdm import tqdm
 
     acc = NormSummary()
     show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=len(records), unit="img", desc="norms", disable=not show) as bar:
+    with tqdm(total=len(records), unit="img", desc=label, disable=not show) as bar:
         for item in collect(backbone, records, device, max_side):
             acc.update(item)
             bar.update(1)
-    summary = {"producer": producer or {}, **acc.compute(threshold)}
-    write_outputs(Path(out), summary, acc, backbone.spec.name, all_layers)
-    return summary
+    return acc
 
 
 __all__ = ["ImageNorms", "NormSummary", "collect", "find_threshold", "layers_csv", "run_norms", "write_outputs"]

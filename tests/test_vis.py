@@ -319,3 +319,12 @@ def test_chromium_renders_the_gallery_without_console_errors(two_runs, tmp_path:
     assert 'aria-sort="ascending"' in done.stdout
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
+
+
+def test_a_second_mode_close_to_the_main_one_is_not_an_artifact():
+    """A dip near the main mode (a sparse histogram of a narrow distribution) is no high-norm mode."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(14.7, 0.2, 400), rng.normal(16.5, 0.05, 60)])
+    assert find_threshold(values)[0] is None
+    threshold, details = find_threshold(values, min_ratio=1.05)
+    assert details["bimodal"] and 15 < threshold < 16.4
