@@ -17,6 +17,7 @@ from objdisc.errors import BackboneError
 if TYPE_CHECKING:  # torch and timm take seconds to import; `objdisc backbones` needs neither
     import torch
 
+    from objdisc.ttr import RegisterNeurons
     from objdisc.weights import WeightsInfo
 
 logger = logging.getLogger(__name__)
@@ -211,11 +212,14 @@ class Backbone:
         spec: the table entry.
         model: the timm ``VisionTransformer`` in eval mode, no classifier head.
         weights: where the weights came from and their sha256.
+        test_time_registers: the register neurons of the model's test-time register
+            (:mod:`objdisc.ttr`), or ``None``.
     """
 
     spec: BackboneSpec
     model: torch.nn.Module
     weights: WeightsInfo
+    test_time_registers: RegisterNeurons | None = None
 
     @property
     def patch_size(self) -> int:
@@ -270,6 +274,7 @@ def create_backbone(
     name: str,
     weights: str | Path | WeightsInfo | None = None,
     device: str | torch.device = "cpu",
+    test_time_registers: RegisterNeurons | None = None,
     **model_kwargs: Any,
 ) -> Backbone:
     """Build a backbone and load its weights.
@@ -280,6 +285,8 @@ def create_backbone(
             DINO / DINOv2 release layout; a resolved :class:`WeightsInfo`; or ``None``: timm's
             pretrained weights from the Hugging Face hub cache, downloaded on first use.
         device: where the model lives.
+        test_time_registers: register neurons to give the model a test-time register
+            (:class:`objdisc.ttr.TestTimeRegisters`), or ``None``.
         model_kwargs: extra ``timm.create_model`` arguments.
 
     Returns:
@@ -292,5 +299,9 @@ def create_backbone(
     model = build_model(spec, **model_kwargs)
     load_weights_file(model, Path(info.path))
     model.eval().requires_grad_(False).to(device)
+    if test_time_registers is not None:
+        from objdisc.ttr import TestTimeRegisters
+
+        TestTimeRegisters(model, test_time_registers)
     logger.info("built %s (%s) with weights %s sha256=%s", spec.name, spec.timm_name, info.path, info.sha256)
-    return Backbone(spec, model, info)
+    return Backbone(spec, model, info, test_time_registers)

@@ -90,10 +90,24 @@ _DATA = _options(
     click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects; skip images left with none."),
 )
 
-# Which model: `run`, `sweep`, `norms`.
-_MODEL = _options(
+_BACKBONE = _options(
     click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`)."),
     click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout)."),
+)
+
+# Which model: `run`, `sweep`, `norms`.
+_MODEL = _options(
+    _BACKBONE,
+    click.option(
+        "--test-time-registers",
+        default=None,
+        metavar="FILE|builtin",
+        help="Give the model a test-time register acting on these register neurons: a `registers find` "
+        "file, or builtin (the published list: DINOv2 ViT-L/14).",
+    ),
+    click.option(
+        "--ttr-top", default=None, type=click.IntRange(min=1), help="Only the first K neurons of a found list."
+    ),
 )
 
 # Options shared by `run` and `sweep`: what to run on, and how.
@@ -328,19 +342,29 @@ def norms_command(
     max_side: int | None,
     device: str,
     progress: bool | None,
+    test_time_registers: str | None,
+    ttr_top: int | None,
 ) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
-    from objdisc.backbones import create_backbone
+    from objdisc.backbones import create_backbone, get_spec
     from objdisc.datasets import load_dataset
     from objdisc.norms import run_norms
     from objdisc.pipeline import resolve_device
     from objdisc.provenance import producer
+    from objdisc.ttr import load_register_neurons
 
     try:
+        neurons = None
+        if test_time_registers is not None:
+            neurons = load_register_neurons(test_time_registers, get_spec(backbone).name, ttr_top)
+        elif ttr_top is not None:
+            raise click.UsageError("--ttr-top needs --test-time-registers")
         data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
         where = resolve_device(device)
-        model = create_backbone(backbone, weights, where)
+        model = create_backbone(backbone, weights, where, neurons)
         made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": limit}
+        if neurons is not None:
+            made_by["test_time_registers"] = neurons.describe()
         summary = run_norms(model, data.records[:limit], out, where, threshold, all_layers, max_side, made_by, progress)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -354,7 +378,99 @@ def norms_command(
     if cos["high_norm_mean"] is not None:
         high, other = cos["high_norm_mean"], cos["other_mean"]
         click.echo(f"patch-embedding cosine to 4 neighbours: high-norm {high:.3f}, others {other:.3f}")
+    if "test_time_registers" in summary:
+        ttr = summary["test_time_registers"]
+        click.echo(
+            f"test-time registers: high-norm patch tokens {ttr['n_high_before']:,} "
+            f"({100 * ttr['share_high_before']:.2f}%) -> {ttr['n_high_after']:,} "
+            f"({100 * ttr['share_high_after']:.2f}%); extra token norm mean "
+            f"{ttr['extra_token_norm']['mean']:.1f}, max {ttr['extra_token_norm']['max']:.1f}"
+        )
     click.echo(f"files in {out}/ (norms.json, layers.csv, histogram.png, layers.png)")
+
+
+@cli.group()
+def registers() -> None:
+    """Register neurons: find them, for test-time registers (run --test-time-registers FILE)."""
+
+
+@registers.command(name="find")
+@_BACKBONE
+@click.option("--dataset", "-d", default=None, type=click.Choice(DATASETS), help="Dataset kind [default: folder].")
+@click.option("--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/.")
+@click.option("--images", type=_PATH, default=None, help="Image folder (folder, coco).")
+@click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco).")
+@click.option("--split", default="trainval", show_default=True, help="VOC image set.")
+@click.option("--limit", default=500, show_default=True, type=click.IntRange(min=1), help="First N images.")
+@click.option("--layer", default=-1, show_default=True, type=int, help="Block whose output decides the outliers.")
+@click.option(
+    "--threshold",
+    default="auto",
+    show_default=True,
+    help="Outlier norm threshold, or auto: the bimodal gap `objdisc norms` finds.",
+)
+@click.option("--top", default=None, type=click.IntRange(min=1), help="Ranked neurons to keep [default: 50].")
+@click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images first.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["auto", *PRECISIONS]))
+@click.option("--out", "-o", type=_PATH, required=True, help="The neurons file to write (JSON).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
+def registers_find(
+    backbone: str,
+    weights: Path | None,
+    dataset: str | None,
+    data_root: Path | None,
+    images: Path | None,
+    annotations: Path | None,
+    split: str,
+    limit: int,
+    layer: int,
+    threshold: str,
+    top: int | None,
+    max_side: int | None,
+    device: str,
+    precision: str,
+    out: Path,
+    progress: bool | None,
+) -> None:
+    """Rank the MLP neurons that write the high-norm outlier tokens (Jiang et al., NeurIPS 2025)."""
+    from objdisc.backbones import create_backbone
+    from objdisc.datasets import load_dataset
+    from objdisc.jsonio import write_json_atomic
+    from objdisc.neurons import DEFAULT_TOP, find_register_neurons
+    from objdisc.pipeline import resolve_device, resolve_precision
+    from objdisc.provenance import producer
+
+    try:
+        level = None if threshold == "auto" else float(threshold)
+    except ValueError:
+        raise click.BadParameter(f"{threshold!r}: a number or auto", param_hint="--threshold") from None
+    if level is not None and not (level > 0 and level < float("inf")):
+        raise click.BadParameter(f"{threshold!r}: a positive finite number or auto", param_hint="--threshold")
+    if out.is_dir():
+        raise click.BadParameter(f"{out} is a folder; give the file to write", param_hint="--out")
+    try:
+        data = load_dataset(dataset or "folder", data_root, images, annotations, split)
+        where = resolve_device(device)
+        used = resolve_precision(precision, where)
+        model = create_backbone(backbone, weights, where)
+        found = find_register_neurons(
+            model, data.records[:limit], where, layer, level, top or DEFAULT_TOP, used, max_side, progress
+        )
+        made_by = {**producer(model.spec, model.weights, where, used), "dataset": data.name, "limit": limit}
+        write_json_atomic(
+            out, {"producer": made_by, "method": "register neurons (Jiang et al., NeurIPS 2025)", **found}
+        )
+    except (ObjdiscError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    best = found["ranked"][0]
+    click.echo(
+        f"{found['n_images']} images ({found['n_images_with_outliers']} with outliers), threshold "
+        f"{found['threshold']:.2f} ({found['threshold_source']}), {100 * found['share_outlier_tokens']:.2f}% of tokens "
+        f"above it after block {found['block']}"
+    )
+    click.echo(f"top neuron: block {best['block']} unit {best['neuron']} (score {best['score']:.3g})")
+    click.echo(f"{len(found['ranked'])} ranked neurons in {out}; use: objdisc run --test-time-registers {out}")
 
 
 @cli.command(name="visualize")

@@ -3,7 +3,8 @@
 A forward pre-hook on ``blocks[layer].attn`` receives that block's normalised input (and, for
 RoPE models, the rotary table). It computes only the asked projections (``q``, ``k`` and/or
 ``v``) with the block's own weights and biases, applies the block's own ``q_norm`` /
-``k_norm``, drops the prefix tokens by the model's own ``num_prefix_tokens``, and, once the
+``k_norm``, drops the prefix tokens by the model's own ``num_prefix_tokens`` (and a test-time
+register after the patches, :mod:`objdisc.ttr`), and, once the
 deepest asked block is reached, stops the forward pass: nothing after it is computed.
 
 Three attention layouts are read: timm's ``Attention`` (one fused ``qkv`` Linear with its
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from objdisc.errors import OptionError
+from objdisc.ttr import extra_tokens
 
 FEATURE_KINDS = ("k", "q", "v")
 
@@ -97,8 +99,9 @@ class FeatureExtractor:
     def _make_hook(self, index: int, kinds: set[str]) -> Any:
         def hook(attn: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             x = args[0] if args else kwargs["x"]  # (B, T, D): the block's norm1 output, prefix tokens included
+            end = x.shape[1] - extra_tokens(self.model)  # a test-time register sits after the patches
             for kind in sorted(kinds):
-                feats = _project(attn, x, kind)[:, self.num_prefix_tokens :]
+                feats = _project(attn, x, kind)[:, self.num_prefix_tokens : end]
                 for spec, block in self._blocks.items():
                     if block == index and spec.kind == kind:
                         self._out[spec] = feats

@@ -23,7 +23,7 @@ from objdisc import distributed
 from objdisc.backbones import Backbone, BackboneSpec, create_backbone, get_spec, resolve_weights
 from objdisc.cache import FeatureCache
 from objdisc.datasets import Dataset, ImageRecord, load_dataset
-from objdisc.errors import ObjdiscError
+from objdisc.errors import ObjdiscError, OptionError
 from objdisc.export import coco_ground_truth, coco_predictions
 from objdisc.features import FeatureSpec
 from objdisc.journal import Journal, read_journals
@@ -41,6 +41,7 @@ from objdisc.pipeline import (
     resolve_precision,
 )
 from objdisc.provenance import now_iso, producer
+from objdisc.ttr import RegisterNeurons, load_register_neurons
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class RunConfig:
     gram_bias: float = 0.0
     tau: float = 0.2
     cache: Path | None = None
+    test_time_registers: str | None = None
+    ttr_top: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,6 +87,14 @@ class RunConfig:
     def make_method(self) -> Lost | TokenCut:
         """The method with its options (errors name an option the method does not take)."""
         return make_method(self.method, self.k_patches, self.gram_bias, self.tau)
+
+    def register_neurons(self) -> RegisterNeurons | None:
+        """The test-time registers' neurons (``None`` without); checks the two options."""
+        if self.test_time_registers is None:
+            if self.ttr_top is not None:
+                raise OptionError("--ttr-top needs --test-time-registers")
+            return None
+        return load_register_neurons(self.test_time_registers, get_spec(self.backbone).name, self.ttr_top)
 
     def discovery(self) -> dict[str, Any]:
         """Features, layer, method and the method's own options, JSON-able; checks them all."""
@@ -114,12 +125,26 @@ def pos_embed_setting(spec: BackboneSpec) -> dict[str, str]:
     return {} if spec.pos_embed == "timm" else {"pos_embed": spec.pos_embed}
 
 
-def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256: str, precision: str) -> dict:
+def ttr_setting(neurons: RegisterNeurons | None) -> dict[str, Any]:
+    """Test-time registers, for journals and caches: only when there are some, so that the
+    journals and caches of plain runs stay valid."""
+    return {} if neurons is None else {"test_time_registers": neurons.identity()}
+
+
+def box_settings(
+    config: RunConfig,
+    dataset: Dataset,
+    spec: BackboneSpec,
+    sha256: str,
+    precision: str,
+    neurons: RegisterNeurons | None = None,
+) -> dict:
     """What decides the boxes; a journal made with other values is refused."""
     return {
         "backbone": spec.name,
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
+        **ttr_setting(neurons),
         "weights_sha256": sha256,
         "dataset": dataset.name,
         "no_hard": config.no_hard,
@@ -131,11 +156,14 @@ def box_settings(config: RunConfig, dataset: Dataset, spec: BackboneSpec, sha256
     }
 
 
-def cache_identity(spec: BackboneSpec, sha256: str, precision: str, config: RunConfig) -> dict[str, Any]:
+def cache_identity(
+    spec: BackboneSpec, sha256: str, precision: str, config: RunConfig, neurons: RegisterNeurons | None = None
+) -> dict[str, Any]:
     """What decides the cached features besides the image (see :mod:`objdisc.cache`)."""
     return {
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
+        **ttr_setting(neurons),
         "weights_sha256": sha256,
         "precision": precision,
         "max_side": config.max_side,
@@ -184,6 +212,8 @@ def run(
         label: the progress bar's title (``objdisc sweep``: which grid point).
     """
     config.discovery()  # option errors first, before any slow work
+    if backbone is None:
+        config.register_neurons()
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
     )
@@ -248,9 +278,12 @@ def _run(
     precision = resolve_precision(config.precision, device)
     spec = backbone.spec if backbone is not None else get_spec(config.backbone)
     weights = backbone.weights if backbone is not None else resolve_weights(spec, config.weights)
-    settings = box_settings(config, dataset, spec, weights.sha256, precision)
+    neurons = backbone.test_time_registers if backbone is not None else config.register_neurons()
+    settings = box_settings(config, dataset, spec, weights.sha256, precision, neurons)
     made_by = producer(spec, weights, device, precision)
     made_by["discovery"] = config.discovery()
+    if neurons is not None:
+        made_by["test_time_registers"] = neurons.describe()
     method, features = config.make_method(), config.feature_spec
     out = Path(config.out)
     journal_dir = out / "journal"
@@ -277,7 +310,9 @@ def _run(
     todo = [r for r in mine if not _finished(done.get(r.image_id), r)]
     times, start = StageTimes(), time.perf_counter()
     cache = (
-        FeatureCache(config.cache, cache_identity(spec, weights.sha256, precision, config)) if config.cache else None
+        FeatureCache(config.cache, cache_identity(spec, weights.sha256, precision, config, neurons))
+        if config.cache
+        else None
     )
     if todo:
         logger.info(
@@ -314,7 +349,7 @@ def _run(
             if not rest:
                 return
             if backbone is None:
-                backbone = create_backbone(config.backbone, weights, device, **config.model_kwargs)
+                backbone = create_backbone(config.backbone, weights, device, neurons, **config.model_kwargs)
             backbone.model.to(device)
             yield from discover(
                 backbone,

@@ -3,7 +3,8 @@
 Every number comes from a run's ``metrics.json`` and every label from its ``run.json`` /
 ``producer`` block, never retyped. Rows are backbone + the options that differ from plain
 LOST on last-layer keys; columns are datasets; a register model whose no-register twin is in
-the table gets a "+reg" column with its CorLoc change per dataset.
+the table gets a "+reg" column with its CorLoc change per dataset, and a row with test-time
+registers whose plain run is in the table a "+ttr" column.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from objdisc.backbones import BACKBONES
 from objdisc.errors import ObjdiscError
 from objdisc.jsonio import read_json
 from objdisc.methods import Lost, TokenCut
+from objdisc.ttr import RegisterNeurons
 
 FORMATS = ("md", "latex", "csv")
 _DATASET_LABELS = {"voc07": "VOC07", "voc12": "VOC12", "coco20k": "COCO20k"}
@@ -46,11 +49,13 @@ class Row:
         folders: the run folders the row's cells come from.
         split: whether the same label had several runs of one dataset (the folders then tell
             the rows apart).
+        ttr: ``""``, or the test-time registers' label (:attr:`objdisc.ttr.RegisterNeurons.label`).
     """
 
     backbone: str
     options: str
     weights: str = ""
+    ttr: str = ""
     cells: dict[str, float] = field(default_factory=dict)
     speed: list[float] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
@@ -58,8 +63,9 @@ class Row:
 
     @property
     def label(self) -> str:
-        """``backbone [weights] (options) [folders]``, each part only when it says something."""
+        """``backbone [weights] +ttr:<neurons> (options) [folders]``, each part only when it says something."""
         text = self.backbone + (f" [{self.weights}]" if self.weights else "")
+        text += f" +ttr:{self.ttr}" if self.ttr else ""
         text += f" ({self.options})" if self.options else ""
         return text + (f" [{', '.join(Path(f).name for f in self.folders)}]" if self.split else "")
 
@@ -94,10 +100,12 @@ def read_run(folder: Path) -> dict[str, Any]:
     source = str(weights.get("source") or "")
     tag = "" if not weights or source.startswith("hf-hub:") else f"{source} {str(weights.get('sha256', ''))[:8]}"
     images = metrics.get("image_set") or {"n": metrics.get("n_images"), "sha256": None}
+    ttr = made_by.get("test_time_registers")
     return {
         "folder": str(folder),
         "backbone": made_by.get("backbone") or info.get("label") or folder.name,
         "weights": tag.strip(),
+        "ttr": RegisterNeurons.from_record(ttr).label if ttr else "",
         "options": ", ".join(differs),
         "dataset": str(metrics["dataset"]).split("/")[0],
         "dataset_name": str(metrics["dataset"]),
@@ -154,13 +162,13 @@ def build_rows(runs: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
     Runs with the same backbone, weights and options share a row; a second run of one dataset
     starts another row, and such rows carry their folder names in the label.
     """
-    groups: dict[tuple[str, str, str], list[Row]] = {}
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
     datasets: list[str] = []
     for r in runs:
-        group = groups.setdefault((r["backbone"], r["weights"], r["options"]), [])
+        group = groups.setdefault((r["backbone"], r["weights"], r["options"], r["ttr"]), [])
         row = next((row for row in group if r["dataset"] not in row.cells), None)
         if row is None:
-            row = Row(r["backbone"], r["options"], r["weights"])
+            row = Row(r["backbone"], r["options"], r["weights"], r["ttr"])
             group.append(row)
         row.cells[r["dataset"]] = r["corloc"]
         row.folders.append(r["folder"])
@@ -177,32 +185,58 @@ def build_rows(runs: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
     return rows, known + [d for d in datasets if d not in known]
 
 
-def register_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[float | None]]:
-    """For each row whose backbone has a no-register twin row with the same options: CorLoc
-    change per dataset (``None`` where either lacks that dataset).
-
-    Only unambiguous pairs count: one row of the backbone and one of its twin for those options.
-    """
-    index: dict[tuple[str, str], list[int]] = {}
+def _deltas(
+    rows: list[Row],
+    datasets: list[str],
+    key: Callable[[Row], tuple[str, ...]],
+    partner: Callable[[Row], tuple[str, ...] | None],
+) -> dict[int, list[float | None]]:
+    """CorLoc change per dataset of each row over its partner row (``None`` where either lacks
+    that dataset). Only unambiguous pairs count: one row under the row's key, one under the
+    partner's."""
+    index: dict[tuple[str, ...], list[int]] = {}
     for i, r in enumerate(rows):
-        index.setdefault((r.backbone, r.options), []).append(i)
+        index.setdefault(key(r), []).append(i)
     out: dict[int, list[float | None]] = {}
     for i, row in enumerate(rows):
-        spec = BACKBONES.get(row.backbone)
-        twins = index.get((spec.twin, row.options), []) if spec is not None and spec.twin else []
-        if len(twins) == 1 and len(index[(row.backbone, row.options)]) == 1:
+        wanted = partner(row)
+        twins = index.get(wanted, []) if wanted is not None else []
+        if len(twins) == 1 and len(index[key(row)]) == 1:
             twin = rows[twins[0]]
             out[i] = [row.cells[d] - twin.cells[d] if d in row.cells and d in twin.cells else None for d in datasets]
     return out
+
+
+def register_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[float | None]]:
+    """``+reg``: each register model over its no-register twin with the same options (neither
+    with test-time registers)."""
+
+    def twin(row: Row) -> tuple[str, ...] | None:
+        spec = BACKBONES.get(row.backbone)
+        return (spec.twin, row.options, "") if spec is not None and spec.twin and not row.ttr else None
+
+    return _deltas(rows, datasets, lambda r: (r.backbone, r.options, r.ttr), twin)
+
+
+def ttr_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[float | None]]:
+    """``+ttr``: each row with test-time registers over the same backbone, weights and options
+    without them."""
+    return _deltas(
+        rows,
+        datasets,
+        lambda r: (r.backbone, r.weights, r.options, r.ttr),
+        lambda r: (r.backbone, r.weights, r.options, "") if r.ttr else None,
+    )
 
 
 def render(rows: list[Row], datasets: list[str], fmt: str, speed: bool = False) -> str:
     """The table as Markdown or LaTeX (booktabs), best value per column in bold, or CSV."""
     if fmt not in FORMATS:
         raise ObjdiscError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
-    deltas = register_deltas(rows, datasets)
+    columns = {"+reg": register_deltas(rows, datasets), "+ttr": ttr_deltas(rows, datasets)}
+    columns = {name: found for name, found in columns.items() if found}
     labels = [_DATASET_LABELS.get(d, d) for d in datasets]
-    header = ["backbone", *labels] + (["+reg"] if deltas else []) + (["images/s"] if speed else [])
+    header = ["backbone", *labels, *columns] + (["images/s"] if speed else [])
     best = {d: max((r.cells[d] for r in rows if d in r.cells), default=math.nan) for d in datasets}
 
     def cell(row: Row, d: str) -> str:
@@ -213,7 +247,7 @@ def render(rows: list[Row], datasets: list[str], fmt: str, speed: bool = False) 
             return text
         return {"latex": f"\\textbf{{{text}}}", "md": f"**{text}**"}.get(fmt, text)
 
-    def delta(i: int) -> str:
+    def delta(deltas: dict[int, list[float | None]], i: int) -> str:
         if i not in deltas:
             return ""
         parts = ["--" if v is None else (f"${v:+.1f}$" if fmt == "latex" else f"{v:+.1f}") for v in deltas[i]]
@@ -222,8 +256,7 @@ def render(rows: list[Row], datasets: list[str], fmt: str, speed: bool = False) 
     body = []
     for i, row in enumerate(rows):
         line = [row.label if fmt != "latex" else _latex_escape(row.label), *(cell(row, d) for d in datasets)]
-        if deltas:
-            line.append(delta(i))
+        line += [delta(deltas, i) for deltas in columns.values()]
         if speed:
             line.append(f"{sorted(row.speed)[len(row.speed) // 2]:.1f}" if row.speed else "")
         body.append(line)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from objdisc.ttr import extra_tokens
+
 
 @dataclass(frozen=True)
 class TokenNorms:
@@ -23,6 +25,8 @@ class TokenNorms:
         patch: ``(L, h, w)`` float32 L2 norms of the patch tokens after each of the ``L`` blocks.
         registers: ``(L, R)`` float32 norms of the register tokens (``R`` may be 0).
         cls: ``(L,)`` float32 norms of the CLS token (empty when the model has none).
+        extra: ``(L, E)`` float32 norms of the tokens after the patches (a test-time register;
+            ``E`` is 0 without).
         neighbour_cos: ``(h, w)`` float32 mean cosine similarity of each patch embedding
             (the patch_embed output, before position embeddings) to its 4-neighbours.
     """
@@ -31,6 +35,7 @@ class TokenNorms:
     registers: torch.Tensor
     cls: torch.Tensor
     neighbour_cos: torch.Tensor
+    extra: torch.Tensor | None = None
 
 
 class TokenProbe:
@@ -79,11 +84,13 @@ class TokenProbe:
         stream = torch.stack(outputs, 1).float()  # (B, L, T, D)
         norms = stream.norm(dim=-1)  # (B, L, T)
         cls_count = int(self.class_token)
-        patches = norms[:, :, self.num_prefix_tokens :].reshape(b, len(outputs), h, w)
+        end = norms.shape[-1] - extra_tokens(self.model)
+        patches = norms[:, :, self.num_prefix_tokens : end].reshape(b, len(outputs), h, w)
+        extra = norms[:, :, end:]
         registers = norms[:, :, cls_count : cls_count + self.num_registers]
         cls = norms[:, :, 0] if self.class_token else norms.new_zeros(b, len(outputs), 0)
         cos = neighbour_cosine(embedded[0].float().reshape(b, h, w, -1))
-        return [TokenNorms(patches[i], registers[i], cls[i], cos[i]) for i in range(b)]
+        return [TokenNorms(patches[i], registers[i], cls[i], cos[i], extra[i]) for i in range(b)]
 
     def close(self) -> None:
         """Remove the hooks."""

@@ -81,6 +81,7 @@ class Redrawer:
         from objdisc.features import FeatureExtractor
         from objdisc.runner import RunConfig
         from objdisc.tokens import TokenProbe
+        from objdisc.ttr import RegisterNeurons
 
         options = dict(view.info["options"])
         made_by = view.info["producer"]
@@ -88,8 +89,10 @@ class Redrawer:
         weights = made_by["weights"]
         path = weights["path"] if weights["source"] == "local" else None
         self.device = torch.device(device)
+        ttr = made_by.get("test_time_registers")  # the run's own neurons, not whatever a file holds now
+        neurons = RegisterNeurons.from_record(ttr) if ttr else None
         self.backbone = create_backbone(
-            get_spec(made_by["backbone"]).name, path, self.device, **self.config.model_kwargs
+            get_spec(made_by["backbone"]).name, path, self.device, neurons, **self.config.model_kwargs
         )
         if self.backbone.weights.sha256 != weights["sha256"]:
             raise ObjdiscError(

@@ -147,7 +147,7 @@ def test_help_and_backbones_do_not_import_torch():
         assert CliRunner().invoke(cli, ["run", "--help"]).exit_code == 0
         for command in ("sweep", "eval", "table"):
             assert CliRunner().invoke(cli, [command, "--help"]).exit_code == 0
-        import objdisc.table, objdisc.evaluate  # tables and scoring read JSON only
+        import objdisc.table, objdisc.evaluate, objdisc.ttr  # tables, scoring, neuron lists read JSON only
         assert CliRunner().invoke(cli, ["data", "status", "--data-root", "."]).exit_code == 0
         print("torch" in sys.modules, "timm" in sys.modules)
     """)
