@@ -24,6 +24,12 @@ trained size):
   again with official LOST's ``torch.argsort`` made stable, to tell its tie-breaking apart
   from a real difference;
 - TokenCut (``--tokencut``, native size): official ``ncut`` against objdisc's TokenCut.
+
+Test-time registers (``--ttr`` with a nickjiang2378/test-time-registers checkout, model
+``dinov2_vitl14+ttr``): the authors' ``dinov2_vitl14_tt_reg`` hub model (their DINOv2 fork with
+one zero token appended and their ``activate_on_registers`` hooks on the published neurons)
+against objdisc's ``dinov2_vitl14`` with ``--test-time-registers builtin``, keys and boxes as
+above (their hook acts on the first image of a batch only, so everything runs at batch size 1).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from objdisc.images import load_image, make_batch
 from objdisc.methods import TokenCut
 from objdisc.methods.lost import lost
 from objdisc.runner import RunConfig, run
+from objdisc.ttr import load_register_neurons
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:
@@ -68,9 +75,19 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
 
 
 def official_model(
-    name: str, dino: Path | None, dinov2: Path | None, dinov3: Path | None = None
+    name: str, dino: Path | None, dinov2: Path | None, dinov3: Path | None = None, ttr: Path | None = None
 ) -> tuple[torch.nn.Module, int]:
-    """(official model, number of prefix tokens) for an objdisc backbone name."""
+    """(official model, number of prefix tokens) for an objdisc backbone name (``NAME+ttr``:
+    the test-time-register model of the authors' DINOv2 fork)."""
+    if name.endswith("+ttr"):
+        if name != "dinov2_vitl14+ttr" or ttr is None:
+            raise SystemExit("test-time registers: only dinov2_vitl14+ttr, with --ttr CHECKOUT")
+        for module in [m for m in sys.modules if m == "dinov2" or m.startswith("dinov2.")]:
+            del sys.modules[module]  # their fork has the package name of facebookresearch/dinov2
+        sys.path.insert(0, str(ttr / "dinov2"))
+        hub = importlib.import_module("dinov2.hub.backbones")
+        sys.path.remove(str(ttr / "dinov2"))
+        return hub.dinov2_vitl14_tt_reg(pretrained=False), 1
     spec = get_spec(name)
     if spec.family == "dino":
         sys.path.insert(0, str(dino))
@@ -100,8 +117,8 @@ def official_model(
 class OfficialKeys:
     """The official model's last-block keys, read as LOST's driver reads them."""
 
-    def __init__(self, model: torch.nn.Module, num_prefix: int) -> None:
-        self.model, self.num_prefix, self.out = model, num_prefix, {}
+    def __init__(self, model: torch.nn.Module, num_prefix: int, num_suffix: int = 0) -> None:
+        self.model, self.num_prefix, self.num_suffix, self.out = model, num_prefix, num_suffix, {}
         model.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, o: self.out.__setitem__("qkv", o))
         self.heads = model.blocks[-1].attn.num_heads
 
@@ -112,7 +129,7 @@ class OfficialKeys:
         b, t, _ = qkv.shape
         qkv = qkv.reshape(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         k = qkv[1].transpose(1, 2).reshape(b, t, -1)
-        return k[0, self.num_prefix :]
+        return k[0, self.num_prefix : t - self.num_suffix]
 
 
 def official_input(path: Path, mean: tuple, std: tuple, patch: int) -> torch.Tensor:
@@ -141,15 +158,18 @@ def stable_argsort() -> Iterator[None]:
 
 
 def compare_model(name: str, files: list[Path], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    model, num_prefix = official_model(name, args.dino, args.dinov2, args.dinov3)
+    model, num_prefix = official_model(name, args.dino, args.dinov2, args.dinov3, args.ttr)
     randomise(model, seed=0)
     model.eval()
     weights = work / f"{name}_release.pth"
     torch.save(model.state_dict(), weights)
-    backbone = create_backbone(name, weights)
+    base, ttr = name.removesuffix("+ttr"), name.endswith("+ttr")
+    backbone = create_backbone(
+        base, weights, test_time_registers=load_register_neurons("builtin", base) if ttr else None
+    )
     spec, patch = backbone.spec, backbone.patch_size
     trained = int(backbone.model.patch_embed.grid_size[0]) * patch
-    official = OfficialKeys(model, num_prefix)
+    official = OfficialKeys(model, num_prefix, num_suffix=int(ttr))
     report: dict[str, Any] = {"model": name, "pos_embed": spec.pos_embed, "sizes": {}}
     with KeyExtractor(backbone.model) as ours, torch.inference_mode():
         for size in args.sizes:
@@ -202,10 +222,18 @@ def compare_boxes(
         if not link.exists():
             link.symlink_to(path.resolve())
     out = work / f"run_{name}"
-    run(
-        RunConfig(backbone=name, dataset="folder", images=folder, out=out, weights=weights, overwrite=True),
-        progress=False,
+    base = name.removesuffix("+ttr")
+    ttr = "builtin" if name.endswith("+ttr") else None
+    config = RunConfig(
+        backbone=base,
+        dataset="folder",
+        images=folder,
+        out=out,
+        weights=weights,
+        overwrite=True,
+        test_time_registers=ttr,
     )
+    run(config, progress=False)
     ours = {p["image_id"]: p["bbox"] for p in json.loads((out / "predictions.json").read_text())}
     spec, patch = backbone.spec, backbone.patch_size
     counts = {
@@ -302,6 +330,7 @@ def main() -> None:
     parser.add_argument("--dinov3", type=Path, help="facebookresearch/dinov3 checkout")
     parser.add_argument("--lost", type=Path, help="valeoai/LOST checkout (boxes end to end)")
     parser.add_argument("--tokencut", type=Path, help="YangtaoWANG95/TokenCut checkout")
+    parser.add_argument("--ttr", type=Path, help="nickjiang2378/test-time-registers checkout (dinov2_vitl14+ttr)")
     parser.add_argument("--models", default="dino_vits16,dinov2_vits14,dinov2_reg_vits14")
     parser.add_argument("--sizes", default="native,224,trained")
     parser.add_argument("--json", type=Path, help="write the report here")

@@ -37,6 +37,10 @@ _EXPORTS = {
     "RunResult": "objdisc.runner",
     "discover": "objdisc.pipeline",
     "run": "objdisc.runner",
+    "RegisterNeurons": "objdisc.ttr",
+    "TestTimeRegisters": "objdisc.ttr",
+    "load_register_neurons": "objdisc.ttr",
+    "find_register_neurons": "objdisc.neurons",
 }
 
 __all__ = [
@@ -54,14 +58,18 @@ __all__ = [
     "Lost",
     "LostResult",
     "ObjdiscError",
+    "RegisterNeurons",
     "RunConfig",
     "RunResult",
+    "TestTimeRegisters",
     "TokenCut",
     "__version__",
     "create_backbone",
     "discover",
+    "find_register_neurons",
     "get_spec",
     "load_dataset",
+    "load_register_neurons",
     "lost",
     "lost_batch",
     "run",
@@ -82,5 +90,7 @@ if TYPE_CHECKING:
     from objdisc.methods import Lost, TokenCut
     from objdisc.methods.lost import LostResult, lost, lost_batch
     from objdisc.metrics import CorLoc, CorLocResult
+    from objdisc.neurons import find_register_neurons
     from objdisc.pipeline import discover
     from objdisc.runner import RunConfig, RunResult, run
+    from objdisc.ttr import RegisterNeurons, TestTimeRegisters, load_register_neurons

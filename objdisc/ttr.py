@@ -239,7 +239,7 @@ class TestTimeRegisters:
         self._own_pos_embed = "_pos_embed" in vars(model)  # an objdisc.posembed recipe, or timm's method
         model._pos_embed = self._append_token
         self._handles = [
-            blocks[block].mlp.fc2.register_forward_pre_hook(self._make_hook(units))
+            blocks[block].mlp.fc2.register_forward_pre_hook(self._make_hook(units, blocks[block].mlp.fc2.weight.device))
             for block, units in neurons.by_block().items()
         ]
         model.objdisc_ttr = self
@@ -253,16 +253,18 @@ class TestTimeRegisters:
         zero = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
         return torch.cat([tokens, zero], dim=1)
 
-    def _make_hook(self, units: Sequence[int]) -> Any:
+    def _make_hook(self, units: Sequence[int], device: torch.device) -> Any:
         import torch
 
-        index: dict[torch.device, torch.Tensor] = {}
+        # Made here, on the model's device: a host list copied in the forward pass would be a
+        # pageable host-to-device copy, which waits for the GPU queue.
+        index = {device: torch.tensor(units, device=device)}
 
         def hook(fc2: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             if not self.enabled:
                 return None
             hidden = args[0]  # (B, T, H): prefix tokens, patches, then the extra token
-            if hidden.device not in index:
+            if hidden.device not in index:  # the model moved since
                 index[hidden.device] = torch.tensor(units, device=hidden.device)
             cols = index[hidden.device]
             value = sign_max(hidden[:, :, cols])  # (B,): over every token and selected unit

@@ -288,11 +288,13 @@ def test_eval_names_the_file_and_entry_of_bad_predictions(tmp_path: Path, conten
     assert result.exit_code != 0 and message in result.output and "p.json" in result.output
 
 
-def fake_run(folder: Path, backbone: str, dataset: str, corloc: float, speed: float = 10.0, **options) -> Path:
+def fake_run(
+    folder: Path, backbone: str, dataset: str, corloc: float, speed: float = 10.0, ttr: dict | None = None, **options
+) -> Path:
     """A finished run folder as `objdisc run` writes it (only the fields tables read)."""
     folder.mkdir(parents=True)
     discovery = {"features": "k", "layer": -1, "method": "lost", "k_patches": 100, "gram_bias": 0.0, **options}
-    producer = {"backbone": backbone, "discovery": discovery}
+    producer = {"backbone": backbone, "discovery": discovery, **({"test_time_registers": ttr} if ttr else {})}
     (folder / "metrics.json").write_text(
         json.dumps({"producer": producer, "dataset": f"{dataset}/trainval", "corloc": corloc, "images_per_s": speed})
     )
@@ -320,6 +322,26 @@ def test_markdown_table_matches_the_run_files(runs):
     assert lines[2] == "| dinov2_vitl14 | 35.3 | 40.2 |  |  | 10.0 |"
     assert lines[3] == "| dinov2_reg_vitl14 | 55.4 | **60.0** | **42.0** | +20.1 / +19.8 / -- | 30.0 |"
     assert lines[4] == "| dino_vits16 (features=v, layer=-2, gram_bias=0.1) | **61.9** |  |  |  | 10.0 |"
+
+
+def test_test_time_register_rows_get_a_ttr_column(runs, tmp_path: Path):
+    from objdisc.ttr import RegisterNeurons, load_register_neurons
+
+    builtin = load_register_neurons("builtin", "dinov2_vitl14").describe()
+    found = RegisterNeurons(((14, 3), (15, 8)), "neurons.json").describe()
+    more = [
+        fake_run(tmp_path / "7", "dinov2_vitl14", "voc07", 50.1, ttr=builtin),
+        fake_run(tmp_path / "8", "dinov2_vitl14", "voc12", 52.0, ttr=builtin),
+        fake_run(tmp_path / "9", "dinov2_vitl14", "voc07", 45.0, ttr=found),
+    ]
+    result = invoke("table", *map(str, runs + more))
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "| backbone | VOC07 | VOC12 | COCO20k | +reg | +ttr |"
+    assert lines[2] == "| dinov2_vitl14 | 35.3 | 40.2 |  |  |  |"
+    assert lines[5] == "| dinov2_vitl14 +ttr:builtin | 50.1 | 52.0 |  |  | +14.8 / +11.8 / -- |"
+    sha = RegisterNeurons.from_record(found).sha256[:6]
+    assert lines[6] == f"| dinov2_vitl14 +ttr:2n {sha} | 45.0 |  |  |  | +9.7 / -- / -- |"
 
 
 def test_csv_table_round_trips(runs):
@@ -399,19 +421,24 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     reproduce = load_reproduce()
     assert reproduce.main(["--dry-run", "--data-root", "/data", "--out", "/runs"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == (8 + 1) * 3  # eight backbones with LOST, DINO ViT-S/16 with TokenCut
+    # eight backbones with LOST, DINO ViT-S/16 with TokenCut, DINOv2 ViT-L/14 with test-time registers
+    assert len(lines) == (8 + 1 + 1) * 3
     import shlex
 
     from objdisc.backbones import get_spec
 
-    cells = set()
+    cells, ttr = set(), set()
     for line in lines:
         argv = shlex.split(line)
         assert argv[:2] == ["objdisc", "run"]
         ctx = cli.commands["run"].make_context("run", argv[2:])  # every option exists and parses
         get_spec(ctx.params["backbone"])
         cells.add((ctx.params["backbone"], ctx.params["method"], ctx.params["dataset"]))
+        if ctx.params["test_time_registers"] is not None:
+            assert ctx.params["test_time_registers"] == "builtin" and ctx.params["backbone"] == "dinov2_vitl14"
+            ttr.add(ctx.params["dataset"])
     assert set(reproduce.PUBLISHED) <= cells
+    assert ttr == {"voc07", "voc12", "coco20k"}
 
 
 def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):

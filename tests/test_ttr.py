@@ -181,6 +181,23 @@ def test_a_batch_equals_one_image_at_a_time(planted):
     assert extra[0] > 100 and extra[1] < 30  # the image without a flat region gives its token little
 
 
+def test_the_intervention_never_syncs_with_the_host(planted):
+    backbone = create_backbone("dinov2_vits14", planted)
+    with TestTimeRegisters(backbone.model, NEURON) as ttr:
+        hook = ttr._make_hook([UNIT, 5], torch.device("cpu"))
+        hidden = torch.randn(2, 1 + 80 + 1, 1536)
+        expected = hidden.clone()
+        for i in range(2):
+            values = expected[i, :, [UNIT, 5]]
+            expected[i, -1, [UNIT, 5]] = values.max() if values.max().abs() > values.min().abs() else values.min()
+            expected[i, 1:-1, [UNIT, 5]] = 0
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__"):
+                patch.setattr(torch.Tensor, name, lambda *a, **k: pytest.fail("host sync in the hook"))
+            hook(None, (hidden,))
+    assert torch.equal(hidden, expected)
+
+
 def test_sign_max_keeps_the_sign_and_is_per_image():
     values = torch.tensor([[[1.0, -3.0], [2.0, 0.5]], [[4.0, -1.0], [0.0, 0.0]], [[-2.0, 2.0], [0.0, 1.0]]])
     assert sign_max(values).tolist() == [-3.0, 4.0, -2.0]  # a tie goes to the negative value
@@ -376,3 +393,21 @@ def test_cli_refuses_builtin_where_none_is_published(weights_file, images, tmp_p
     refused(CliRunner().invoke(cli, args), "no published register neurons for dinov2_reg_vits14", "registers find")
     refused(CliRunner().invoke(cli, run_args(weights_file("dinov2"), images, tmp_path / "o", "--ttr-top", "3")),
             "--ttr-top needs --test-time-registers")  # fmt: skip
+
+
+def test_sweep_points_carry_the_test_time_registers(planted, images, tmp_path: Path):
+    ttr = json_file(tmp_path, [[BLOCK, UNIT]])
+    args = ["sweep", "-b", "dinov2_vits14", "--weights", str(planted), "-d", "folder", "--images", str(images)]
+    result = CliRunner().invoke(
+        cli,
+        [*args, "--out", str(tmp_path / "s"), "--workers", "0", "--gram-bias", "0,0.5", "--test-time-registers", ttr],
+    )
+    assert result.exit_code == 0, result.output
+    for point in ("lost_k_l-1_gb0", "lost_k_l-1_gb0.5"):
+        made_by = json.loads((tmp_path / "s" / point / "run.json").read_text())["producer"]
+        assert made_by["test_time_registers"]["neurons"] == {str(BLOCK): [UNIT]}
+    # The first point equals a plain `run` with the same neurons.
+    single = CliRunner().invoke(cli, run_args(planted, images, tmp_path / "r", "--test-time-registers", ttr))
+    assert single.exit_code == 0
+    same = (tmp_path / "s" / "lost_k_l-1_gb0" / "predictions.json").read_bytes()
+    assert same == (tmp_path / "r" / "predictions.json").read_bytes()
