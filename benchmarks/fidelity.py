@@ -168,6 +168,9 @@ def compare_model(name: str, files: list[Path], args: argparse.Namespace, work: 
         base, weights, test_time_registers=load_register_neurons("builtin", base) if ttr else None
     )
     spec, patch = backbone.spec, backbone.patch_size
+    if args.unfused:  # explicit softmax attention, as the DINO release and the test-time-register fork run it
+        for block in backbone.model.blocks:
+            block.attn.fused_attn = False
     trained = int(backbone.model.patch_embed.grid_size[0]) * patch
     official = OfficialKeys(model, num_prefix, num_suffix=int(ttr))
     report: dict[str, Any] = {"model": name, "pos_embed": spec.pos_embed, "sizes": {}}
@@ -333,6 +336,11 @@ def main() -> None:
     parser.add_argument("--ttr", type=Path, help="nickjiang2378/test-time-registers checkout (dinov2_vitl14+ttr)")
     parser.add_argument("--models", default="dino_vits16,dinov2_vits14,dinov2_reg_vits14")
     parser.add_argument("--sizes", default="native,224,trained")
+    parser.add_argument(
+        "--unfused",
+        action="store_true",
+        help="keys: run objdisc's attention unfused (explicit softmax), to tell SDPA rounding from real differences",
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")

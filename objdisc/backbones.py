@@ -253,10 +253,12 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None
 
     Args:
         spec: the backbone.
-        weights: a local file, an already resolved :class:`WeightsInfo`, or ``None`` for timm's
-            pretrained weights from the Hugging Face hub cache (downloaded on first use).
+        weights: a local file (or a transformers ``save_pretrained`` folder), an already resolved
+            :class:`WeightsInfo`, or ``None`` for timm's pretrained weights from the Hugging Face
+            hub cache (downloaded on first use).
     """
     from objdisc.hashing import sha256_file
+    from objdisc.hf_layout import check_config, weights_file_in
     from objdisc.weights import WeightsError, WeightsInfo, resolve_hub_weights
 
     if isinstance(weights, WeightsInfo):
@@ -265,7 +267,12 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None
         path, source = resolve_hub_weights(spec.pretrained_cfg)
     else:
         path, source = Path(weights).expanduser(), "local"
-        if not path.is_file():
+        if path.is_dir():  # a transformers save_pretrained folder
+            check_config(path)
+            path = weights_file_in(path)
+        elif path.is_file():
+            check_config(path.parent)
+        else:
             raise WeightsError(f"{path}: weights file not found")
     return WeightsInfo(path=str(path), source=source, sha256=sha256_file(path))
 

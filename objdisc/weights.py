@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from objdisc.errors import WeightsError
+from objdisc.hf_layout import hf_to_release, is_hf_layout
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, unwrapping training checkpoints.
 
     DINO training checkpoints (``{"teacher": {"module.backbone.*": ...}}``) and
-    ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers give the backbone's tensors.
+    ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers give the backbone's tensors; a
+    transformers ``Dinov2Model`` state dict is renamed to the DINOv2 release layout
+    (:mod:`objdisc.hf_layout`).
     """
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -88,6 +91,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for prefix in ("module.", "backbone."):
         if state and all(k.startswith(prefix) or k.startswith("head.") for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if is_hf_layout(state):  # transformers' Dinov2Model: to the release layout timm converts from
+        state = hf_to_release(state)
     return state
 
 
@@ -125,8 +130,8 @@ def load_weights_file(model: torch.nn.Module, path: Path) -> None:
         raise WeightsError(
             f"{path}: does not fit {type(model).__name__} "
             f"({getattr(model, 'pretrained_cfg', {}).get('architecture', '?')}) in timm's layout nor in the "
-            f"upstream DINO/DINOv2 layout; missing keys: {_short(missing)}; unexpected keys: "
-            f"{_short(unexpected)}; mis-shaped: {_short(mis_shaped)}"
+            f"upstream DINO/DINOv2/DINOv3 or transformers DINOv2 layout; missing keys: {_short(missing)}; "
+            f"unexpected keys: {_short(unexpected)}; mis-shaped: {_short(mis_shaped)}"
         )
     model.load_state_dict(state, strict=True)
     _load_rope_periods(model, raw)
