@@ -30,8 +30,21 @@ def cli(verbose: int) -> None:
 
 
 @cli.command()
-def backbones() -> None:
-    """List the registered backbones."""
+@click.option("--all", "all_timm", is_flag=True, help="Also every pretrained timm ViT that timm:NAME can take.")
+@click.option("--check", is_flag=True, help="With --all: build each architecture (meta device) and list the readable.")
+def backbones(all_timm: bool, check: bool) -> None:
+    """List the registered backbones (and, with --all, the timm models `-b timm:NAME` takes)."""
+    if all_timm:
+        from objdisc.backbones import timm_models
+
+        names = timm_models(check)
+        for name in names:
+            click.echo(f"timm:{name}")
+        how = "each architecture built and checked" if check else "by module (ViT, DeiT, EVA); each is checked on use"
+        click.echo(
+            f"\n{len(names)} pretrained timm models ({how}); any other timm ViT works as timm:NAME too", err=True
+        )
+        return
     rows = [
         (
             "name",
@@ -91,7 +104,12 @@ _DATA = _options(
 )
 
 _BACKBONE = _options(
-    click.option("--backbone", "-b", required=True, help="Backbone name or alias (see `objdisc backbones`)."),
+    click.option(
+        "--backbone",
+        "-b",
+        required=True,
+        help="Backbone name or alias (see `objdisc backbones`), or timm:MODEL_NAME for any timm ViT.",
+    ),
     click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout)."),
 )
 
@@ -185,7 +203,9 @@ def run_command(n_pictures: int, **options: Any) -> None:
     from objdisc.runner import run, summary
 
     if options["out"] is None:
-        options["out"] = Path("runs") / f"{options['backbone']}-{options['dataset']}"
+        # timm:hf-hub:org/name makes no nested folders
+        safe = options["backbone"].replace("/", "_").replace(":", "_")
+        options["out"] = Path("runs") / f"{safe}-{options['dataset']}"
     progress = options["progress"]
     try:
         config = _config(options)

@@ -213,6 +213,7 @@ def run(
     """
     config.discovery()  # option errors first, before any slow work
     if backbone is None:
+        get_spec(config.backbone)  # an unknown or unreadable model, before --out is touched
         config.register_neurons()
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard

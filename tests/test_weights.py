@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.server
+import json
 import socket
 import threading
 import time
@@ -323,3 +324,37 @@ def test_dinov3_release_rope_periods_are_used(tmp_path: Path):
     assert torch.equal(
         create_backbone("dinov3_vits16", tmp_path / "timm.safetensors", depth=2).model.rope.periods, exact
     )
+
+
+def test_a_timm_model_on_the_hub_by_name(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`-b timm:hf-hub:org/name`: timm's config and the weights both come from the hub."""
+    import huggingface_hub.constants
+
+    from objdisc.backbones import timm_spec
+
+    endpoint, handler = hub
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)  # what HF_ENDPOINT sets at import
+    template = huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE.replace(
+        huggingface_hub.constants._HF_DEFAULT_ENDPOINT, endpoint
+    )
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    config = {
+        "architecture": "deit_tiny_patch16_224",
+        "num_classes": 0,
+        "pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "license": "cc-by-4.0"},
+    }
+    handler.files["/someone/tiny-vit/resolve/main/config.json"] = json.dumps(config).encode()
+    torch.manual_seed(0)
+    model = build_model(get_spec("timm:deit_tiny_patch16_224"), depth=1)
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    handler.files["/someone/tiny-vit/resolve/main/model.safetensors"] = (tmp_path / "model.safetensors").read_bytes()
+
+    timm_spec.cache_clear()
+    spec = get_spec("timm:hf-hub:someone/tiny-vit")
+    assert spec.name == "timm:hf-hub:someone/tiny-vit" and spec.timm_name == "hf-hub:someone/tiny-vit"
+    assert spec.mean == (0.5, 0.5, 0.5) and spec.license == "cc-by-4.0" and spec.patch_size == 16
+    backbone = create_backbone(spec.name, depth=1)
+    assert backbone.weights.source == "hf-hub:someone/tiny-vit"
+    assert backbone.weights.sha256 == hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    assert any(r.startswith("GET /someone/tiny-vit/resolve/main/model.safetensors") for r in handler.requests)
