@@ -201,6 +201,17 @@ def compare_model(name: str, files: list[Path], args: argparse.Namespace, work: 
                 "grids": len(grids),
             }
             print(f"{name} {size}: max|dk| {worst:.3g} (max|k| {key_max:.3g}), bit-identical {n_exact}/{len(files)}")
+    if ttr:  # the check's sensitivity: the same weights without the intervention, on two images
+        plain = create_backbone(base, weights)
+        with KeyExtractor(plain.model) as keys, torch.inference_mode():
+            gaps = []
+            for path in files[:2]:
+                image, _ = load_image(path)
+                x = make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std)
+                k_plain = keys(x)[0]
+                gaps.append(float((official(official_input(path, spec.mean, spec.std, patch)) - k_plain).abs().max()))
+        report["without_intervention_max_abs_dk"] = max(gaps)
+        print(f"{name}: objdisc without test-time registers vs the official test-time-register model: {max(gaps):.3g}")
     if args.lost:
         report["lost"] = compare_boxes(name, files, backbone, official, weights, args, work)
     return report

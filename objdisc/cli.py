@@ -478,6 +478,7 @@ def registers_find(
             model, data.records[:limit], where, layer, level, top or DEFAULT_TOP, used, max_side, progress
         )
         made_by = {**producer(model.spec, model.weights, where, used), "dataset": data.name, "limit": limit}
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             out, {"producer": made_by, "method": "register neurons (Jiang et al., NeurIPS 2025)", **found}
         )

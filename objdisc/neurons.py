@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,9 @@ class Outliers:
     patch: slice
 
 
-def _batches(backbone: Any, records: Sequence[Any], device: torch.device, max_side: int | None, label: str, progress):
+def _batches(
+    backbone: Any, records: Sequence[Any], device: torch.device, max_side: int | None, label: str, progress: bool | None
+) -> Iterator[tuple[Any, torch.Tensor]]:
     """``(record, (1, 3, H, W) batch)`` per readable image, with a progress bar."""
     from tqdm import tqdm
 

@@ -210,13 +210,15 @@ class TestTimeRegisters:
 
     def __init__(self, model: torch.nn.Module, neurons: RegisterNeurons) -> None:
         import torch
+        from timm.models.vision_transformer import VisionTransformer
 
         if getattr(model, "objdisc_ttr", None) is not None:
             raise OptionError("this model already has test-time registers")
-        if not callable(getattr(model, "_pos_embed", None)) or getattr(model, "rope", None) is not None:
+        if not isinstance(model, VisionTransformer):  # EVA: RoPE would rotate the extra token as a patch
             raise OptionError(
-                f"{type(model).__name__}: test-time registers need a ViT with learned absolute position "
-                "embeddings (timm VisionTransformer); RoPE models would rotate the extra token as a patch"
+                f"{type(model).__name__}: test-time registers need a timm VisionTransformer (learned absolute "
+                "position embeddings); in RoPE models (DINOv3, EVA) the rotary table would treat the extra token "
+                "as a patch"
             )
         blocks = model.blocks
         for block, units in neurons.by_block().items():

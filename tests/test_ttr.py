@@ -385,6 +385,9 @@ def test_neurons_the_model_lacks_and_rope_models_are_refused():
         TestTimeRegisters(model, RegisterNeurons(((1, 9999),), "x"))
     with pytest.raises(OptionError, match="RoPE"):
         TestTimeRegisters(build_model(get_spec("dinov3_vits16"), depth=1), RegisterNeurons(((0, 0),), "x"))
+    with pytest.raises(OptionError, match="RoPE"):  # EVA blocks with RoPE, by its timm name
+        eva = build_model(get_spec("timm:vit_medium_patch16_rope_reg1_gap_256.sbb_in1k"), depth=1)
+        TestTimeRegisters(eva, RegisterNeurons(((0, 0),), "x"))
 
 
 def test_cli_refuses_builtin_where_none_is_published(weights_file, images, tmp_path: Path):
