@@ -24,24 +24,9 @@ def invoke(*args: str):
 
 
 def coco_run(weights: Path, images: Path, annotations: Path, out: Path, *extra: str):
-    return invoke(
-        "run",
-        "-b",
-        "dinov2_reg",
-        "--weights",
-        str(weights),
-        "-d",
-        "coco",
-        "--images",
-        str(images),
-        "--annotations",
-        str(annotations),
-        "--out",
-        str(out),
-        "--workers",
-        "0",
-        *extra,
-    )
+    data = ["-d", "coco", "--images", str(images), "--annotations", str(annotations)]
+    model = ["-b", "dinov2_reg", "--weights", str(weights)]
+    return invoke("run", *model, *data, "--out", str(out), "--workers", "0", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -117,20 +102,8 @@ def test_annotations_that_give_no_image_a_box_are_refused(weights_file, coco, tm
         coco_run(weights_file("dinov2_reg"), images, annotations, out), str(annotations), needle, "--dataset folder"
     )
     assert not (out / "journal").exists()
-    refused(
-        invoke(
-            "eval",
-            "-p",
-            str(tmp_path / "p.json"),
-            "-d",
-            "coco",
-            "--images",
-            str(images),
-            "--annotations",
-            str(annotations),
-        ),
-        needle,
-    )
+    data = ["-d", "coco", "--images", str(images), "--annotations", str(annotations)]
+    refused(invoke("eval", "-p", str(tmp_path / "p.json"), *data), needle)
 
 
 # 5. eval on exactly the run's images; tables refuse mixed image sets.

@@ -254,13 +254,17 @@ def test_hub_weights_download_once_into_the_cache(hub, tmp_path: Path, monkeypat
     assert again.read_bytes() == body and handler.requests == []
 
 
+def serve_bin(handler: type[_HubHandler], spec, folder: Path) -> None:
+    """Put a one-block ``pytorch_model.bin`` of ``spec`` (and no safetensors) on the test hub."""
+    path = folder / "pytorch_model.bin"
+    torch.save(build_model(spec, depth=1).state_dict(), path)
+    handler.files[f"/timm/{spec.timm_name}/resolve/main/pytorch_model.bin"] = path.read_bytes()
+
+
 def test_hub_falls_back_to_pytorch_model_bin(hub, tmp_path: Path):
     endpoint, handler = hub
     spec = get_spec("dino")
-    torch.save(build_model(spec, depth=1).state_dict(), tmp_path / "pytorch_model.bin")
-    handler.files[f"/timm/{spec.timm_name}/resolve/main/pytorch_model.bin"] = (
-        tmp_path / "pytorch_model.bin"
-    ).read_bytes()
+    serve_bin(handler, spec, tmp_path)
     path, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "cache")
     assert path.name == "pytorch_model.bin"
 
@@ -296,10 +300,7 @@ def test_no_network_fails_within_seconds_with_one_message(tmp_path: Path, monkey
 def test_a_cached_file_is_used_without_asking_the_hub(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     endpoint, handler = hub
     spec = get_spec("dino")
-    torch.save(build_model(spec, depth=1).state_dict(), tmp_path / "pytorch_model.bin")
-    handler.files[f"/timm/{spec.timm_name}/resolve/main/pytorch_model.bin"] = (
-        tmp_path / "pytorch_model.bin"
-    ).read_bytes()
+    serve_bin(handler, spec, tmp_path)
     first, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "cache")
     handler.requests.clear()
     again, _ = resolve_hub_weights(spec.pretrained_cfg, endpoint=endpoint, cache_dir=tmp_path / "cache")
