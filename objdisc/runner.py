@@ -215,6 +215,11 @@ def run(
     if backbone is None:
         get_spec(config.backbone)  # an unknown or unreadable model, before --out is touched
         config.register_neurons()
+    elif (config.test_time_registers is None) != (backbone.test_time_registers is None):
+        raise OptionError(
+            "the backbone given and config.test_time_registers disagree: build the backbone with "
+            "create_backbone(..., test_time_registers=config.register_neurons())"
+        )
     dataset = load_dataset(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
     )

@@ -150,3 +150,21 @@ def test_sweep_progress_names_the_grid_point(coco, weights_file, tmp_path: Path)
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "1/2 lost_k_l-1_gb0: 100%" in result.stderr and "2/2 lost_k_l-1_gb0.5: 100%" in result.stderr
+
+
+# 9. No weights given, none in the cache, no network: one message at once.
+
+
+def test_no_weights_offline_is_one_message_naming_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    images = tmp_path / "images"
+    write_image(images / "a.jpg", (56, 70), (10, 10, 40, 40))
+    start = time.perf_counter()
+    result = invoke("run", "-b", "dinov2_reg", "-d", "folder", "--images", str(images), "--out", str(tmp_path / "o"))
+    refused(result, "--weights FILE", "dinov2_vits14_reg4_pretrain.pth", "HF_HUB_OFFLINE", "empty-cache")
+    assert time.perf_counter() - start < 20
