@@ -4,8 +4,12 @@
         [--backbone dinov2_vits14] [--weights FILE] [--device cpu]
 
 With no --weights the backbone is random (saved to a temporary file and loaded as a user's
-checkpoint). Prints, for the same images: images/s and s/image of `objdisc run` plain and with a
-test-time register (the published neurons for DINOv2 ViT-L/14, else the list `registers find`
+checkpoint); a random model has no high-norm artifacts, so `registers find` is then given
+--threshold (default: the 98th percentile of the last block's token norms on the first 8
+images, so that about 2 % of the tokens count as outliers, as in a trained DINOv2).
+
+Prints, for the same images: images/s and s/image of `objdisc run` plain and with a test-time
+register (the published neurons for DINOv2 ViT-L/14, else the list `registers find`
 returns here), the boxes that changed, and the seconds `registers find` takes on --find-images
 images (the folder repeated as needed, as symbolic links).
 """
@@ -33,6 +37,22 @@ def objdisc(*args: str) -> None:
         raise SystemExit(result.output)
 
 
+def percentile_norm(spec, weights: Path, files: list[Path], q: float = 98.0) -> float:
+    """The ``q``-th percentile of every token's norm after the last block, over ``files``."""
+    from objdisc.backbones import create_backbone
+    from objdisc.images import load_image, make_batch
+
+    backbone = create_backbone(spec.name, weights)
+    seen: list[torch.Tensor] = []
+    handle = backbone.model.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(o[0].norm(dim=-1)))
+    with torch.inference_mode():
+        for path in files:
+            image, _ = load_image(path)
+            backbone.model.forward_features(make_batch([torch.from_numpy(image)], spec.patch_size, spec.mean, spec.std))
+    handle.remove()
+    return float(torch.quantile(torch.cat(seen), q / 100))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, required=True)
@@ -41,6 +61,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="dinov2_vits14")
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threshold", default=None, help="for registers find [default: auto, or see above]")
     args = parser.parse_args()
     spec = get_spec(args.backbone)
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -58,8 +79,10 @@ def main() -> None:
             source = files[i % len(files)]
             (many / f"{i:05d}{source.suffix}").symlink_to(source.resolve())
         common = ["-b", spec.name, "--weights", str(weights), "--device", args.device]
+        threshold = args.threshold or ("auto" if args.weights else f"{percentile_norm(spec, weights, files[:8]):.4g}")
         start = time.perf_counter()
-        objdisc("registers", "find", *common, "--images", str(many), "--out", str(work / "neurons.json"))
+        find = ["--images", str(many), "--out", str(work / "neurons.json"), "--threshold", threshold]
+        objdisc("registers", "find", *common, *find)
         found_s = time.perf_counter() - start
         found = json.loads((work / "neurons.json").read_text())
         print(
