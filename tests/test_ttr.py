@@ -339,6 +339,7 @@ def test_builtin_is_the_published_list():
     assert RegisterNeurons.from_record(neurons.describe()).sha256 == neurons.sha256
 
 
+@pytest.mark.slow
 def test_builtin_attaches_to_a_vit_l(tmp_path: Path):
     model = build_model(get_spec("dinov2_vitl14"), depth=18).eval()
     with TestTimeRegisters(model, load_register_neurons("builtin", "dinov2_vitl14")) as ttr:
