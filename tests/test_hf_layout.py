@@ -20,9 +20,10 @@ from objdisc.features import KeyExtractor
 
 
 def hf_model(registers: int, depth: int = 2, hidden: int = 384, seed: int = 0) -> torch.nn.Module:
-    """A random transformers DINOv2 ViT-S/14 (with ``registers`` register tokens), every
-    parameter perturbed so that no two blocks or tokens are alike."""
-    kwargs = {"hidden_size": hidden, "num_hidden_layers": depth, "num_attention_heads": 6, "patch_size": 14}
+    """A random transformers DINOv2 ViT-S/14 (ViT-B/14 with ``hidden=768``; ``registers`` register
+    tokens), every parameter perturbed so that no two blocks or tokens are alike."""
+    heads = hidden // 64  # DINOv2's head width
+    kwargs = {"hidden_size": hidden, "num_hidden_layers": depth, "num_attention_heads": heads, "patch_size": 14}
     kwargs |= {"image_size": 518, "layerscale_value": 1.0}
     if registers:
         model = transformers.Dinov2WithRegistersModel(
@@ -93,14 +94,7 @@ def test_a_classification_checkpoint_gives_its_backbone(tmp_path: Path):
     ],
 )
 def test_a_checkpoint_of_the_wrong_kind_or_size_is_refused(tmp_path: Path, backbone, registers, hidden, needles):
-    kwargs = {"num_attention_heads": 12} if hidden == 768 else {}
-    model = hf_model(registers, hidden=hidden) if not kwargs else None
-    if model is None:
-        config = transformers.Dinov2Config(
-            hidden_size=768, num_hidden_layers=2, num_attention_heads=12, patch_size=14, image_size=518
-        )
-        model = transformers.Dinov2Model(config)
-    model.save_pretrained(tmp_path / "hf")
+    hf_model(registers, hidden=hidden).save_pretrained(tmp_path / "hf")
     with pytest.raises(WeightsError) as info:
         create_backbone(backbone, tmp_path / "hf", depth=2)
     for needle in [str(tmp_path / "hf" / "model.safetensors"), *needles]:
