@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objdisc.data.coco20k import build_coco20k, read_list
+from objdisc.datasets.download.coco20k import build_coco20k, read_list
 
 N_IMAGES, N_ANNOTATIONS, N_SELECTED = 82_783, 604_907, 19_817
 

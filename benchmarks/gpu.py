@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from objdisc.backbones import Backbone, build_model, create_backbone, get_spec
 from objdisc.datasets import load_dataset
-from objdisc.pipeline import StageTimes, _BatchStep, discover
-from objdisc.weights import WeightsInfo
+from objdisc.engine.discover import StageTimes, _BatchStep, discover
+from objdisc.models.backbones import Backbone, build_model, create_backbone, get_spec
+from objdisc.models.weights import WeightsInfo
 
 
 def main() -> None:

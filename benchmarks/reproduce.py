@@ -93,7 +93,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
 
 def comparison(root: Path, runs: list[tuple[str, str, str]]) -> str:
     """Markdown: measured vs published per cell (blank where a run or a number is missing)."""
-    from objdisc.jsonio import read_json
+    from objdisc.utils.jsonio import read_json
 
     lines = ["| backbone | method | dataset | measured | published | source |", "|:---|:---|:---|---:|---:|:---|"]
     for backbone, method, dataset in runs:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from click.testing import CliRunner
 
     from objdisc.cli import cli
-    from objdisc.table import table
+    from objdisc.reports.table import table
 
     failed = []
     for cmd in commands(args):

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from objdisc.backbones import build_model, get_spec
-from objdisc.cache import FeatureCache
 from objdisc.datasets import load_dataset
-from objdisc.features import FeatureSpec
+from objdisc.engine.feature_cache import FeatureCache
+from objdisc.engine.runner import RunConfig, cache_identity, run
 from objdisc.methods.tokencut import second_eigenvector
-from objdisc.runner import RunConfig, cache_identity, run
+from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.features import FeatureSpec
 
 
 def timed_run(config: RunConfig) -> tuple[float, dict]:
@@ -72,7 +72,7 @@ def main() -> None:
 
     # TokenCut's own dense solve on the same graphs
     spec = get_spec(args.backbone)
-    from objdisc.hashing import sha256_file
+    from objdisc.utils.hashing import sha256_file
 
     identity = cache_identity(spec, sha256_file(weights), "fp32", config("x"))
     cache = FeatureCache(work / "cache", identity)

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from objdisc.backbones import build_model, get_spec, resolve_weights
 from objdisc.datasets import load_dataset
-from objdisc.journal import Journal
-from objdisc.runner import RunConfig, box_settings, run
+from objdisc.engine.journal import Journal
+from objdisc.engine.runner import RunConfig, box_settings, run
+from objdisc.models.backbones import build_model, get_spec, resolve_weights
 
 
 def main() -> None:

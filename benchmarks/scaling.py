@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from objdisc.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model, get_spec
 
 
 def main() -> None:

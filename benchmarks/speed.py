@@ -22,14 +22,14 @@ import torch
 from PIL import Image
 
 from objdisc import create_backbone, lost
-from objdisc.backbones import Backbone, build_model, get_spec
 from objdisc.datasets import load_dataset
-from objdisc.features import KeyExtractor
-from objdisc.images import decode_image, make_batch, padded_size
-from objdisc.limits import batch_tokens_for
+from objdisc.engine.discover import StageTimes, discover
+from objdisc.engine.images import decode_image, make_batch, padded_size
+from objdisc.engine.limits import batch_tokens_for
 from objdisc.methods.lost import lost_batch
-from objdisc.pipeline import StageTimes, discover
-from objdisc.weights import WeightsInfo
+from objdisc.models.backbones import Backbone, build_model, get_spec
+from objdisc.models.features import KeyExtractor
+from objdisc.models.weights import WeightsInfo
 
 
 def random_backbone(name: str) -> Backbone:

@@ -13,34 +13,34 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ALIASES": "objdisc.backbones",
-    "BACKBONES": "objdisc.backbones",
-    "Backbone": "objdisc.backbones",
-    "BackboneSpec": "objdisc.backbones",
-    "create_backbone": "objdisc.backbones",
-    "get_spec": "objdisc.backbones",
+    "ALIASES": "objdisc.models.backbones",
+    "BACKBONES": "objdisc.models.backbones",
+    "Backbone": "objdisc.models.backbones",
+    "BackboneSpec": "objdisc.models.backbones",
+    "create_backbone": "objdisc.models.backbones",
+    "get_spec": "objdisc.models.backbones",
     "Dataset": "objdisc.datasets",
     "ImageRecord": "objdisc.datasets",
     "load_dataset": "objdisc.datasets",
     "ObjdiscError": "objdisc.errors",
-    "FeatureExtractor": "objdisc.features",
-    "FeatureSpec": "objdisc.features",
-    "KeyExtractor": "objdisc.features",
+    "FeatureExtractor": "objdisc.models.features",
+    "FeatureSpec": "objdisc.models.features",
+    "KeyExtractor": "objdisc.models.features",
     "Lost": "objdisc.methods",
     "TokenCut": "objdisc.methods",
     "LostResult": "objdisc.methods.lost",
     "lost": "objdisc.methods.lost",
     "lost_batch": "objdisc.methods.lost",
-    "CorLoc": "objdisc.metrics",
-    "CorLocResult": "objdisc.metrics",
-    "RunConfig": "objdisc.runner",
-    "RunResult": "objdisc.runner",
-    "discover": "objdisc.pipeline",
-    "run": "objdisc.runner",
-    "RegisterNeurons": "objdisc.ttr",
-    "TestTimeRegisters": "objdisc.ttr",
-    "load_register_neurons": "objdisc.ttr",
-    "find_register_neurons": "objdisc.neurons",
+    "CorLoc": "objdisc.evaluation.corloc",
+    "CorLocResult": "objdisc.evaluation.corloc",
+    "RunConfig": "objdisc.engine.runner",
+    "RunResult": "objdisc.engine.runner",
+    "discover": "objdisc.engine.discover",
+    "run": "objdisc.engine.runner",
+    "RegisterNeurons": "objdisc.registers.test_time",
+    "TestTimeRegisters": "objdisc.registers.test_time",
+    "load_register_neurons": "objdisc.registers.test_time",
+    "find_register_neurons": "objdisc.registers.neuron_search",
 }
 
 __all__ = [
@@ -83,14 +83,14 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from objdisc.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
     from objdisc.datasets import Dataset, ImageRecord, load_dataset
+    from objdisc.engine.discover import discover
+    from objdisc.engine.runner import RunConfig, RunResult, run
     from objdisc.errors import ObjdiscError
-    from objdisc.features import FeatureExtractor, FeatureSpec, KeyExtractor
+    from objdisc.evaluation.corloc import CorLoc, CorLocResult
     from objdisc.methods import Lost, TokenCut
     from objdisc.methods.lost import LostResult, lost, lost_batch
-    from objdisc.metrics import CorLoc, CorLocResult
-    from objdisc.neurons import find_register_neurons
-    from objdisc.pipeline import discover
-    from objdisc.runner import RunConfig, RunResult, run
-    from objdisc.ttr import RegisterNeurons, TestTimeRegisters, load_register_neurons
+    from objdisc.models.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
+    from objdisc.models.features import FeatureExtractor, FeatureSpec, KeyExtractor
+    from objdisc.registers.neuron_search import find_register_neurons
+    from objdisc.registers.test_time import RegisterNeurons, TestTimeRegisters, load_register_neurons

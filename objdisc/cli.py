@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import click
 
-from objdisc.backbones import ALIASES, BACKBONES
 from objdisc.datasets import DATASETS
+from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
 from objdisc.errors import ObjdiscError
-from objdisc.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
+from objdisc.models.backbones import ALIASES, BACKBONES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +35,7 @@ def cli(verbose: int) -> None:
 def backbones(all_timm: bool, check: bool) -> None:
     """List the registered backbones (and, with --all, the timm models `-b timm:NAME` takes)."""
     if all_timm:
-        from objdisc.backbones import timm_models
+        from objdisc.models.backbones import timm_models
 
         names = timm_models(check)
         for name in names:
@@ -172,11 +172,11 @@ _COMMON = _options(
 
 def _config(options: dict[str, Any]) -> Any:
     """A RunConfig from parsed options (fetching the dataset first under --download)."""
-    from objdisc.runner import RunConfig
+    from objdisc.engine.runner import RunConfig
 
     if options.pop("download"):
-        from objdisc.data.get import DOWNLOADABLE, get_dataset
         from objdisc.datasets import resolve_data_root
+        from objdisc.datasets.download.get import DOWNLOADABLE, get_dataset
 
         if options["dataset"] not in DOWNLOADABLE:
             raise click.UsageError(f"--download works for {', '.join(DOWNLOADABLE)}, not {options['dataset']}")
@@ -200,7 +200,7 @@ def _config(options: dict[str, Any]) -> Any:
 @click.option("--visualize", "n_pictures", default=0, type=click.IntRange(min=0), help="Draw the first N images.")
 def run_command(n_pictures: int, **options: Any) -> None:
     """One box per image (LOST or TokenCut), CorLoc, and COCO files in --out."""
-    from objdisc.runner import run, summary
+    from objdisc.engine.runner import run, summary
 
     if options["out"] is None:
         # timm:hf-hub:org/name makes no nested folders
@@ -211,8 +211,8 @@ def run_command(n_pictures: int, **options: Any) -> None:
         config = _config(options)
         result = run(config, progress=progress)
         if result.metrics and n_pictures:
-            from objdisc.pipeline import resolve_device
-            from objdisc.visualize import visualize
+            from objdisc.engine.discover import resolve_device
+            from objdisc.reports.pictures import visualize
 
             page = visualize([result.out], limit=n_pictures, device=resolve_device(config.device).type)
     except ObjdiscError as exc:
@@ -245,8 +245,8 @@ def sweep_command(
     methods: list[str], features_: list[str], layers: list[int], gram_biases: list[float], **options: Any
 ) -> None:
     """Run a grid of --method x --features x --layer x --gram-bias, one forward pass per image."""
-    from objdisc.sweep import grid, sweep
-    from objdisc.table import build_rows, read_run, render
+    from objdisc.engine.sweep import grid, sweep
+    from objdisc.reports.table import build_rows, read_run, render
 
     out = options["out"]
     options["cache"] = options["cache"] or out / "cache"
@@ -290,7 +290,7 @@ def eval_command(
 ) -> None:
     """CorLoc of any COCO-results file: best-scoring box per image, no prediction = miss."""
     from objdisc.datasets import load_dataset
-    from objdisc.evaluate import evaluate, limited_run_note, run_images, select_records, write_eval
+    from objdisc.evaluation.score_file import evaluate, limited_run_note, run_images, select_records, write_eval
 
     try:
         data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
@@ -325,7 +325,7 @@ def eval_command(
 @click.option("--speed", is_flag=True, help="Add an images/s column (median over the row's runs).")
 def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
     """Comparison table from run folders: rows = backbone (+ options), columns = datasets."""
-    from objdisc.table import table
+    from objdisc.reports.table import table
 
     try:
         text, notes = table(list(runs), fmt, speed)
@@ -366,12 +366,12 @@ def norms_command(
     ttr_top: int | None,
 ) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
-    from objdisc.backbones import create_backbone, get_spec
     from objdisc.datasets import load_dataset
-    from objdisc.norms import run_norms
-    from objdisc.pipeline import resolve_device
-    from objdisc.provenance import producer
-    from objdisc.ttr import load_register_neurons
+    from objdisc.engine.discover import resolve_device
+    from objdisc.models.backbones import create_backbone, get_spec
+    from objdisc.registers.norm_diagnostics import run_norms
+    from objdisc.registers.test_time import load_register_neurons
+    from objdisc.utils.provenance import producer
 
     try:
         neurons = None
@@ -454,12 +454,12 @@ def registers_find(
     progress: bool | None,
 ) -> None:
     """Rank the MLP neurons that write the high-norm outlier tokens (Jiang et al., NeurIPS 2025)."""
-    from objdisc.backbones import create_backbone
     from objdisc.datasets import load_dataset
-    from objdisc.jsonio import write_json_atomic
-    from objdisc.neurons import DEFAULT_TOP, find_register_neurons
-    from objdisc.pipeline import resolve_device, resolve_precision
-    from objdisc.provenance import producer
+    from objdisc.engine.discover import resolve_device, resolve_precision
+    from objdisc.models.backbones import create_backbone
+    from objdisc.registers.neuron_search import DEFAULT_TOP, find_register_neurons
+    from objdisc.utils.jsonio import write_json_atomic
+    from objdisc.utils.provenance import producer
 
     try:
         level = None if threshold == "auto" else float(threshold)
@@ -502,8 +502,8 @@ def registers_find(
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 def visualize_command(runs: tuple[Path, ...], only: str | None, limit: int, out: Path | None, device: str) -> None:
     """Pictures of what the method did per image (recomputed) and an HTML gallery; two runs side by side."""
-    from objdisc.pipeline import resolve_device
-    from objdisc.visualize import visualize
+    from objdisc.engine.discover import resolve_device
+    from objdisc.reports.pictures import visualize
 
     try:
         page = visualize(list(runs), out, only, limit, resolve_device(device).type)
@@ -546,8 +546,8 @@ def data_download(
     progress: bool | None,
 ) -> None:
     """Fetch, verify and unpack datasets under --data-root (resumable; a rerun skips what is done)."""
-    from objdisc.data.get import DOWNLOADABLE, get_dataset, match_archives
     from objdisc.datasets import resolve_data_root
+    from objdisc.datasets.download.get import DOWNLOADABLE, get_dataset, match_archives
 
     try:
         root = resolve_data_root(data_root)
@@ -566,8 +566,8 @@ def data_download(
 @_DATA_ROOT
 def data_status(data_root: Path | None) -> None:
     """What is under --data-root: expected vs found images and annotations, verified or not."""
-    from objdisc.data.get import DOWNLOADABLE, dataset_status
     from objdisc.datasets import resolve_data_root
+    from objdisc.datasets.download.get import DOWNLOADABLE, dataset_status
 
     try:
         root = resolve_data_root(data_root)

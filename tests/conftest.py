@@ -11,7 +11,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import hashlib
+import io
 import json
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from objdisc.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model, get_spec
 
 # Image sizes (H, W) that are not patch multiples, two sharing a padded size for p=14 and p=16.
 SIZES = [(75, 100), (70, 98), (100, 75), (61, 83)]
@@ -148,3 +151,35 @@ def make_coco(folder: Path, ids: list[int], name_fmt: str = "{:012d}.jpg") -> tu
     annotations = folder / "instances.json"
     annotations.write_text(json.dumps(data))
     return images, annotations, data
+
+
+def make_coco20k(root: Path, ids: list[int], listed: list[int], selected: bool = False) -> dict:
+    coco = root / "COCO"
+    _, annotations, data = make_coco(coco / "images", ids, "COCO_train2014_{:012d}.jpg")
+    (coco / "images" / "images").rename(coco / "images" / "train2014")
+    (coco / "annotations").mkdir()
+    name = "instances_train2014_sel20k.json" if selected else "instances_train2014.json"
+    annotations.rename(coco / "annotations" / name)
+    (coco / "coco_20k_filenames.txt").write_text("".join(f"train2014/COCO_train2014_{i:012d}.jpg\n" for i in listed))
+    return data
+
+
+def voc_tar(tmp_path: Path, year: str = "2007") -> bytes:
+    source = tmp_path / f"voc-source-{year}"
+    make_voc(source, year)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(source / "VOCdevkit", arcname="VOCdevkit")
+    return buffer.getvalue()
+
+
+def pin(monkeypatch: pytest.MonkeyPatch, table: str, key: str | None, body: bytes) -> None:
+    """Make the known md5/size of a source those of the small test archive."""
+    import objdisc.datasets.download.sources as sources
+
+    entry = getattr(sources, table) if key is None else getattr(sources, table)[key]
+    value = (entry[0], hashlib.md5(body).hexdigest(), len(body))
+    if key is None:
+        monkeypatch.setattr(sources, table, value)
+    else:
+        monkeypatch.setitem(getattr(sources, table), key, value)

@@ -12,9 +12,9 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from objdisc.backbones import create_backbone
-from objdisc.images import header_size, load_image
-from objdisc.runner import RunConfig, run
+from objdisc.engine.images import header_size, load_image
+from objdisc.engine.runner import RunConfig, run
+from objdisc.models.backbones import create_backbone
 
 GOOD = ["good0.jpg", "good1.jpg"]
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_coco, make_voc, write_image
+from conftest import make_coco, make_coco20k, make_voc, write_image
 from pycocotools.coco import COCO
-from test_datasets import make_coco20k
 
 from objdisc.cli import cli
 
@@ -133,7 +132,7 @@ def test_run_feature_options_reach_the_run_files(tmp_path: Path, weights_file):
 
 def test_cli_precisions_are_the_pipelines():
     from objdisc import cli as cli_module
-    from objdisc.pipeline import PRECISIONS
+    from objdisc.engine.discover import PRECISIONS
 
     assert tuple(PRECISIONS) == cli_module.PRECISIONS
 
@@ -147,7 +146,8 @@ def test_help_and_backbones_do_not_import_torch():
         assert CliRunner().invoke(cli, ["run", "--help"]).exit_code == 0
         for command in ("sweep", "eval", "table"):
             assert CliRunner().invoke(cli, [command, "--help"]).exit_code == 0
-        import objdisc.table, objdisc.evaluate, objdisc.ttr  # tables, scoring, neuron lists read JSON only
+        # tables, scoring, neuron lists read JSON only
+        import objdisc.reports.table, objdisc.evaluation.score_file, objdisc.registers.test_time
         assert CliRunner().invoke(cli, ["data", "status", "--data-root", "."]).exit_code == 0
         print("torch" in sys.modules, "timm" in sys.modules)
     """)

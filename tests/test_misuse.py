@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import refused, snapshot, write_image
 
 from objdisc.cli import cli
-from objdisc.outdir import LOCK_NAME
+from objdisc.engine.out_folder import LOCK_NAME
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path: Path, weig
     out = tmp_path / "busy"
     script = (
         "import pathlib, time\n"
-        "from objdisc.outdir import lock_out\n"
+        "from objdisc.engine.out_folder import lock_out\n"
         f"lock = lock_out(pathlib.Path({str(out)!r}))\n"
         "print('held', flush=True)\n"
         "time.sleep(120)\n"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import coco_instances, make_coco, refused, write_image
+from conftest import coco_instances, make_coco, pin, refused, voc_tar, write_image
 from httpserver import Behaviour, serve
-from test_data_get import pin, voc_tar
 
 from objdisc.cli import cli
 from objdisc.datasets import load_dataset

@@ -208,7 +208,7 @@ def test_eval_out_refuses_a_run_folder_and_leaves_it_whole(finished, coco, tmp_p
 
 
 def test_table_skips_non_runs_and_labels_duplicates_and_local_weights(finished, tmp_path, weights_file):
-    from objdisc.hashing import sha256_file
+    from objdisc.utils.hashing import sha256_file
 
     (tmp_path / "notes").mkdir()
     (tmp_path / "file.txt").write_text("x")
@@ -232,10 +232,10 @@ def test_table_skips_non_runs_and_labels_duplicates_and_local_weights(finished, 
 
 
 def test_hits_counter_counts_the_image_just_done(weights_file, coco, tmp_path, monkeypatch):
-    import objdisc.runner
+    import objdisc.engine.runner
 
     # Draw every update, as a run with slow images does.
-    monkeypatch.setattr(objdisc.runner, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, miniters=1))
+    monkeypatch.setattr(objdisc.engine.runner, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, miniters=1))
     images, annotations, _ = coco
     result = coco_run(weights_file("dinov2_reg"), images, annotations, tmp_path / "o", "--limit", "4", "--progress")
     assert result.exit_code == 0, result.output

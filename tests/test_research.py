@@ -12,18 +12,18 @@ import torch
 from click.testing import CliRunner
 from conftest import make_voc
 
-import objdisc.backbones as backbones_module
-from objdisc.backbones import create_backbone
-from objdisc.cache import FeatureCache
+import objdisc.models.backbones as backbones_module
 from objdisc.cli import cli
 from objdisc.datasets import load_dataset
-from objdisc.features import FeatureExtractor, FeatureSpec
-from objdisc.images import load_image, make_batch
+from objdisc.engine.discover import discover
+from objdisc.engine.feature_cache import FeatureCache
+from objdisc.engine.images import load_image, make_batch
+from objdisc.engine.runner import RunConfig, run
 from objdisc.methods import Lost, TokenCut
 from objdisc.methods.lost import lost
-from objdisc.pipeline import discover
-from objdisc.runner import RunConfig, run
-from objdisc.table import build_rows, read_run, render
+from objdisc.models.backbones import create_backbone
+from objdisc.models.features import FeatureExtractor, FeatureSpec
+from objdisc.reports.table import build_rows, read_run, render
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_cached_rerun_skips_the_model_and_gives_identical_boxes(backbone, tmp_pa
     def never(*args, **kwargs):
         raise AssertionError("the backbone was built on a cached run")
 
-    monkeypatch.setattr("objdisc.runner.create_backbone", never)
+    monkeypatch.setattr("objdisc.engine.runner.create_backbone", never)
     calls = []
     handle = backbone.model.register_forward_pre_hook(lambda *a: calls.append(1))
     again = run(voc_run(tmp_path, "b", cache=cache, weights=weights))
@@ -143,7 +143,7 @@ def test_a_torn_cache_entry_goes_back_to_the_model(backbone, tmp_path: Path, mon
     torn.write_bytes(torn.read_bytes()[:100])
     built = []
     real = backbones_module.create_backbone
-    monkeypatch.setattr("objdisc.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     result = run(voc_run(tmp_path, "b", cache=cache, weights=weights))
     assert built == [1] and result.metrics["n_skipped"] == 0
     assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
@@ -156,7 +156,7 @@ def test_a_run_with_another_layer_builds_the_model(backbone, tmp_path: Path, mon
     run(voc_run(tmp_path, "a", cache=tmp_path / "cache", weights=weights), backbone)
     built = []
     real = backbones_module.create_backbone
-    monkeypatch.setattr("objdisc.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     run(voc_run(tmp_path, "b", cache=tmp_path / "cache", weights=weights, layer=-2))
     assert built == [1]
 
@@ -170,7 +170,7 @@ def test_sweep_makes_one_run_per_point_with_one_forward_pass(tmp_path: Path, wei
     make_voc(tmp_path)
     built = []
     real = backbones_module.create_backbone
-    monkeypatch.setattr("objdisc.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     out = tmp_path / "sweep"
     result = invoke(
         "sweep", "-b", "dinov2_reg", "-d", "voc07", "--data-root", str(tmp_path), "--weights",
@@ -325,7 +325,7 @@ def test_markdown_table_matches_the_run_files(runs):
 
 
 def test_test_time_register_rows_get_a_ttr_column(runs, tmp_path: Path):
-    from objdisc.ttr import RegisterNeurons, load_register_neurons
+    from objdisc.registers.test_time import RegisterNeurons, load_register_neurons
 
     builtin = load_register_neurons("builtin", "dinov2_vitl14").describe()
     found = RegisterNeurons(((14, 3), (15, 8)), "neurons.json").describe()
@@ -425,7 +425,7 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     assert len(lines) == (8 + 1 + 1) * 3
     import shlex
 
-    from objdisc.backbones import get_spec
+    from objdisc.models.backbones import get_spec
 
     cells, ttr = set(), set()
     for line in lines:

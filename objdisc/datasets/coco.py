@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, box_warnings, no_boxes, require
-from objdisc.jsonio import read_json
+from objdisc.utils.jsonio import read_json
 
 COCO20K_LIST = "coco_20k_filenames.txt"
 COCO20K_SEL = "instances_train2014_sel20k.json"

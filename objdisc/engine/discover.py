@@ -1,0 +1,376 @@
+"""The box engine: decode in DataLoader workers, batch by padded size, keys, LOST.
+
+:func:`discover` takes image records and yields one :class:`ImageResult` per record;
+:mod:`objdisc.engine.runner` wraps it with datasets, resume, torchrun, CorLoc and the output files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from objdisc.datasets import ImageRecord
+from objdisc.engine.feature_cache import FeatureCache
+from objdisc.engine.images import ImageError, SizeBuckets, load_image, make_batch, map_box, padded_size
+from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
+from objdisc.errors import DeviceError
+from objdisc.methods import Lost, Method
+from objdisc.methods.components import Boxes, HostBoxes
+from objdisc.methods.lost import no_tf32
+from objdisc.models.backbones import Backbone
+from objdisc.models.features import LAST_KEYS, FeatureExtractor, FeatureSpec
+
+logger = logging.getLogger(__name__)
+
+# (record index, uint8 (h, w, 3) image, original (H, W)) waiting for a batch.
+_Item = tuple[int, torch.Tensor, tuple[int, int]]
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a method found in one image.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` integer pixels of the original image, x2/y2 exclusive.
+        seed: row-major seed patch index on the ``(h, w)`` grid the model saw.
+        mask: ``(h, w)`` bool, the seed's connected component.
+        score_map: ``(h, w)`` float32 per-patch map (LOST: degree; TokenCut: eigenvector).
+    """
+
+    box: tuple[int, int, int, int]
+    seed: int
+    mask: np.ndarray
+    score_map: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What the engine made of one record.
+
+    Attributes:
+        record: the input.
+        image_hw: original ``(H, W)`` in pixels, ``None`` when the image could not be read.
+        found: the method's result, ``None`` when the image was skipped.
+        error: why it was skipped.
+    """
+
+    record: ImageRecord
+    image_hw: tuple[int, int] | None
+    found: Found | None
+    error: str | None = None
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage in the main process (decode happens in workers)."""
+
+    wait_decode: float = 0.0
+    forward: float = 0.0
+    lost: float = 0.0
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error.
+
+    Under torchrun each process takes the GPU of its ``local_rank``.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {device} asked for, but torch sees no CUDA GPU")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``fp32`` on CPU; else checked against :data:`PRECISIONS`."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)} or auto")
+    return precision
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    """Decodes record ``i`` to ``(i, uint8 (h, w, 3) tensor or None, original (H, W), error or None)``."""
+
+    def __init__(
+        self, records: Sequence[ImageRecord], max_side: int | None, max_patches: int | None, patch_size: int
+    ) -> None:
+        self.records = records
+        self.options = {"max_side": max_side, "max_patches": max_patches, "patch_size": patch_size}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, tuple[int, int] | None, str | None]:
+        record = self.records[index]
+        if record.error is not None:
+            return index, None, None, record.error
+        try:
+            image, original = load_image(record.path, **self.options)
+            return index, torch.from_numpy(image), original, None
+        except ImageError as exc:
+            return index, None, None, str(exc)
+
+
+def compute_context(device_type: str, precision: str) -> contextlib.AbstractContextManager:
+    """A fresh context for the model's forward pass: autocast to ``precision``, or for ``fp32``
+    no autocast and no TF32 on CUDA (whose cuDNN default would use it): fp32 means fp32."""
+    if precision == "fp32":
+        return no_tf32()
+    return torch.autocast(device_type, dtype=PRECISIONS[precision])
+
+
+def default_workers() -> int:
+    """Decode workers: one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def discover(
+    backbone: Backbone,
+    records: Sequence[ImageRecord],
+    *,
+    features: FeatureSpec = LAST_KEYS,
+    method: Method | None = None,
+    cache: FeatureCache | None = None,
+    cache_features: Sequence[FeatureSpec] = (),
+    batch_size: int = 8,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_side: int | None = None,
+    max_patches: int | None = DEFAULT_MAX_PATCHES,
+    batch_tokens: int | None = None,
+    times: StageTimes | None = None,
+) -> Iterator[ImageResult]:
+    """One box per record: the engine of :func:`objdisc.engine.runner.run`.
+
+    Images are batched only with images of the same padded size, at most ``batch_size`` of
+    them and at most ``batch_tokens`` patches per batch (default: :data:`DEFAULT_BATCH_TOKENS`
+    for the device); a batch of any size gives the same boxes as batch size 1. A batch that
+    fails (e.g. out of memory) is retried image by image, and an image that still fails is
+    yielded with its error: one bad image never stops the run.
+
+    The batch loop never waits for the device: batch ``i``'s results are read back only after
+    batch ``i + 1`` has been queued (with LOST; TokenCut's eigensolver runs on the host).
+
+    An image whose patch grid would exceed ``max_patches`` is refused from its header alone
+    (the affinity is ``N x N``), unless ``max_side`` resizes it first; boxes of resized
+    images are mapped back to the original pixels (seed and mask stay on the resized grid).
+
+    Args:
+        features: which features the method reads.
+        method: :class:`~objdisc.methods.Lost` (default) or :class:`~objdisc.methods.TokenCut`.
+        cache: where to store each image's features as they are computed (``features`` and
+            every spec of ``cache_features``, all from one forward pass).
+
+    Yields:
+        One :class:`ImageResult` per record, in completion order (not record order).
+    """
+    device = torch.device(device)
+    method = method if method is not None else Lost()
+    times = times if times is not None else StageTimes()
+    workers = default_workers() if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        _DecodeDataset(records, max_side, max_patches, backbone.patch_size),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 * batch_size if workers else None,
+        persistent_workers=False,
+    )
+    patch = backbone.patch_size
+    budget = batch_tokens if batch_tokens is not None else batch_tokens_for(device.type)
+    buckets: SizeBuckets[_Item] = SizeBuckets(
+        batch_size, capacity=lambda hw: budget // ((hw[0] // patch) * (hw[1] // patch))
+    )
+    specs = [features, *(s for s in cache_features if s != features)] if cache is not None else [features]
+    with FeatureExtractor(backbone.model, specs) as extractor:
+        step = _BatchStep(backbone, extractor, features, method, cache, records, device, precision, times)
+        pending: _Pending | None = None
+        start = time.perf_counter()
+        for index, image, original, error in loader:
+            times.wait_decode += time.perf_counter() - start
+            if image is None:
+                yield ImageResult(records[index], None, None, error)
+            else:
+                key = padded_size((int(image.shape[0]), int(image.shape[1])), patch)
+                for batch in buckets.add(key, (index, image, tuple(original))):
+                    launched, failed = step.launch_safely(batch)
+                    yield from failed
+                    if pending is not None:  # read the previous batch back only now
+                        yield from step.finish_safely(pending)
+                    pending = launched
+            start = time.perf_counter()
+        for batch in buckets.flush():
+            launched, failed = step.launch_safely(batch)
+            yield from failed
+            if pending is not None:
+                yield from step.finish_safely(pending)
+            pending = launched
+        if pending is not None:
+            yield from step.finish_safely(pending)
+
+
+@dataclass
+class _Pending:
+    """A launched batch: items and device-side results not yet read back."""
+
+    batch: list[_Item]
+    hws: list[tuple[int, int]]
+    boxes: Boxes
+
+
+@dataclass
+class _BatchStep:
+    """Launch (features, cache writes, method, all queued on the device) and finish (read back)."""
+
+    backbone: Backbone
+    extractor: FeatureExtractor
+    features: FeatureSpec
+    method: Method
+    cache: FeatureCache | None
+    records: Sequence[ImageRecord]
+    device: torch.device
+    precision: str
+    times: StageTimes
+
+    def launch(self, batch: list[_Item]) -> _Pending:
+        start = time.perf_counter()
+        patch = self.backbone.patch_size
+        images = [image for _, image, _ in batch]
+        hws = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+        compute = compute_context(self.device.type, self.precision)
+        with torch.inference_mode():
+            x = make_batch(images, patch, self.backbone.spec.mean, self.backbone.spec.std, self.device)
+            with compute:
+                feats = self.extractor.extract(x)
+            grid = (x.shape[-2] // patch, x.shape[-1] // patch)
+            if self.cache is not None:
+                self._store(batch, hws, feats, grid)
+            middle = time.perf_counter()
+            sizes = torch.tensor(hws, dtype=torch.long)
+            if self.device.type == "cuda":  # pinned, so the copy does not wait for the queue
+                sizes = sizes.pin_memory()
+            sizes = sizes.to(self.device, non_blocking=True)
+            boxes = self.method(feats[self.features], grid, patch, sizes)
+        self.times.forward += middle - start
+        self.times.lost += time.perf_counter() - middle
+        return _Pending(batch, hws, boxes)
+
+    def finish(self, pending: _Pending) -> list[ImageResult]:
+        start = time.perf_counter()
+        found = pending.boxes.to_host(self.backbone.patch_size, pending.hws)  # the one sync per batch
+        self.times.lost += time.perf_counter() - start
+        return [
+            ImageResult(self.records[index], original, _result(item, hw, original))
+            for (index, _, original), hw, item in zip(pending.batch, pending.hws, found, strict=True)
+        ]
+
+    def _store(
+        self,
+        batch: list[_Item],
+        hws: list[tuple[int, int]],
+        feats: dict[FeatureSpec, torch.Tensor],
+        grid: tuple[int, int],
+    ) -> None:
+        assert self.cache is not None
+        for spec, tensor in feats.items():
+            host = tensor.cpu()
+            for i, (index, _, original) in enumerate(batch):
+                self.cache.put(self.records[index].path, spec, host[i], grid, hws[i], original)
+
+    def launch_safely(self, batch: list[_Item]) -> tuple[_Pending | None, list[ImageResult]]:
+        """Launch; on failure fall back to image-by-image, returning those results at once."""
+        try:
+            return self.launch(batch), []
+        except (RuntimeError, ValueError, OSError) as exc:
+            return None, self._one_by_one(batch, exc)
+
+    def finish_safely(self, pending: _Pending) -> list[ImageResult]:
+        """Finish; a failure surfacing at the read-back (asynchronous CUDA errors) retries image by image."""
+        try:
+            return self.finish(pending)
+        except (RuntimeError, ValueError) as exc:
+            return self._one_by_one(pending.batch, exc)
+
+    def _one_by_one(self, batch: list[_Item], exc: Exception) -> list[ImageResult]:
+        if len(batch) == 1:
+            index, _, original = batch[0]
+            error = f"{self.records[index].path}: {type(exc).__name__}: {exc}"
+            return [ImageResult(self.records[index], original, None, error)]
+        logger.warning("batch of %d failed (%s); retrying image by image", len(batch), exc)
+        out = []
+        for item in batch:
+            launched, failed = self.launch_safely([item])
+            out += failed if launched is None else self.finish_safely(launched)
+        return out
+
+
+def discover_cached(
+    records: Sequence[ImageRecord],
+    cache: FeatureCache,
+    *,
+    features: FeatureSpec = LAST_KEYS,
+    method: Method | None = None,
+    patch_size: int,
+    device: torch.device | str = "cpu",
+    times: StageTimes | None = None,
+    misses: list[ImageRecord] | None = None,
+) -> Iterator[ImageResult]:
+    """:func:`discover` for records whose features are in ``cache``: no model, no decoding.
+
+    Gives the boxes :func:`discover` gives (the features are stored as the model made them).
+    A record whose entry cannot be used (torn, made with other settings) goes to ``misses``
+    when given, for the caller to run through the model; else it is yielded with an error.
+    """
+    device = torch.device(device)
+    method = method if method is not None else Lost()
+    times = times if times is not None else StageTimes()
+    for record in records:
+        start = time.perf_counter()
+        entry = cache.get(record.path, features)
+        if entry is None:
+            if misses is not None:
+                misses.append(record)
+            else:
+                yield ImageResult(record, None, None, f"{record.path}: no usable cache entry in {cache.folder}")
+            continue
+        feats = entry.features.to(device)[None]
+        sizes = torch.tensor([entry.image_hw], dtype=torch.long)
+        middle = time.perf_counter()
+        (item,) = method(feats, entry.grid_hw, patch_size, sizes.to(device)).to_host(patch_size, [entry.image_hw])
+        times.wait_decode += middle - start
+        times.lost += time.perf_counter() - middle
+        yield ImageResult(record, entry.original_hw, _result(item, entry.image_hw, entry.original_hw))
+
+
+def _result(item: HostBoxes, hw: tuple[int, int], original: tuple[int, int]) -> Found:
+    """A method's host result as :class:`Found`, the box mapped back to the original pixels."""
+    box = map_box(item.box, hw, original) if hw != original else item.box  # resized by --max-side
+    return Found(box, item.seed, item.component, item.score_map)
+
+
+__all__ = [
+    "DEFAULT_BATCH_TOKENS",
+    "DEFAULT_MAX_PATCHES",
+    "PRECISIONS",
+    "Found",
+    "ImageResult",
+    "StageTimes",
+    "compute_context",
+    "discover",
+    "discover_cached",
+    "resolve_device",
+    "resolve_precision",
+]

@@ -1,0 +1,1 @@
+"""Scoring: box conventions, CorLoc, scoring any results file, COCO export."""

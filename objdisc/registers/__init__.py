@@ -1,0 +1,1 @@
+"""Registers for models trained without them: test-time registers, the neuron search, norm diagnostics."""

@@ -1,0 +1,227 @@
+"""``objdisc visualize RUN [RUN_B]``: a picture per image of what the method did, and a gallery.
+
+The run folder holds boxes, not masks or maps, so each picture is recomputed: the backbone is
+rebuilt from ``run.json`` (same weights file, checked by sha256; same features, method and
+options; same precision), the image is run again, and the recomputed box is checked against
+the run's (a difference is noted on the picture's row, e.g. after a GPU run redrawn on CPU).
+Pictures go to ``OUT/<run name>/<image>.png`` with thumbnails in ``OUT/<run name>/thumbs/``,
+the page to ``OUT/index.html`` (``OUT`` defaults to ``RUN/vis``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from objdisc.errors import ObjdiscError
+from objdisc.reports import gallery
+from objdisc.reports.panels import figure
+from objdisc.utils.jsonio import read_json
+
+logger = logging.getLogger(__name__)
+
+THUMB_HEIGHT = 130  # pixels: rows of the gallery line up whatever the aspect ratio
+
+
+@dataclass
+class RunView:
+    """What a run folder says about its images."""
+
+    folder: Path
+    label: str
+    info: dict[str, Any]
+    images: dict[str, dict[str, Any]]  # by file name: per_image.json entries
+    gt: dict[int, list[list[float]]]  # image id -> xyxy boxes
+
+    @classmethod
+    def read(cls, folder: Path) -> RunView:
+        folder = Path(folder)
+        try:
+            info = read_json(folder / "run.json")
+            per_image = read_json(folder / "per_image.json")["images"]
+            gt = read_json(folder / "gt.json")
+        except FileNotFoundError as exc:
+            raise ObjdiscError(f"{folder}: not a finished objdisc run ({Path(exc.filename).name} missing)") from None
+        if not isinstance(info.get("options"), dict):
+            raise ObjdiscError(
+                f"{folder}: run.json has no run options (a folder written by objdisc eval?); "
+                "visualize needs the folder of an objdisc run"
+            )
+        boxes: dict[int, list[list[float]]] = {}
+        for ann in gt.get("annotations", []):
+            x, y, w, h = ann["bbox"]
+            boxes.setdefault(ann["image_id"], []).append([x, y, x + w, y + h])
+        return cls(folder, folder.name, info, {e["file_name"]: e for e in per_image}, boxes)
+
+
+def select(view: RunView, only: str | None, limit: int | None) -> list[str]:
+    """File names to draw, in the run's order: all, hits or misses, the first ``limit``."""
+    names = [n for n, e in view.images.items() if "box" in e]
+    if only is not None:
+        if only not in ("hits", "misses"):
+            raise ObjdiscError(f"--only takes hits or misses, not {only!r}")
+        if not any("hit" in view.images[n] for n in names):
+            raise ObjdiscError(f"{view.folder}: no ground truth, so no hits or misses to pick")
+        names = [n for n in names if view.images[n].get("hit") is (only == "hits")]
+    return names[:limit] if limit is not None else names
+
+
+class Redrawer:
+    """Recomputes one run's method on chosen images and draws them."""
+
+    def __init__(self, view: RunView, device: str = "cpu") -> None:
+        import torch
+
+        from objdisc.engine.runner import RunConfig
+        from objdisc.models.backbones import create_backbone, get_spec
+        from objdisc.models.features import FeatureExtractor
+        from objdisc.models.token_probe import TokenProbe
+        from objdisc.registers.test_time import RegisterNeurons
+
+        options = dict(view.info["options"])
+        made_by = view.info["producer"]
+        self.config = RunConfig(**{k: v for k, v in options.items() if k in RunConfig.__dataclass_fields__})
+        weights = made_by["weights"]
+        path = weights["path"] if weights["source"] == "local" else None
+        self.device = torch.device(device)
+        ttr = made_by.get("test_time_registers")  # the run's own neurons, not whatever a file holds now
+        neurons = RegisterNeurons.from_record(ttr) if ttr else None
+        self.backbone = create_backbone(
+            get_spec(made_by["backbone"]).name, path, self.device, neurons, **self.config.model_kwargs
+        )
+        if self.backbone.weights.sha256 != weights["sha256"]:
+            raise ObjdiscError(
+                f"{view.folder}: the weights now found ({self.backbone.weights.path}) are not the ones the run used "
+                f"(sha256 {weights['sha256'][:12]}…)"
+            )
+        self.precision = (
+            made_by["precision"] if self.device.type == "cuda" or made_by["precision"] != "fp16" else "fp32"
+        )
+        self.view = view
+        self.method = self.config.make_method()
+        self.root = Path(view.info["dataset"]["image_root"])
+        # Hooks registered once; one full forward pass per image gives both features and norms.
+        spec = self.backbone.spec
+        self.extractor = FeatureExtractor(self.backbone.model, [self.config.feature_spec], stop=False)
+        self.probe = TokenProbe(self.backbone.model, spec.num_registers, spec.class_token)
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        self.extractor.close()
+        self.probe.close()
+
+    def draw(self, name: str, out: Path) -> gallery.Cell:
+        """Recompute and write ``out/<stem>.png`` and its thumbnail; returns the gallery cell."""
+        import torch
+
+        from objdisc.engine.discover import compute_context
+        from objdisc.engine.images import load_image, make_batch, map_box
+
+        entry = self.view.images[name]
+        spec, patch = self.backbone.spec, self.backbone.patch_size
+        path = self.root / name
+        original, _ = load_image(path, patch_size=patch)
+        image = (
+            original
+            if self.config.max_side is None
+            else load_image(path, max_side=self.config.max_side, patch_size=patch)[0]
+        )
+        model_hw = (image.shape[0], image.shape[1])
+        with torch.inference_mode():
+            x = make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std, self.device)
+            grid = (x.shape[-2] // patch, x.shape[-1] // patch)
+            with compute_context(self.device.type, self.precision):
+                feats = self.extractor(x)
+                (norms,) = self.probe.read(x.shape)
+            sizes = torch.tensor([model_hw], dtype=torch.long, device=self.device)
+            (found,) = self.method(feats, grid, patch, sizes).to_host(patch, [model_hw])
+        box = map_box(found.box, model_hw, original.shape[:2]) if model_hw != original.shape[:2] else found.box
+        note = (
+            ""
+            if list(box) == list(entry["box"])
+            else f"recomputed box {list(box)} differs from the run's {entry['box']}"
+        )
+        if note:
+            logger.warning("%s: %s", name, note)
+        if self.method.name == "lost":
+            score, score_label = 1.0 / np.maximum(found.score_map, 1.0), "inverse degree (LOST)"
+        else:
+            score, score_label = np.abs(found.score_map), "|eigenvector| (TokenCut)"
+        hit = entry.get("hit")
+        iou = entry.get("iou")
+        verdict = "" if hit is None else (" · hit" if hit else " · miss") + f" · IoU {iou:.2f}"
+        caption = f"{name} · {self.view.label}{verdict}"
+        picture = figure(
+            original,
+            entry["box"],
+            self.view.gt.get(entry["image_id"], []),
+            found.seed,
+            found.component,
+            score,
+            norms.patch[-1].float().cpu().numpy(),
+            patch,
+            model_hw,
+            score_label,
+            caption,
+        )
+        stem = Path(name).with_suffix("").as_posix().replace("/", "__")
+        full, thumb = out / f"{stem}.png", out / "thumbs" / f"{stem}.jpg"
+        thumb.parent.mkdir(parents=True, exist_ok=True)
+        _write(full, ".png", picture)
+        scale = THUMB_HEIGHT / picture.shape[0]
+        small = cv2.resize(picture, (max(1, int(picture.shape[1] * scale)), THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
+        _write(thumb, ".jpg", small)
+        return gallery.Cell(f"{out.name}/{full.name}", f"{out.name}/thumbs/{thumb.name}", hit, iou, note)
+
+
+def _write(path: Path, ext: str, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(ext, image)
+    if not ok:
+        raise RuntimeError(f"encoding {path} failed")
+    path.write_bytes(data.tobytes())
+
+
+def visualize(
+    runs: list[Path],
+    out: Path | None = None,
+    only: str | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Pictures and ``index.html`` for one run, or two side by side (images of the first run's
+    selection that the second run also has). Returns the page's path."""
+    if not 1 <= len(runs) <= 2:
+        raise ObjdiscError("visualize takes one run folder, or two to compare")
+    views = [RunView.read(r) for r in runs]
+    if len(views) == 2 and views[0].label == views[1].label:
+        views[1].label += "-2"
+    out = Path(out) if out is not None else views[0].folder / "vis"
+    names = select(views[0], only, limit if len(views) == 1 else None)
+    if len(views) == 2:
+        names = [n for n in names if n in views[1].images and "box" in views[1].images[n]][:limit]
+    if not names:
+        raise ObjdiscError(f"{views[0].folder}: no images to draw (check --only)")
+    rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]
+    for view in views:
+        redrawer = Redrawer(view, device)
+        folder = out / view.label
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for name, cells in rows:
+                cells.append(redrawer.draw(name, folder))
+        finally:
+            redrawer.close()
+    labels = [v.label for v in views]
+    hits = [sum(bool(c.hit) for _, cells in rows for c in [cells[i]] if c is not None) for i in range(len(views))]
+    summary = ", ".join(f"{label}: {h}/{len(rows)} hits" for label, h in zip(labels, hits, strict=True))
+    page = gallery.render(" vs ".join(labels), labels, rows, summary)
+    gallery.write(out / "index.html", page)
+    return out / "index.html"
+
+
+__all__ = ["Redrawer", "RunView", "select", "visualize"]

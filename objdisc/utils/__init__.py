@@ -1,0 +1,1 @@
+"""Small helpers every layer uses: JSON files, file digests, provenance."""

@@ -1,1 +1,0 @@
-"""Pictures: charts (plots), per-image figures (panels), the HTML gallery (gallery)."""
