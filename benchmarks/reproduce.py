@@ -10,14 +10,17 @@ reasonable time, a GPU. Runs the matrix
     x  VOC07 trainval, VOC12 trainval, COCO20k
 
 with plain LOST (last-layer keys, k = 100, no Gram bias), plus TokenCut on DINO ViT-S/16 (its
-paper's setting), plus LOST on DINOv2 ViT-L/14 with test-time registers on the published register
+paper's setting), plus DINO-seg (LOST's baseline: head 4 of the last block's CLS attention) on
+DINO ViT-S/16 (LOST's Table 1) and on DINOv2 ViT-L/14 with and without registers (no published
+number: the open question of what registers do beyond LOST), plus LOST on DINOv2 ViT-L/14 with
+test-time registers on the published register
 neurons (Jiang et al., NeurIPS 2025: ``--test-time-registers builtin``; method ``lost+ttr``
 here), one run folder per cell under --out (each resumable: rerun the same command
 after a crash), then prints the measured table and, for every cell with a published number,
 measured vs published.
 
-Published numbers: the LOST README (DINO rows), the TokenCut paper (DINO ViT-S/16) and the
-registers paper, Table 3 (DINOv2 ViT-L/14 rows). Only numbers quoted in objdisc's issue
+Published numbers: the LOST README (DINO rows), LOST's Table 1 (DINO-seg), the TokenCut paper
+(DINO ViT-S/16) and the registers paper, Table 3 (DINOv2 ViT-L/14 rows). Only numbers quoted in objdisc's issue
 tracker are filled in; the others of Table 3, and the test-time-register paper's, are left blank
 here rather than typed from memory.
 The registers paper also says its LOST numbers used a manual bias on the Gram matrix, which
@@ -43,6 +46,7 @@ BACKBONES = [
 ]
 DATASETS = ["voc07", "voc12", "coco20k"]
 TOKENCUT_BACKBONES = ["dino_vits16"]
+DINOSEG_BACKBONES = ["dino_vits16", "dinov2_vitl14", "dinov2_reg_vitl14"]
 TTR_BACKBONES = ["dinov2_vitl14"]  # the backbone with a published register-neuron list
 
 # (backbone, method, dataset) -> (CorLoc, source)
@@ -53,6 +57,9 @@ PUBLISHED: dict[tuple[str, str, str], tuple[float, str]] = {
     ("dino_vitb16", "lost", "voc07"): (60.1, "LOST README"),
     ("dino_vitb16", "lost", "voc12"): (63.3, "LOST README"),
     ("dino_vitb16", "lost", "coco20k"): (50.0, "LOST README"),
+    ("dino_vits16", "dinoseg", "voc07"): (45.8, "LOST paper, Table 1"),
+    ("dino_vits16", "dinoseg", "voc12"): (46.2, "LOST paper, Table 1"),
+    ("dino_vits16", "dinoseg", "coco20k"): (42.0, "LOST paper, Table 1"),
     ("dino_vits16", "tokencut", "voc07"): (68.8, "TokenCut paper"),
     ("dino_vits16", "tokencut", "voc12"): (72.1, "TokenCut paper"),
     ("dino_vits16", "tokencut", "coco20k"): (58.8, "TokenCut paper"),
@@ -75,6 +82,7 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     for dataset in args.datasets:
         out += [(b, "lost", dataset) for b in args.backbones]
         out += [(b, "tokencut", dataset) for b in TOKENCUT_BACKBONES if b in args.backbones and not args.no_tokencut]
+        out += [(b, "dinoseg", dataset) for b in DINOSEG_BACKBONES if b in args.backbones and not args.no_dinoseg]
         out += [(b, "lost+ttr", dataset) for b in TTR_BACKBONES if b in args.backbones and not args.no_ttr]
     return out
 
@@ -92,13 +100,14 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
 
 
 def comparison(root: Path, runs: list[tuple[str, str, str]]) -> str:
-    """Markdown: measured vs published per cell (blank where a run or a number is missing)."""
-    from objdisc.utils.jsonio import read_json
+    """Markdown: measured vs published CorLoc per cell (blank where a run or a number is missing)."""
+    from objdisc.engine.run_files import read_metrics
 
     lines = ["| backbone | method | dataset | measured | published | source |", "|:---|:---|:---|---:|---:|:---|"]
     for backbone, method, dataset in runs:
-        metrics = out_dir(root, backbone, method, dataset) / "metrics.json"
-        measured = read_json(metrics)["corloc"] if metrics.exists() else None
+        folder = out_dir(root, backbone, method, dataset)
+        block = read_metrics(folder)["metrics"].get("corloc") if (folder / "metrics.json").exists() else None
+        measured = block["values"]["corloc"] if block else None
         published, source = PUBLISHED.get((backbone, method, dataset), (None, ""))
         values = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
         lines.append(f"| {backbone} | {method} | {dataset} | {values[0]} | {values[1]} | {source} |")
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", nargs="+", default=BACKBONES)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--no-tokencut", action="store_true", help="no TokenCut cells")
+    parser.add_argument("--no-dinoseg", action="store_true", help="no DINO-seg cells")
     parser.add_argument("--no-ttr", action="store_true", help="no test-time-register cells")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)

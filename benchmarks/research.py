@@ -32,7 +32,7 @@ from objdisc.engine.feature_cache import FeatureCache
 from objdisc.engine.runner import RunConfig, cache_identity, run
 from objdisc.methods.tokencut import second_eigenvector
 from objdisc.models.backbones import build_model, get_spec
-from objdisc.models.features import FeatureSpec
+from objdisc.models.feature_spec import FeatureSpec
 
 
 def timed_run(config: RunConfig) -> tuple[float, dict]:

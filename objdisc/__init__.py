@@ -1,8 +1,8 @@
-"""objdisc: unsupervised object discovery (LOST, TokenCut) on ViT features, with and without registers.
+"""objdisc: unsupervised object discovery (LOST, TokenCut, DINO-seg) on ViT features, with and without registers.
 
 Public API (imported on first use, so that ``objdisc --help`` does not wait for torch)::
 
-    from objdisc import lost, create_backbone, KeyExtractor, run, RunConfig, CorLoc
+    from objdisc import lost, create_backbone, KeyExtractor, run, RunConfig, Objects, METHODS
 """
 
 from __future__ import annotations
@@ -26,12 +26,18 @@ _EXPORTS = {
     "FeatureExtractor": "objdisc.models.features",
     "FeatureSpec": "objdisc.models.features",
     "KeyExtractor": "objdisc.models.features",
+    "METHODS": "objdisc.methods",
+    "DinoSeg": "objdisc.methods",
     "Lost": "objdisc.methods",
     "TokenCut": "objdisc.methods",
-    "LostResult": "objdisc.methods.lost",
+    "make_method": "objdisc.methods",
     "lost": "objdisc.methods.lost",
     "lost_batch": "objdisc.methods.lost",
+    "Objects": "objdisc.objects",
+    "ObjectsBatch": "objdisc.objects",
+    "EVALUATORS": "objdisc.evaluation",
     "CorLoc": "objdisc.evaluation.corloc",
+    "CorLocEvaluator": "objdisc.evaluation.corloc",
     "CorLocResult": "objdisc.evaluation.corloc",
     "RunConfig": "objdisc.engine.runner",
     "RunResult": "objdisc.engine.runner",
@@ -46,18 +52,23 @@ _EXPORTS = {
 __all__ = [
     "ALIASES",
     "BACKBONES",
+    "EVALUATORS",
+    "METHODS",
     "Backbone",
     "BackboneSpec",
     "CorLoc",
+    "CorLocEvaluator",
     "CorLocResult",
     "Dataset",
+    "DinoSeg",
     "FeatureExtractor",
     "FeatureSpec",
     "ImageRecord",
     "KeyExtractor",
     "Lost",
-    "LostResult",
     "ObjdiscError",
+    "Objects",
+    "ObjectsBatch",
     "RegisterNeurons",
     "RunConfig",
     "RunResult",
@@ -72,6 +83,7 @@ __all__ = [
     "load_register_neurons",
     "lost",
     "lost_batch",
+    "make_method",
     "run",
 ]
 
@@ -87,10 +99,12 @@ if TYPE_CHECKING:
     from objdisc.engine.discover import discover
     from objdisc.engine.runner import RunConfig, RunResult, run
     from objdisc.errors import ObjdiscError
-    from objdisc.evaluation.corloc import CorLoc, CorLocResult
-    from objdisc.methods import Lost, TokenCut
-    from objdisc.methods.lost import LostResult, lost, lost_batch
+    from objdisc.evaluation import EVALUATORS
+    from objdisc.evaluation.corloc import CorLoc, CorLocEvaluator, CorLocResult
+    from objdisc.methods import METHODS, DinoSeg, Lost, TokenCut, make_method
+    from objdisc.methods.lost import lost, lost_batch
     from objdisc.models.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
     from objdisc.models.features import FeatureExtractor, FeatureSpec, KeyExtractor
+    from objdisc.objects import Objects, ObjectsBatch
     from objdisc.registers.neuron_search import find_register_neurons
     from objdisc.registers.test_time import RegisterNeurons, TestTimeRegisters, load_register_neurons

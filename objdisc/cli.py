@@ -12,7 +12,11 @@ import click
 from objdisc.datasets import DATASETS
 from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
 from objdisc.errors import ObjdiscError
+from objdisc.methods import METHODS, all_options
+from objdisc.methods.options import OptionInfo
 from objdisc.models.backbones import ALIASES, BACKBONES
+from objdisc.models.feature_spec import FEATURE_KINDS
+from objdisc.utils.text_table import text_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +28,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="objdisc")
 def cli(verbose: int) -> None:
-    """Unsupervised object discovery (LOST) on ViT keys, with and without registers."""
+    """Unsupervised object discovery (LOST, TokenCut, DINO-seg) on ViT features, with and without registers."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
@@ -71,11 +75,7 @@ def backbones(all_timm: bool, check: bool) -> None:
             spec.pos_embed_note,
         )
         rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            click.echo("  ".join("-" * width for width in widths))
+    click.echo(text_table(rows))
     click.echo("\naliases: " + ", ".join(f"{alias} -> {name}" for alias, name in ALIASES.items()))
 
 
@@ -93,7 +93,13 @@ def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 # Which images: `run`, `sweep`, `eval`, `norms`.
 _DATA = _options(
-    click.option("--dataset", "-d", required=True, type=click.Choice(DATASETS), help="Dataset kind."),
+    click.option(
+        "--dataset",
+        "-d",
+        required=True,
+        type=click.Choice(list(DATASETS)),
+        help="Dataset kind: " + "; ".join(f"{k}: {v.help}" for k, v in DATASETS.items()) + ".",
+    ),
     click.option(
         "--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/."
     ),
@@ -132,8 +138,6 @@ _MODEL = _options(
 _COMMON = _options(
     _MODEL,
     _DATA,
-    click.option("--tau", default=0.2, show_default=True, type=float, help="TokenCut similarity threshold."),
-    click.option("--k-patches", default=100, show_default=True, type=click.IntRange(min=1), help="LOST k."),
     click.option(
         "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward, at most."
     ),
@@ -170,6 +174,33 @@ _COMMON = _options(
 )
 
 
+def _method_flag(name: str, items: list[tuple[str, OptionInfo]], grid: bool) -> Callable[[F], F]:
+    """One flag for a method option name that one or more methods declare (``grid``: comma lists)."""
+    info = items[0][1]
+    helps = " ".join(f"{i.help} [{m} default: {i.default}]" for m, i in items)
+    if grid:
+        return click.option(info.flag, name, default=None, callback=_csv(info.type), help=helps + " Comma list.")
+    if info.type is bool:
+        return click.option(f"{info.flag}/--no-{info.flag[2:]}", name, default=None, help=helps)
+    kind: Any = click.Choice(list(info.choices)) if info.choices else info.type
+    return click.option(info.flag, name, default=None, type=kind, help=helps)
+
+
+def _method_options(grid: bool = False) -> Callable[[F], F]:
+    """Every registered method's options as flags (read from the method classes)."""
+    return _options(*(_method_flag(name, items, grid) for name, items in all_options().items()))
+
+
+def _take_method_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Pop the method options given on the command line (the others stay the method's defaults)."""
+    given = {}
+    for name in all_options():
+        value = options.pop(name)
+        if value is not None:
+            given[name] = value
+    return given
+
+
 def _config(options: dict[str, Any]) -> Any:
     """A RunConfig from parsed options (fetching the dataset first under --download)."""
     from objdisc.engine.runner import RunConfig
@@ -187,21 +218,27 @@ def _config(options: dict[str, Any]) -> Any:
     return RunConfig(**options)
 
 
+_METHOD_HELP = "Discovery method: " + "; ".join(f"{k}: {cls.title}" for k, cls in METHODS.items()) + "."
+_FEATURES_HELP = (
+    "Keys, queries, values (heads concatenated) or attn (the CLS token's attention per head) "
+    "[default: the method's own: k for lost and tokencut, attn for dinoseg]."
+)
+
+
 @cli.command(name="run")
 @_COMMON
 @click.option("--out", "-o", type=_PATH, default=None, help="Output folder [default: runs/<backbone>-<dataset>].")
-@click.option("--method", default="lost", show_default=True, type=click.Choice(["lost", "tokencut"]))
-@click.option(
-    "--features", default="k", show_default=True, type=click.Choice(["k", "q", "v"]), help="Keys, queries or values."
-)
+@click.option("--method", default="lost", show_default=True, type=click.Choice(list(METHODS)), help=_METHOD_HELP)
+@_method_options()
+@click.option("--features", default=None, type=click.Choice(list(FEATURE_KINDS)), help=_FEATURES_HELP)
 @click.option("--layer", default=-1, show_default=True, type=int, help="Block index (negative: from the end).")
-@click.option("--gram-bias", default=0.0, show_default=True, type=float, help="LOST: subtracted from A = F F^T.")
 @click.option("--cache", type=_PATH, default=None, help="Feature cache folder: reuse features across runs.")
 @click.option("--visualize", "n_pictures", default=0, type=click.IntRange(min=0), help="Draw the first N images.")
 def run_command(n_pictures: int, **options: Any) -> None:
-    """One box per image (LOST or TokenCut), CorLoc, and COCO files in --out."""
+    """Objects in every image (LOST, TokenCut, DINO-seg), CorLoc, and COCO files in --out."""
     from objdisc.engine.runner import run, summary
 
+    options["method_options"] = _take_method_options(options)
     if options["out"] is None:
         # timm:hf-hub:org/name makes no nested folders
         safe = options["backbone"].replace("/", "_").replace(":", "_")
@@ -223,46 +260,54 @@ def run_command(n_pictures: int, **options: Any) -> None:
             click.echo(f"pictures   {page}")
 
 
-def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[Any]:
+def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str | None], list[Any] | None]:
+    """A click callback: ``"a,b"`` -> ``[kind(a), kind(b)]``; not given -> ``None``."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list[Any] | None:
+        if value is None:
+            return None
         try:
-            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+            return [_convert(kind, v.strip()) for v in value.split(",") if v.strip()]
         except ValueError:
             raise click.BadParameter(f"expected comma-separated {kind.__name__} values, got {value!r}") from None
 
     return parse
 
 
+def _convert(kind: type, text: str) -> Any:
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1", "yes", "on")
+    return kind(text)
+
+
 @cli.command(name="sweep")
 @_COMMON
 @click.option("--out", "-o", type=_PATH, required=True, help="Sweep folder: one run folder per point + summary.")
 @click.option("--method", "methods", default="lost", show_default=True, callback=_csv(str), help="e.g. lost,tokencut")
-@click.option("--features", "features_", default="k", show_default=True, callback=_csv(str), help="e.g. k,q,v")
+@click.option(
+    "--features", "features_", default=None, callback=_csv(str), help="e.g. k,q,v [default: each method's own]"
+)
 @click.option("--layer", "layers", default="-1", show_default=True, callback=_csv(int), help="e.g. -1,-2,-3,-4")
-@click.option("--gram-bias", "gram_biases", default="0", show_default=True, callback=_csv(float), help="e.g. 0,0.1")
+@_method_options(grid=True)
 @click.option("--cache", type=_PATH, default=None, help="Feature cache [default: OUT/cache].")
-def sweep_command(
-    methods: list[str], features_: list[str], layers: list[int], gram_biases: list[float], **options: Any
-) -> None:
-    """Run a grid of --method x --features x --layer x --gram-bias, one forward pass per image."""
+def sweep_command(methods: list[str], features_: list[str] | None, layers: list[int], **options: Any) -> None:
+    """Run a grid of --method x --features x --layer x method options, one forward pass per image."""
     from objdisc.engine.sweep import grid, sweep
-    from objdisc.reports.table import build_rows, read_run, render
 
+    grid_options = _take_method_options(options)
     out = options["out"]
     options["cache"] = options["cache"] or out / "cache"
     progress = options["progress"]
     try:
-        points = grid(methods, features_, layers, gram_biases)
+        points = grid(methods, features_, layers, grid_options)
         rows = sweep(_config(options), points, out, progress=progress)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
-    if rows and rows[0]["corloc"] is not None:
-        table_rows, datasets = build_rows([read_run(out / row["run"]) for row in rows])
-        text = render(table_rows, datasets, "md")
-        (out / "summary.md").write_text(text)
-        click.echo(text + f"\n{len(points)} runs in {out}/ (summary.md, summary.csv, summary.json)")
-    elif rows:
-        click.echo(f"{len(points)} runs in {out}/ (no ground truth: no CorLoc)")
+    if rows:  # rank 0
+        files = "summary.md, summary.csv, summary.json"
+        click.echo((out / "summary.md").read_text() + f"\n{len(points)} runs in {out}/ ({files})")
 
 
 @cli.command(name="eval")
@@ -288,7 +333,7 @@ def eval_command(
     name: str | None,
     out: Path | None,
 ) -> None:
-    """CorLoc of any COCO-results file: best-scoring box per image, no prediction = miss."""
+    """Every metric of any COCO-results file (CorLoc: best-scoring box per image, no prediction = miss)."""
     from objdisc.datasets import load_dataset
     from objdisc.evaluation.score_file import evaluate, limited_run_note, run_images, select_records, write_eval
 
@@ -309,26 +354,33 @@ def eval_command(
             write_eval(out, metrics, predictions, name or predictions.stem, images_of)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
-    counts = (
-        f"{metrics['n_missing']} images without a prediction, {metrics['n_unknown']} predictions for images not scored"
-        + (f", {metrics['no_ground_truth']} images without ground truth left out" if metrics["no_ground_truth"] else "")
+    from objdisc.evaluation import EVALUATORS
+
+    for name, block in metrics["metrics"].items():
+        click.echo(EVALUATORS[name].summary_line(block))
+    click.echo(
+        f"{metrics['n_images']} images: {metrics['n_missing']} without a prediction, "
+        f"{metrics['n_unknown']} predictions for images not scored"
+        + (f", {metrics['no_ground_truth']} without ground truth left out" if metrics["no_ground_truth"] else "")
     )
-    if metrics["corloc"] is None:
-        click.echo(f"CorLoc none: none of the {metrics['n_images']} images has a ground-truth box ({counts})")
-    else:
-        click.echo(f"CorLoc {metrics['corloc']:.2f}%  ({metrics['n_hits']}/{metrics['n_scored']} hits, {counts})")
 
 
 @cli.command(name="table")
 @click.argument("runs", nargs=-1, required=True, type=_PATH)
 @click.option("--format", "fmt", default="md", show_default=True, type=click.Choice(["md", "latex", "csv"]))
 @click.option("--speed", is_flag=True, help="Add an images/s column (median over the row's runs).")
-def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
-    """Comparison table from run folders: rows = backbone (+ options), columns = datasets."""
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="A metric to show (e.g. corloc); repeat for more [default: each metric's headline values].",
+)
+def table_command(runs: tuple[Path, ...], fmt: str, speed: bool, metrics: tuple[str, ...]) -> None:
+    """Comparison table from run folders: rows = backbone (+ options), columns = datasets x metrics."""
     from objdisc.reports.table import table
 
     try:
-        text, notes = table(list(runs), fmt, speed)
+        text, notes = table(list(runs), fmt, speed, list(metrics) or None)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     for note in notes:
@@ -346,46 +398,13 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool) -> None:
 @click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images first.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
-def norms_command(
-    backbone: str,
-    dataset: str,
-    out: Path,
-    weights: Path | None,
-    data_root: Path | None,
-    images: Path | None,
-    annotations: Path | None,
-    split: str,
-    no_hard: bool,
-    limit: int,
-    threshold: float | None,
-    all_layers: bool,
-    max_side: int | None,
-    device: str,
-    progress: bool | None,
-    test_time_registers: str | None,
-    ttr_top: int | None,
-) -> None:
+def norms_command(progress: bool | None, **options: Any) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
-    from objdisc.datasets import load_dataset
-    from objdisc.engine.discover import resolve_device
-    from objdisc.models.backbones import create_backbone, get_spec
-    from objdisc.registers.norm_diagnostics import run_norms
-    from objdisc.registers.test_time import load_register_neurons
-    from objdisc.utils.provenance import producer
+    from objdisc.registers.norm_diagnostics import NormsConfig, norms
 
+    out = options["out"]
     try:
-        neurons = None
-        if test_time_registers is not None:
-            neurons = load_register_neurons(test_time_registers, get_spec(backbone).name, ttr_top)
-        elif ttr_top is not None:
-            raise click.UsageError("--ttr-top needs --test-time-registers")
-        data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
-        where = resolve_device(device)
-        model = create_backbone(backbone, weights, where, neurons)
-        made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": limit}
-        if neurons is not None:
-            made_by["test_time_registers"] = neurons.describe()
-        summary = run_norms(model, data.records[:limit], out, where, threshold, all_layers, max_side, made_by, progress)
+        summary = norms(NormsConfig(**options), progress)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     share = 100 * summary["share_high"]
@@ -416,7 +435,9 @@ def registers() -> None:
 
 @registers.command(name="find")
 @_BACKBONE
-@click.option("--dataset", "-d", default=None, type=click.Choice(DATASETS), help="Dataset kind [default: folder].")
+@click.option(
+    "--dataset", "-d", default=None, type=click.Choice(list(DATASETS)), help="Dataset kind [default: folder]."
+)
 @click.option("--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Root of VOCdevkit/, COCO/.")
 @click.option("--images", type=_PATH, default=None, help="Image folder (folder, coco).")
 @click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco).")
@@ -435,54 +456,19 @@ def registers() -> None:
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["auto", *PRECISIONS]))
 @click.option("--out", "-o", type=_PATH, required=True, help="The neurons file to write (JSON).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
-def registers_find(
-    backbone: str,
-    weights: Path | None,
-    dataset: str | None,
-    data_root: Path | None,
-    images: Path | None,
-    annotations: Path | None,
-    split: str,
-    limit: int,
-    layer: int,
-    threshold: str,
-    top: int | None,
-    max_side: int | None,
-    device: str,
-    precision: str,
-    out: Path,
-    progress: bool | None,
-) -> None:
+def registers_find(threshold: str, dataset: str | None, top: int | None, progress: bool | None, **options: Any) -> None:
     """Rank the MLP neurons that write the high-norm outlier tokens (Jiang et al., NeurIPS 2025)."""
-    from objdisc.datasets import load_dataset
-    from objdisc.engine.discover import resolve_device, resolve_precision
-    from objdisc.models.backbones import create_backbone
-    from objdisc.registers.neuron_search import DEFAULT_TOP, find_register_neurons
-    from objdisc.utils.jsonio import write_json_atomic
-    from objdisc.utils.provenance import producer
+    from objdisc.registers.neuron_search import DEFAULT_TOP, FindConfig, find
 
     try:
         level = None if threshold == "auto" else float(threshold)
     except ValueError:
         raise click.BadParameter(f"{threshold!r}: a number or auto", param_hint="--threshold") from None
-    if level is not None and not (level > 0 and level < float("inf")):
-        raise click.BadParameter(f"{threshold!r}: a positive finite number or auto", param_hint="--threshold")
-    if out.is_dir():
-        raise click.BadParameter(f"{out} is a folder; give the file to write", param_hint="--out")
+    out = options["out"]
     try:
-        data = load_dataset(dataset or "folder", data_root, images, annotations, split)
-        where = resolve_device(device)
-        used = resolve_precision(precision, where)
-        model = create_backbone(backbone, weights, where)
-        found = find_register_neurons(
-            model, data.records[:limit], where, layer, level, top or DEFAULT_TOP, used, max_side, progress
-        )
-        made_by = {**producer(model.spec, model.weights, where, used), "dataset": data.name, "limit": limit}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            out, {"producer": made_by, "method": "register neurons (Jiang et al., NeurIPS 2025)", **found}
-        )
-    except (ObjdiscError, OSError) as exc:
+        config = FindConfig(**options, dataset=dataset or "folder", threshold=level, top=top or DEFAULT_TOP)
+        found = find(config, progress)
+    except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     best = found["ranked"][0]
     click.echo(
@@ -587,9 +573,7 @@ def data_status(data_root: Path | None) -> None:
                 str(s.folder),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    click.echo(text_table(rows))
 
 
 def main() -> None:

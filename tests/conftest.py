@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from planted_model import flat_images, planted  # noqa: F401  (fixtures of the register tests)
 from safetensors.torch import save_file
 
 from objdisc.models.backbones import build_model, get_spec
@@ -183,3 +184,100 @@ def pin(monkeypatch: pytest.MonkeyPatch, table: str, key: str | None, body: byte
         monkeypatch.setattr(sources, table, value)
     else:
         monkeypatch.setitem(getattr(sources, table), key, value)
+
+
+def corloc(metrics: dict) -> dict:
+    """The CorLoc block of a run's (or eval's) metrics: ``values.corloc``, ``n_hits``, ``n_scored``, ..."""
+    return metrics["metrics"]["corloc"]
+
+
+def corloc_value(metrics: dict) -> float | None:
+    """CorLoc in percent, from a metrics.json content."""
+    return corloc(metrics)["values"]["corloc"]
+
+
+def invoke(*args: str):
+    """The real CLI, in process (stdout and stderr apart)."""
+    from click.testing import CliRunner
+
+    from objdisc.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def coco_run(weights: Path, images: Path, annotations: Path, out: Path, *extra: str):
+    """``objdisc run`` of dinov2_reg on a COCO-format set, no decode workers."""
+    data = ["-d", "coco", "--images", str(images), "--annotations", str(annotations)]
+    model = ["-b", "dinov2_reg", "--weights", str(weights)]
+    return invoke("run", *model, *data, "--out", str(out), "--workers", "0", *extra)
+
+
+@pytest.fixture(scope="session")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """Four annotated images, plus a fifth listed in the json with no annotation at all."""
+    folder = tmp_path_factory.mktemp("coco")
+    images, annotations, data = make_coco(folder, [11, 12, 13, 14])
+    write_image(images / "000000000015.jpg", (64, 80), (10, 10, 40, 40), seed=99)
+    data["images"].append({"id": 15, "file_name": "000000000015.jpg", "height": 64, "width": 80})
+    annotations.write_text(json.dumps(data))
+    return images, annotations, data
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory: pytest.TempPathFactory, weights_file, coco) -> dict[str, Path]:
+    """A full run and a --limit 2 run of the ``coco`` fixture (never modify them: copy first)."""
+    images, annotations, _ = coco
+    root = tmp_path_factory.mktemp("runs")
+    runs = {"full": root / "full", "limit2": root / "limit2"}
+    assert coco_run(weights_file("dinov2_reg"), images, annotations, runs["full"]).exit_code == 0
+    assert coco_run(weights_file("dinov2_reg"), images, annotations, runs["limit2"], "--limit", "2").exit_code == 0
+    return runs
+
+
+def fake_run(
+    folder: Path,
+    backbone: str,
+    dataset: str,
+    corloc: float,
+    speed: float = 10.0,
+    ttr: dict | None = None,
+    legacy: bool = False,
+    **options,
+) -> Path:
+    """A finished run folder as ``objdisc run`` writes it (only the fields tables read); with
+    ``legacy``, as objdisc 0.1 wrote it (CorLoc at the top level of metrics.json)."""
+    folder.mkdir(parents=True)
+    discovery = {"features": "k", "layer": -1, "method": "lost", "k_patches": 100, "gram_bias": 0.0, **options}
+    producer = {"backbone": backbone, "discovery": discovery, **({"test_time_registers": ttr} if ttr else {})}
+    scored, hits = 1000, round(corloc * 10)
+    metrics = {"producer": producer, "dataset": f"{dataset}/trainval", "images_per_s": speed}
+    if legacy:
+        metrics.update(corloc=corloc, n_scored=scored, n_hits=hits)
+    else:
+        block = {
+            "values": {"corloc": corloc},
+            "labels": {"corloc": "CorLoc"},
+            "higher_is_better": {"corloc": True},
+            "headline": ["corloc"],
+            "n_scored": scored,
+            "n_hits": hits,
+        }
+        metrics["metrics"] = {"corloc": block}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "run.json").write_text(json.dumps({"producer": producer, "status": "finished", "options": discovery}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def two_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of two small noisy photos with a bright object."""
+    folder = tmp_path_factory.mktemp("two-images")
+    for i in range(2):
+        write_image(folder / f"{i}.jpg", (56, 70), (10, 10, 40, 40), seed=i)
+    return folder
+
+
+def folder_run(weights: Path, images: Path, out: Path, *extra: str):
+    """``objdisc run`` of dinov2_reg on a folder of images, no decode workers."""
+    args = ["run", "-b", "dinov2_reg", "--weights", str(weights), "-d", "folder", "--images", str(images)]
+    return invoke(*args, "--out", str(out), "--workers", "0", *extra)

@@ -23,10 +23,10 @@ def invoke(*args: str):
 def check_outputs(out: Path, n_images: int, scored: bool = True) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == n_images
-    assert (metrics["corloc"] is not None) == scored
+    assert ("corloc" in metrics["metrics"]) == scored
     gt = COCO(str(out / "gt.json"))
     predictions = gt.loadRes(str(out / "predictions.json"))
-    assert len(predictions.getImgIds()) == metrics["n_boxes"]
+    assert len(predictions.getImgIds()) == metrics["n_objects"]
     return metrics
 
 
@@ -100,14 +100,14 @@ def test_run_folder_gives_boxes_only(tmp_path: Path, weights_file):
     ("args", "message"),
     [
         (["-b", "dinov2", "-d", "voc07", "--data-root", "/nonexistent/data"], "/nonexistent/data/VOCdevkit/VOC2007"),
-        (["-b", "dinov2", "-d", "coco"], "--images DIR and --annotations"),
+        (["-b", "dinov2", "-d", "coco"], "--dataset coco needs --images DIR (the image folder)"),
         (["-b", "dinov9", "-d", "folder", "--images", "."], "unknown backbone 'dinov9'"),
         (
             ["-b", "dino", "-d", "folder", "--images", ".", "--weights", "/nope.pth"],
             "/nope.pth: weights file not found",
         ),
         (["-b", "dino", "-d", "folder", "--images", ".", "--method", "tokencut", "--gram-bias", "1"], "--gram-bias is"),
-        (["-b", "dino", "-d", "folder", "--images", ".", "--tau", "0.3"], "--tau is a TokenCut option"),
+        (["-b", "dino", "-d", "folder", "--images", ".", "--tau", "0.3"], "--tau is an option of tokencut"),
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -125,7 +125,9 @@ def test_run_feature_options_reach_the_run_files(tmp_path: Path, weights_file):
     result = run_on("dinov2_reg", "voc07", weights_file, tmp_path / "o", "--data-root", str(tmp_path), *extra)
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "o/run.json").read_text())
-    assert (info["options"]["features"], info["options"]["layer"], info["options"]["gram_bias"]) == ("q", -2, 0.5)
+    options = info["options"]
+    assert (options["features"], options["layer"]) == ("q", -2)
+    assert options["method_options"] == {"k_patches": 7, "gram_bias": 0.5}
     discovery = json.loads((tmp_path / "o/metrics.json").read_text())["producer"]["discovery"]
     assert discovery == {"features": "q", "layer": -2, "method": "lost", "k_patches": 7, "gram_bias": 0.5}
 

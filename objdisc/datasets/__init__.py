@@ -1,7 +1,15 @@
-"""Datasets: each loader returns a :class:`Dataset` of :class:`ImageRecord`."""
+"""Datasets: :data:`DATASETS` maps each kind to its loader and the arguments it takes.
+
+Each loader returns a :class:`Dataset` of :class:`ImageRecord`. A new dataset is one loader
+file plus one entry here; the CLI's ``--dataset`` choices come from the keys. An argument a kind
+does not take (``--images`` with ``voc07``, ``--annotations`` with ``folder``) is refused rather
+than silently ignored.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, resolve_data_root
@@ -9,9 +17,71 @@ from objdisc.datasets.coco import load_coco, load_coco20k
 from objdisc.datasets.folder import load_folder
 from objdisc.datasets.voc import load_voc
 
-DATASETS = ("voc07", "voc12", "coco20k", "coco", "folder")
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "ImageRecord", "load_dataset"]
+@dataclass(frozen=True)
+class DatasetArgs:
+    """What the user gave: ``--data-root``, ``--images``, ``--annotations``, ``--split``, ``--no-hard``."""
+
+    data_root: str | Path | None = None
+    images: str | Path | None = None
+    annotations: str | Path | None = None
+    split: str = "trainval"
+    no_hard: bool = False
+
+
+def _path(value: str | Path | None, flag: str, kind: str, what: str) -> Path:
+    if value is None:
+        raise DatasetError(f"--dataset {kind} needs {flag} ({what})")
+    return Path(value).expanduser()
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """One dataset kind.
+
+    Attributes:
+        load: builds the :class:`Dataset` from the arguments.
+        takes: which of ``data_root``, ``images``, ``annotations``, ``split``, ``no_hard`` it reads.
+        help: one line for ``--help``.
+    """
+
+    load: Callable[[DatasetArgs], Dataset]
+    takes: frozenset[str]
+    help: str
+
+
+DATASETS: dict[str, DatasetKind] = {
+    "voc07": DatasetKind(
+        lambda a: load_voc(resolve_data_root(a.data_root), "voc07", a.split, a.no_hard),
+        frozenset({"data_root", "split", "no_hard"}),
+        "PASCAL VOC 2007 (under --data-root)",
+    ),
+    "voc12": DatasetKind(
+        lambda a: load_voc(resolve_data_root(a.data_root), "voc12", a.split, a.no_hard),
+        frozenset({"data_root", "split", "no_hard"}),
+        "PASCAL VOC 2012 (under --data-root)",
+    ),
+    "coco20k": DatasetKind(
+        lambda a: load_coco20k(resolve_data_root(a.data_root)),
+        frozenset({"data_root"}),
+        "LOST's COCO20k (under --data-root)",
+    ),
+    "coco": DatasetKind(
+        lambda a: load_coco(
+            _path(a.images, "--images DIR", "coco", "the image folder"),
+            _path(a.annotations, "--annotations FILE.json", "coco", "the COCO instances file"),
+        ),
+        frozenset({"images", "annotations"}),
+        "any COCO instances file (--images, --annotations)",
+    ),
+    "folder": DatasetKind(
+        lambda a: load_folder(_path(a.images, "--images DIR", "folder", "the image folder")),
+        frozenset({"images"}),
+        "a folder of images, no ground truth (--images)",
+    ),
+}
+
+_FLAGS = {"images": "--images", "annotations": "--annotations", "split": "--split", "no_hard": "--no-hard"}
 
 
 def load_dataset(
@@ -31,17 +101,20 @@ def load_dataset(
         annotations: COCO instances json for ``coco``.
         split: VOC image set.
         no_hard: VOC only: drop difficult / truncated objects.
+
+    Raises:
+        DatasetError: an unknown kind, an argument the kind does not take, or what its loader refuses.
     """
-    if kind in ("voc07", "voc12"):
-        return load_voc(resolve_data_root(data_root), kind, split, no_hard)
-    if kind == "coco20k":
-        return load_coco20k(resolve_data_root(data_root))
-    if kind == "coco":
-        if images is None or annotations is None:
-            raise DatasetError("--dataset coco needs --images DIR and --annotations FILE.json")
-        return load_coco(Path(images).expanduser(), Path(annotations).expanduser())
-    if kind == "folder":
-        if images is None:
-            raise DatasetError("--dataset folder needs --images DIR")
-        return load_folder(Path(images).expanduser())
-    raise DatasetError(f"unknown dataset {kind!r}; known: {', '.join(DATASETS)}")
+    if kind not in DATASETS:
+        raise DatasetError(f"unknown dataset {kind!r}; known: {', '.join(DATASETS)}")
+    entry = DATASETS[kind]
+    given = {"images": images is not None, "annotations": annotations is not None}
+    given |= {"split": split != "trainval", "no_hard": bool(no_hard)}
+    unused = [_FLAGS[name] for name, is_given in given.items() if is_given and name not in entry.takes]
+    if unused:
+        uses = ", ".join(sorted(_FLAGS.get(t, "--data-root") for t in entry.takes))
+        raise DatasetError(f"--dataset {kind} does not take {', '.join(unused)} (it reads {uses})")
+    return entry.load(DatasetArgs(data_root, images, annotations, split, no_hard))
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetArgs", "DatasetError", "DatasetKind", "ImageRecord", "load_dataset"]

@@ -1,4 +1,4 @@
-"""The box engine: decode in DataLoader workers, batch by padded size, keys, LOST.
+"""The discovery engine: decode in DataLoader workers, batch by padded size, features, method.
 
 :func:`discover` takes image records and yields one :class:`ImageResult` per record;
 :mod:`objdisc.engine.runner` wraps it with datasets, resume, torchrun, CorLoc and the output files.
@@ -13,19 +13,18 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from objdisc.datasets import ImageRecord
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.images import ImageError, SizeBuckets, load_image, make_batch, map_box, padded_size
+from objdisc.engine.images import ImageError, SizeBuckets, load_image, make_batch, padded_size
 from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
-from objdisc.errors import DeviceError
+from objdisc.errors import DeviceError, OptionError
 from objdisc.methods import Lost, Method
-from objdisc.methods.components import Boxes, HostBoxes
 from objdisc.methods.lost import no_tf32
 from objdisc.models.backbones import Backbone
 from objdisc.models.features import LAST_KEYS, FeatureExtractor, FeatureSpec
+from objdisc.objects import Objects, ObjectsBatch
 
 logger = logging.getLogger(__name__)
 
@@ -36,36 +35,20 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 
 @dataclass(frozen=True)
-class Found:
-    """What a method found in one image.
-
-    Attributes:
-        box: ``(x1, y1, x2, y2)`` integer pixels of the original image, x2/y2 exclusive.
-        seed: row-major seed patch index on the ``(h, w)`` grid the model saw.
-        mask: ``(h, w)`` bool, the seed's connected component.
-        score_map: ``(h, w)`` float32 per-patch map (LOST: degree; TokenCut: eigenvector).
-    """
-
-    box: tuple[int, int, int, int]
-    seed: int
-    mask: np.ndarray
-    score_map: np.ndarray
-
-
-@dataclass(frozen=True)
 class ImageResult:
     """What the engine made of one record.
 
     Attributes:
         record: the input.
         image_hw: original ``(H, W)`` in pixels, ``None`` when the image could not be read.
-        found: the method's result, ``None`` when the image was skipped.
+        objects: what the method found (boxes in original pixels), ``None`` when the image was
+            skipped.
         error: why it was skipped.
     """
 
     record: ImageRecord
     image_hw: tuple[int, int] | None
-    found: Found | None
+    objects: Objects | None
     error: str | None = None
 
 
@@ -153,7 +136,7 @@ def discover(
     batch_tokens: int | None = None,
     times: StageTimes | None = None,
 ) -> Iterator[ImageResult]:
-    """One box per record: the engine of :func:`objdisc.engine.runner.run`.
+    """The objects of every record: the engine of :func:`objdisc.engine.runner.run`.
 
     Images are batched only with images of the same padded size, at most ``batch_size`` of
     them and at most ``batch_tokens`` patches per batch (default: :data:`DEFAULT_BATCH_TOKENS`
@@ -166,11 +149,12 @@ def discover(
 
     An image whose patch grid would exceed ``max_patches`` is refused from its header alone
     (the affinity is ``N x N``), unless ``max_side`` resizes it first; boxes of resized
-    images are mapped back to the original pixels (seed and mask stay on the resized grid).
+    images are mapped back to the original pixels (seeds and masks stay on the resized grid,
+    whose place the objects' geometry records).
 
     Args:
         features: which features the method reads.
-        method: :class:`~objdisc.methods.Lost` (default) or :class:`~objdisc.methods.TokenCut`.
+        method: a method of :data:`objdisc.methods.METHODS` (default: :class:`~objdisc.methods.Lost`).
         cache: where to store each image's features as they are computed (``features`` and
             every spec of ``cache_features``, all from one forward pass).
 
@@ -228,7 +212,7 @@ class _Pending:
 
     batch: list[_Item]
     hws: list[tuple[int, int]]
-    boxes: Boxes
+    objects: ObjectsBatch
 
 
 @dataclass
@@ -263,18 +247,18 @@ class _BatchStep:
             if self.device.type == "cuda":  # pinned, so the copy does not wait for the queue
                 sizes = sizes.pin_memory()
             sizes = sizes.to(self.device, non_blocking=True)
-            boxes = self.method(feats[self.features], grid, patch, sizes)
+            objects = self.method(feats[self.features], grid, patch, sizes)
         self.times.forward += middle - start
         self.times.lost += time.perf_counter() - middle
-        return _Pending(batch, hws, boxes)
+        return _Pending(batch, hws, objects)
 
     def finish(self, pending: _Pending) -> list[ImageResult]:
         start = time.perf_counter()
-        found = pending.boxes.to_host(self.backbone.patch_size, pending.hws)  # the one sync per batch
+        found = pending.objects.to_host(self.backbone.patch_size, pending.hws)  # the one sync per batch
         self.times.lost += time.perf_counter() - start
         return [
-            ImageResult(self.records[index], original, _result(item, hw, original))
-            for (index, _, original), hw, item in zip(pending.batch, pending.hws, found, strict=True)
+            ImageResult(self.records[index], original, item.at_image_size(original))
+            for (index, _, original), item in zip(pending.batch, found, strict=True)
         ]
 
     def _store(
@@ -294,6 +278,8 @@ class _BatchStep:
         """Launch; on failure fall back to image-by-image, returning those results at once."""
         try:
             return self.launch(batch), []
+        except OptionError:  # an option the model cannot take (e.g. a head it lacks): the run's fault
+            raise
         except (RuntimeError, ValueError, OSError) as exc:
             return None, self._one_by_one(batch, exc)
 
@@ -301,6 +287,8 @@ class _BatchStep:
         """Finish; a failure surfacing at the read-back (asynchronous CUDA errors) retries image by image."""
         try:
             return self.finish(pending)
+        except OptionError:
+            raise
         except (RuntimeError, ValueError) as exc:
             return self._one_by_one(pending.batch, exc)
 
@@ -330,7 +318,7 @@ def discover_cached(
 ) -> Iterator[ImageResult]:
     """:func:`discover` for records whose features are in ``cache``: no model, no decoding.
 
-    Gives the boxes :func:`discover` gives (the features are stored as the model made them).
+    Gives the objects :func:`discover` gives (the features are stored as the model made them).
     A record whose entry cannot be used (torn, made with other settings) goes to ``misses``
     when given, for the caller to run through the model; else it is yielded with an error.
     """
@@ -352,20 +340,13 @@ def discover_cached(
         (item,) = method(feats, entry.grid_hw, patch_size, sizes.to(device)).to_host(patch_size, [entry.image_hw])
         times.wait_decode += middle - start
         times.lost += time.perf_counter() - middle
-        yield ImageResult(record, entry.original_hw, _result(item, entry.image_hw, entry.original_hw))
-
-
-def _result(item: HostBoxes, hw: tuple[int, int], original: tuple[int, int]) -> Found:
-    """A method's host result as :class:`Found`, the box mapped back to the original pixels."""
-    box = map_box(item.box, hw, original) if hw != original else item.box  # resized by --max-side
-    return Found(box, item.seed, item.component, item.score_map)
+        yield ImageResult(record, entry.original_hw, item.at_image_size(entry.original_hw))
 
 
 __all__ = [
     "DEFAULT_BATCH_TOKENS",
     "DEFAULT_MAX_PATCHES",
     "PRECISIONS",
-    "Found",
     "ImageResult",
     "StageTimes",
     "compute_context",

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from objdisc.errors import ObjdiscError
-from objdisc.models.features import FeatureSpec
+from objdisc.models.feature_spec import FeatureSpec
 from objdisc.utils.hashing import sha256_file
 from objdisc.utils.jsonio import write_json_atomic
 

@@ -127,18 +127,6 @@ def _check_patches(
         )
 
 
-def map_box(box: tuple[int, int, int, int], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> tuple[int, ...]:
-    """A pixel box on an image of size ``from_hw`` mapped onto the same image at ``to_hw``."""
-    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-    x1, y1, x2, y2 = box
-    return (
-        max(0, round(x1 * sx)),
-        max(0, round(y1 * sy)),
-        min(to_hw[1], round(x2 * sx)),
-        min(to_hw[0], round(y2 * sy)),
-    )
-
-
 def padded_size(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """``(H, W)`` rounded up to multiples of ``patch_size`` (pixels)."""
     h, w = image_hw

@@ -1,7 +1,15 @@
 """Per-image results journaled as they finish, so a killed run resumes where it stopped.
 
 One append-only JSON-lines file per process (``OUT/journal/rank<r>.jsonl``): a header line
-with the settings that decide the boxes and their hash, then one line per finished image.
+with the settings that decide the objects and their hash, then one line per finished image
+(``image_id``, ``file_name``, ``hw``, ``objects`` as :meth:`objdisc.objects.Objects.to_json`,
+``error``). The header is written with the first image, so a run that fails before finishing
+one leaves no journal behind.
+
+Journals of objdisc 0.1 (settings without ``format``, entries with one ``box`` and ``seed``)
+are read too: :func:`read_journals` takes the settings such a journal would hold as
+``legacy`` and says when they matched, and the run's files read those entries as one object
+with score 1 (:func:`objdisc.engine.run_files.entry_objects`).
 Lines are flushed to the OS as they are written (a SIGKILL loses nothing written) and fsync'd
 every few seconds (a machine crash loses at most those seconds). A torn last line from a kill
 mid-write is ignored on reading.
@@ -28,15 +36,28 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Every journaled image in ``folder``'s journals, by image id; an entry with a box wins
+def read_journals(
+    folder: Path, settings: dict[str, Any], legacy: dict[str, Any] | None = None
+) -> tuple[dict[int, dict[str, Any]], bool]:
+    """Every journaled image in ``folder``'s journals, by image id; an entry with a result wins
     over one without (a failure that a later resume fixed).
+
+    Args:
+        folder: the ``journal/`` folder.
+        settings: what decides the objects now.
+        legacy: the settings an objdisc 0.1 journal of the same run would hold (``None``: none
+            would match).
+
+    Returns:
+        ``(entries by image id, whether a journal matched only the legacy settings)``.
 
     Raises:
         JournalMismatchError: a journal was made with other settings; names what differs.
     """
     key = settings_key(settings)
+    legacy_key = settings_key(legacy) if legacy is not None else None
     done: dict[int, dict[str, Any]] = {}
+    old = False
     fix = "use --overwrite to start over, or another --out"
     for path in sorted(folder.glob("rank*.jsonl")):
         with open(path, errors="replace") as f:
@@ -46,7 +67,9 @@ def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str,
         header = _json_or_none(lines[0])
         if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
             raise JournalMismatchError(f"{path}: not an objdisc journal (its first line is no journal header); {fix}")
-        if header.get("key") != key:
+        if legacy_key is not None and header.get("key") == legacy_key:
+            old = True
+        elif header.get("key") != key:
             theirs = header.get("settings", {})
             diff = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
             raise JournalMismatchError(
@@ -66,10 +89,15 @@ def read_journals(folder: Path, settings: dict[str, Any]) -> dict[int, dict[str,
                 raise JournalMismatchError(f"{path}: line {number} is not a journal entry; {fix}")
             image_id = entry["image_id"]
             # Files are read in rank order, not time order: a failure journaled by one run must
-            # not hide the box a later resume (possibly on another rank) found for the image.
-            if entry.get("box") is not None or image_id not in done:
+            # not hide the result a later resume (possibly on another rank) found for the image.
+            if finished(entry) or image_id not in done:
                 done[image_id] = entry
-    return done
+    return done, old
+
+
+def finished(entry: dict[str, Any] | None) -> bool:
+    """Whether a journal entry holds a result (today's ``objects`` or 0.1's ``box``)."""
+    return entry is not None and (entry.get("objects") is not None or entry.get("box") is not None)
 
 
 def _json_or_none(line: str) -> Any:
@@ -81,19 +109,24 @@ def _json_or_none(line: str) -> Any:
 
 
 class Journal:
-    """Appends finished images to ``folder/rank<rank>.jsonl``."""
+    """Appends finished images to ``folder/rank<rank>.jsonl`` (created with the first image)."""
 
     def __init__(self, folder: Path, rank: int, settings: dict[str, Any], fsync_every_s: float = 2.0) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.path = folder / f"rank{rank}.jsonl"
+        self.settings = settings
+        self._file: Any = None
+        self._fsync_every_s = fsync_every_s
+        self._last_sync = time.monotonic()
+
+    def _open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a")
         if fresh:
-            self._file.write(json.dumps({"key": settings_key(settings), "settings": settings}) + "\n")
+            self._file.write(json.dumps({"key": settings_key(self.settings), "settings": self.settings}) + "\n")
         elif not self._ends_with_newline():
             self._file.write("\n")  # close a line torn by a kill
-        self._fsync_every_s = fsync_every_s
-        self._last_sync = time.monotonic()
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
@@ -102,6 +135,8 @@ class Journal:
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one finished image (flushed now, fsync'd every few seconds)."""
+        if self._file is None:
+            self._open()
         self._file.write(json.dumps(entry) + "\n")
         self._file.flush()
         if time.monotonic() - self._last_sync >= self._fsync_every_s:
@@ -110,7 +145,7 @@ class Journal:
 
     def close(self) -> None:
         """fsync and close."""
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()

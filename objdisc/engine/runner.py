@@ -1,9 +1,10 @@
-"""``objdisc run``: dataset -> boxes -> CorLoc -> files, resumable, on one process or torchrun.
+"""``objdisc run``: dataset -> objects -> metrics -> files, resumable, on one process or torchrun.
 
-Every finished image goes to the journal (:mod:`objdisc.engine.journal`) first; the final files are
-always built from the journal, in dataset order, by rank 0. So an uninterrupted run, a run
-killed and resumed, and a torchrun run over N processes write the same predictions.json,
-gt.json and per_image.json, and metrics.json differs only in its timing fields.
+Every finished image goes to the journal (:mod:`objdisc.engine.journal`) first; the final
+files are always built from the journal, in dataset order, by rank 0
+(:mod:`objdisc.engine.run_files`). So an uninterrupted run, a run killed and resumed, and a
+torchrun run over N processes write the same predictions.json, gt.json and per_image.json,
+and metrics.json differs only in its timing fields.
 """
 
 from __future__ import annotations
@@ -30,15 +31,23 @@ from objdisc.engine.discover import (
     resolve_precision,
 )
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.journal import Journal, read_journals
+from objdisc.engine.journal import Journal, finished, read_journals
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
 from objdisc.engine.out_folder import OutLock, check_ours, clear_run, lock_out
+from objdisc.engine.run_files import write_outputs
 from objdisc.errors import ObjdiscError, OptionError
-from objdisc.evaluation.coco_export import coco_ground_truth, coco_predictions
-from objdisc.evaluation.corloc import CorLoc, image_set
-from objdisc.methods import Lost, TokenCut, make_method
-from objdisc.models.backbones import Backbone, BackboneSpec, create_backbone, get_spec, resolve_weights
-from objdisc.models.features import FeatureSpec
+from objdisc.evaluation.evaluator import default_evaluators
+from objdisc.methods import MethodBase, make_method, method_class
+from objdisc.methods.options import options_of
+from objdisc.models.backbones import (
+    Backbone,
+    BackboneSpec,
+    create_backbone,
+    get_spec,
+    model_depth,
+    resolve_weights,
+)
+from objdisc.models.feature_spec import FeatureSpec
 from objdisc.registers.test_time import RegisterNeurons, load_register_neurons
 from objdisc.utils.jsonio import write_json_atomic
 from objdisc.utils.provenance import now_iso, producer
@@ -48,7 +57,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything ``objdisc run`` takes. Paths may be ``None`` where the dataset kind needs none."""
+    """Everything ``objdisc run`` takes. Paths may be ``None`` where the dataset kind needs none.
+
+    ``method_options`` are the method's own options (``{"k_patches": 50}``; the method's
+    defaults for the others, :mod:`objdisc.methods`); ``features`` defaults to the method's
+    own kind (keys for LOST and TokenCut, the CLS attention for DINO-seg).
+    """
 
     backbone: str
     dataset: str
@@ -59,7 +73,6 @@ class RunConfig:
     annotations: Path | None = None
     split: str = "trainval"
     no_hard: bool = False
-    k_patches: int = 100
     batch_size: int = 8
     batch_tokens: int | None = None
     workers: int | None = None
@@ -69,24 +82,38 @@ class RunConfig:
     max_side: int | None = None
     max_patches: int | None = DEFAULT_MAX_PATCHES
     overwrite: bool = False
-    features: str = "k"
+    features: str | None = None
     layer: int = -1
     method: str = "lost"
-    gram_bias: float = 0.0
-    tau: float = 0.2
+    method_options: dict[str, Any] = field(default_factory=dict)
     cache: Path | None = None
     test_time_registers: str | None = None
     ttr_top: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> RunConfig:
+        """A config from ``run.json`` ``options`` (objdisc 0.1's ``k_patches`` / ``gram_bias`` / ``tau``
+        become the method's options)."""
+        known = {k: v for k, v in options.items() if k in cls.__dataclass_fields__}
+        if "method_options" not in options:
+            owned = {o.name for o in options_of(method_class(options.get("method", "lost")))}
+            known["method_options"] = {k: options[k] for k in ("k_patches", "gram_bias", "tau") if k in owned}
+        return cls(**known)
+
     @property
     def feature_spec(self) -> FeatureSpec:
-        """The features the method reads."""
-        return FeatureSpec(self.features, self.layer)
+        """The features the method reads (checked against the kinds the method takes)."""
+        kinds = method_class(self.method).feature_kinds
+        kind = self.features if self.features is not None else kinds[0]
+        spec = FeatureSpec(kind, self.layer)
+        if kind not in kinds:
+            raise OptionError(f"--features {kind}: {self.method} reads {' or '.join(kinds)}")
+        return spec
 
-    def make_method(self) -> Lost | TokenCut:
+    def make_method(self) -> MethodBase:
         """The method with its options (errors name an option the method does not take)."""
-        return make_method(self.method, self.k_patches, self.gram_bias, self.tau)
+        return make_method(self.method, **self.method_options)
 
     def register_neurons(self) -> RegisterNeurons | None:
         """The test-time registers' neurons (``None`` without); checks the two options."""
@@ -97,7 +124,7 @@ class RunConfig:
         return load_register_neurons(self.test_time_registers, get_spec(self.backbone).name, self.ttr_top)
 
     def discovery(self) -> dict[str, Any]:
-        """Features, layer, method and the method's own options, JSON-able; checks them all."""
+        """Features, layer, method and every option of the method, JSON-able; checks them all."""
         return {"features": self.feature_spec.kind, "layer": self.layer, **self.make_method().options()}
 
     def options(self) -> dict[str, Any]:
@@ -131,6 +158,9 @@ def ttr_setting(neurons: RegisterNeurons | None) -> dict[str, Any]:
     return {} if neurons is None else {"test_time_registers": neurons.identity()}
 
 
+SETTINGS_FORMAT = 2  # journal settings: 2 = K objects per image, method options owned by the method
+
+
 def box_settings(
     config: RunConfig,
     dataset: Dataset,
@@ -139,8 +169,9 @@ def box_settings(
     precision: str,
     neurons: RegisterNeurons | None = None,
 ) -> dict:
-    """What decides the boxes; a journal made with other values is refused."""
+    """What decides the objects; a journal made with other values is refused."""
     return {
+        "format": SETTINGS_FORMAT,
         "backbone": spec.name,
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
@@ -148,12 +179,21 @@ def box_settings(
         "weights_sha256": sha256,
         "dataset": dataset.name,
         "no_hard": config.no_hard,
-        "k_patches": config.k_patches,
         "max_side": config.max_side,
         "precision": precision,
         "model_kwargs": config.model_kwargs,
         **config.discovery(),
     }
+
+
+def legacy_settings(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings objdisc 0.1 journaled for the same LOST or TokenCut run (its top-level
+    ``k_patches``, no ``format``), so that its journals still resume; ``None`` for other methods."""
+    if settings["method"] not in ("lost", "tokencut") or settings["features"] not in ("k", "q", "v"):
+        return None
+    old = {k: v for k, v in settings.items() if k != "format"}
+    old["k_patches"] = settings.get("k_patches", 100)
+    return old
 
 
 def cache_identity(
@@ -171,21 +211,19 @@ def cache_identity(
     }
 
 
-def journal_entry(result: ImageResult) -> dict[str, Any]:
-    """One journal line for a finished image."""
-    found = result.found
+def journal_entry(result: ImageResult, with_masks: bool = True) -> dict[str, Any]:
+    """One journal line for a finished image (masks as RLEs unless ``with_masks`` is off)."""
     return {
         "image_id": result.record.image_id,
         "file_name": result.record.file_name,
         "hw": list(result.image_hw) if result.image_hw else None,
-        "box": list(found.box) if found else None,
-        "seed": found.seed if found else None,
+        "objects": result.objects.to_json(with_masks) if result.objects is not None else None,
         "error": result.error,
     }
 
 
 def _finished(entry: dict[str, Any] | None, record: ImageRecord) -> bool:
-    return entry is not None and entry["file_name"] == record.file_name and entry["box"] is not None
+    return finished(entry) and entry["file_name"] == record.file_name  # type: ignore[index]
 
 
 def run(
@@ -195,13 +233,14 @@ def run(
     cache_features: Sequence[FeatureSpec] = (),
     label: str | None = None,
 ) -> RunResult:
-    """``objdisc run``: one box per image, CorLoc, and the files in ``config.out``.
+    """``objdisc run``: the objects of every image, every metric that applies, and the files in ``config.out``.
 
     Writes ``predictions.json`` (COCO results), ``gt.json`` (COCO ground truth of the
     evaluated images, or the image list for ``folder``), ``per_image.json``,
-    ``metrics.json`` and ``run.json`` atomically, plus ``journal/`` as images finish.
-    Rerunning into the same ``out`` resumes: finished images are not processed again, and a
-    fully finished run only rewrites its files (the model is not even built).
+    ``metrics.json`` and ``run.json`` atomically, plus ``journal/`` as images finish
+    (:mod:`objdisc.engine.run_files`). Rerunning into the same ``out`` resumes: finished images
+    are not processed again, and a fully finished run only rewrites its files (the model is not
+    even built).
 
     Args:
         config: the options.
@@ -233,7 +272,8 @@ def run(
         if rank.main:  # one writer per folder; other ranks write only their own journal in it
             lock = lock_out(Path(config.out))
             check_ours(Path(config.out))
-        return _run(config, dataset, records, rank, backbone, progress, cache_features, label)
+        plan = _plan(config, dataset, rank, backbone, cache_features)
+        return _execute(plan, records, progress, label)
     finally:
         if lock is not None:
             lock.release()
@@ -270,122 +310,93 @@ def warn_no_ground_truth(dataset: Dataset, records: Sequence[ImageRecord]) -> No
         )
 
 
-def _run(
+@dataclass
+class _Plan:
+    """What one run needs once its options are resolved: built by :func:`_plan`, used by the steps."""
+
+    config: RunConfig
+    dataset: Dataset
+    rank: distributed.Rank
+    device: torch.device
+    precision: str
+    spec: BackboneSpec
+    weights: Any
+    neurons: RegisterNeurons | None
+    settings: dict[str, Any]
+    made_by: dict[str, Any]
+    method: MethodBase
+    features: FeatureSpec
+    backbone: Backbone | None
+    cache: FeatureCache | None
+    cache_features: Sequence[FeatureSpec]
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.out / "journal"
+
+
+def _plan(
     config: RunConfig,
     dataset: Dataset,
-    records: list[ImageRecord],
     rank: distributed.Rank,
     backbone: Backbone | None,
-    progress: bool | None,
-    cache_features: Sequence[FeatureSpec] = (),
-    label: str | None = None,
-) -> RunResult:
+    cache_features: Sequence[FeatureSpec],
+) -> _Plan:
+    """Resolve device, precision, backbone, weights, settings and provenance (no model built yet)."""
     device = resolve_device(config.device, rank.local_rank)
     precision = resolve_precision(config.precision, device)
     spec = backbone.spec if backbone is not None else get_spec(config.backbone)
+    depth = len(backbone.model.blocks) if backbone is not None else model_depth(spec, **config.model_kwargs)
+    config.feature_spec.block(depth)  # the layer exists, before anything is written
     weights = backbone.weights if backbone is not None else resolve_weights(spec, config.weights)
     neurons = backbone.test_time_registers if backbone is not None else config.register_neurons()
-    settings = box_settings(config, dataset, spec, weights.sha256, precision, neurons)
     made_by = producer(spec, weights, device, precision)
     made_by["discovery"] = config.discovery()
     if neurons is not None:
         made_by["test_time_registers"] = neurons.describe()
-    method, features = config.make_method(), config.feature_spec
-    out = Path(config.out)
-    journal_dir = out / "journal"
-    if config.overwrite and rank.main:
-        clear_run(out)
-    distributed.barrier(rank)
-    done = read_journals(journal_dir, settings)
-    run_info = {
-        "producer": made_by,
-        "options": config.options(),
-        "dataset": {"kind": config.dataset, "name": dataset.name, "image_root": str(dataset.image_root)},
-        "n_records": len(records),
-        "world_size": rank.world,
-        "torch_threads": torch.get_num_threads(),
-        "command": sys.argv,
-        "started": now_iso(),
-        "status": "running",
-    }
-    if rank.main:
-        write_json_atomic(out / "run.json", run_info)
-
-    mine = [records[i] for i in distributed.shard(len(records), rank)]
-    # Finished means a box: images that failed before (unreadable, out of memory) are tried again.
-    todo = [r for r in mine if not _finished(done.get(r.image_id), r)]
-    times, start = StageTimes(), time.perf_counter()
     cache = (
         FeatureCache(config.cache, cache_identity(spec, weights.sha256, precision, config, neurons))
         if config.cache
         else None
     )
+    settings = box_settings(config, dataset, spec, weights.sha256, precision, neurons)
+    return _Plan(
+        config, dataset, rank, device, precision, spec, weights, neurons, settings, made_by,
+        config.make_method(), config.feature_spec, backbone, cache, cache_features,
+    )  # fmt: skip
+
+
+def _execute(plan: _Plan, records: list[ImageRecord], progress: bool | None, label: str | None) -> RunResult:
+    """Resume from the journal, process this rank's images, and (rank 0) write the files."""
+    rank = plan.rank
+    if plan.config.overwrite and rank.main:
+        clear_run(plan.out)
+    distributed.barrier(rank)
+    done, legacy = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings))
+    run_info = _run_info(plan, len(records))
+    if rank.main:
+        write_json_atomic(plan.out / "run.json", run_info)
+    mine = [records[i] for i in distributed.shard(len(records), rank)]
+    # Finished means a result: images that failed before (unreadable, out of memory) are tried again.
+    todo = [r for r in mine if not _finished(done.get(r.image_id), r)]
+    times, start = StageTimes(), time.perf_counter()
     if todo:
         logger.info(
             "rank %d: %d of %d images to do (%d already in the journal)",
-            rank.rank,
-            len(todo),
-            len(mine),
-            len(mine) - len(todo),
-        )
-        # The cache serves an image only when every asked feature is there; an entry that
-        # turns out unusable when read goes back to the model with the uncached images.
-        wanted = [features, *cache_features]
-        cached = [r for r in todo if all(cache.has(r.path, s) for s in wanted)] if cache else []
-        cached_ids = {r.image_id for r in cached}
-        uncached = [r for r in todo if r.image_id not in cached_ids]
-
-        def engine() -> Iterator[ImageResult]:
-            nonlocal backbone
-            misses: list[ImageRecord] = []
-            if cached:
-                assert cache is not None
-                logger.info("rank %d: %d images from the feature cache %s", rank.rank, len(cached), cache.folder)
-                yield from discover_cached(
-                    cached,
-                    cache,
-                    features=features,
-                    method=method,
-                    patch_size=spec.patch_size,
-                    device=device,
-                    times=times,
-                    misses=misses,
-                )
-            rest = uncached + misses
-            if not rest:
-                return
-            if backbone is None:
-                backbone = create_backbone(config.backbone, weights, device, neurons, **config.model_kwargs)
-            backbone.model.to(device)
-            yield from discover(
-                backbone,
-                rest,
-                features=features,
-                method=method,
-                cache=cache,
-                cache_features=cache_features,
-                batch_size=config.batch_size,
-                workers=config.workers,
-                device=device,
-                precision=precision,
-                max_side=config.max_side,
-                max_patches=config.max_patches,
-                batch_tokens=config.batch_tokens,
-                times=times,
-            )
-
-        _process(dataset, engine(), len(todo), rank, settings, journal_dir, progress, label)
+            rank.rank, len(todo), len(mine), len(mine) - len(todo),
+        )  # fmt: skip
+        # A resumed objdisc 0.1 journal holds no masks: none are added, so all images agree.
+        _process(plan, _engine(plan, todo, times), len(todo), progress, label, with_masks=not legacy)
     seconds = time.perf_counter() - start
     n_resumed = sum(_finished(done.get(r.image_id), r) for r in records)
     distributed.barrier(rank)
     if not rank.main:
-        return RunResult(out, {}, made_by)
-
-    entries = read_journals(journal_dir, settings)
-    missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
-    if missing:
-        raise ObjdiscError(f"{len(missing)} images have no result in {journal_dir} (first: {missing[0]})")
-    metrics = _write_outputs(out, dataset, records, entries, made_by)
+        return RunResult(plan.out, {}, plan.made_by)
+    metrics = _finish(plan, records)
     metrics.update(
         seconds=round(seconds, 3),
         n_processed=len(records) - n_resumed,
@@ -393,112 +404,116 @@ def _run(
         images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
         stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
     )
-    write_json_atomic(out / "metrics.json", metrics)
-    write_json_atomic(out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
-    return RunResult(out, metrics, made_by)
+    write_json_atomic(plan.out / "metrics.json", metrics)
+    write_json_atomic(plan.out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
+    return RunResult(plan.out, metrics, plan.made_by)
+
+
+def _run_info(plan: _Plan, n_records: int) -> dict[str, Any]:
+    """``run.json`` while the run is going (``status`` running)."""
+    return {
+        "producer": plan.made_by,
+        "options": plan.config.options(),
+        "dataset": {"kind": plan.config.dataset, "name": plan.dataset.name, "image_root": str(plan.dataset.image_root)},
+        "n_records": n_records,
+        "world_size": plan.rank.world,
+        "torch_threads": torch.get_num_threads(),
+        "command": sys.argv,
+        "started": now_iso(),
+        "status": "running",
+    }
+
+
+def _engine(plan: _Plan, todo: list[ImageRecord], times: StageTimes) -> Iterator[ImageResult]:
+    """The images' results: from the feature cache where every asked feature is there, else the model.
+
+    An entry that turns out unusable when read goes back to the model with the uncached images.
+    """
+    cache, features = plan.cache, plan.features
+    wanted = [features, *plan.cache_features]
+    cached = [r for r in todo if all(cache.has(r.path, s) for s in wanted)] if cache else []
+    cached_ids = {r.image_id for r in cached}
+    misses: list[ImageRecord] = []
+    if cached:
+        assert cache is not None
+        logger.info("rank %d: %d images from the feature cache %s", plan.rank.rank, len(cached), cache.folder)
+        yield from discover_cached(
+            cached, cache, features=features, method=plan.method, patch_size=plan.spec.patch_size,
+            device=plan.device, times=times, misses=misses,
+        )  # fmt: skip
+    rest = [r for r in todo if r.image_id not in cached_ids] + misses
+    if not rest:
+        return
+    if plan.backbone is None:
+        config = plan.config
+        plan.backbone = create_backbone(config.backbone, plan.weights, plan.device, plan.neurons, **config.model_kwargs)
+    plan.backbone.model.to(plan.device)
+    config = plan.config
+    yield from discover(
+        plan.backbone, rest, features=features, method=plan.method, cache=cache, cache_features=plan.cache_features,
+        batch_size=config.batch_size, workers=config.workers, device=plan.device, precision=plan.precision,
+        max_side=config.max_side, max_patches=config.max_patches, batch_tokens=config.batch_tokens, times=times,
+    )  # fmt: skip
 
 
 def _process(
-    dataset: Dataset,
+    plan: _Plan,
     engine: Iterable[ImageResult],
     total: int,
-    rank: distributed.Rank,
-    settings: dict[str, Any],
-    journal_dir: Path,
     progress: bool | None,
     label: str | None = None,
+    with_masks: bool = True,
 ) -> None:
-    """Drain the engine, journaling each image as it finishes."""
+    """Drain the engine, journaling each image as it finishes; the bar shows the evaluators' progress."""
+    rank = plan.rank
     show = rank.main and (sys.stderr.isatty() if progress is None else progress)
-    metric = CorLoc()
+    evaluators = default_evaluators(plan.dataset)
+    for evaluator in evaluators:
+        evaluator.reset()
     parts = [label] if label else []
     parts += [f"rank 0/{rank.world}"] if rank.world > 1 else []
     desc = " ".join(parts) or None
     with (
-        Journal(journal_dir, rank.rank, settings) as journal,
+        Journal(plan.journal_dir, rank.rank, plan.settings) as journal,
         tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
     ):
         for result in engine:
-            journal.append(journal_entry(result))
-            record = result.record
-            if result.found is None:
+            journal.append(journal_entry(result, with_masks))
+            if result.objects is None:
                 logger.warning("skipped %s", result.error)
-                metric.skip(record.image_id, has_gt=not record.no_ground_truth)
-            elif dataset.has_gt and record.gt_boxes is not None:
-                metric.update(record.image_id, result.found.box, record.gt_boxes)
-            if dataset.has_gt:  # before update(1), which redraws: the bar never lags an image
-                score = metric.compute()
-                bar.set_postfix_str(f"hits {score.n_hits}/{score.n_images}", refresh=False)
+            for evaluator in evaluators:
+                evaluator.process(result.record, result.objects)
+            if evaluators:  # before update(1), which redraws: the bar never lags an image
+                bar.set_postfix_str(" ".join(e.progress() for e in evaluators), refresh=False)
             bar.update(1)
 
 
-def _write_outputs(
-    out: Path, dataset: Dataset, records: list[ImageRecord], entries: dict[int, dict[str, Any]], made_by: dict
-) -> dict[str, Any]:
-    """predictions.json, gt.json, per_image.json from the journal entries, in dataset order."""
-    metric = CorLoc()
-    boxes: dict[int, tuple[int, int, int, int]] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    per_image, skipped, no_gt = [], [], []
-    for record in records:
-        entry = entries[record.image_id]
-        if entry["hw"] is not None:
-            sizes[record.image_id] = (entry["hw"][0], entry["hw"][1])
-        item: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
-        if dataset.has_gt and record.no_ground_truth:
-            no_gt.append(record.file_name)
-            item["no_ground_truth"] = True
-        if entry["box"] is None:
-            skipped.append({**item, "reason": entry["error"]})
-            metric.skip(record.image_id, has_gt=not record.no_ground_truth)
-        else:
-            box = (entry["box"][0], entry["box"][1], entry["box"][2], entry["box"][3])
-            boxes[record.image_id] = box
-            item.update(box=list(box), seed=entry["seed"])
-            if dataset.has_gt and record.gt_boxes is not None:
-                best = metric.update(record.image_id, box, record.gt_boxes)
-                if best is not None:
-                    item.update(iou=round(best, 6), hit=best >= metric.threshold)
-        per_image.append(item)
-    score = metric.compute()
-    write_json_atomic(out / "predictions.json", coco_predictions(boxes))
-    write_json_atomic(out / "gt.json", coco_ground_truth(records, sizes, info={"producer": made_by}))
-    write_json_atomic(out / "per_image.json", {"producer": made_by, "images": per_image})
-    return {
-        "producer": made_by,
-        "dataset": dataset.name,
-        "corloc": round(score.corloc, 4) if dataset.has_gt and score.corloc is not None else None,
-        "n_images": len(records),
-        "n_scored": score.n_images if dataset.has_gt else None,
-        "n_hits": score.n_hits if dataset.has_gt else None,
-        "no_ground_truth": len(no_gt) if dataset.has_gt else None,
-        "no_ground_truth_images": no_gt,
-        "image_set": image_set([r.image_id for r in records]),
-        "n_boxes": len(boxes),
-        "n_skipped": len(skipped),
-        "skipped": skipped,
-        "n_excluded": len(dataset.excluded),
-        "excluded": dataset.excluded,
-        "dataset_warnings": dataset.warnings,
-    }
+def _finish(plan: _Plan, records: list[ImageRecord]) -> dict[str, Any]:
+    """Rank 0: every rank's journal -> the run's files (in dataset order) and the metrics."""
+    entries, _ = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings))
+    missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
+    if missing:
+        raise ObjdiscError(f"{len(missing)} images have no result in {plan.journal_dir} (first: {missing[0]})")
+    return write_outputs(plan.out, plan.dataset, records, entries, plan.made_by, default_evaluators(plan.dataset))
 
 
 def summary(result: RunResult) -> str:
     """A one-screen text summary of a finished run."""
+    from objdisc.evaluation import EVALUATORS
+
     m, p = result.metrics, result.producer
     lines = [
         f"backbone   {p['backbone']} ({p['timm_model']}, patch {p['patch_size']}, {p['num_registers']} registers)",
         f"weights    {p['weights']['source']} sha256 {p['weights']['sha256'][:16]}…",
         f"device     {p['device_name']} · {p['precision']}",
-        f"dataset    {m['dataset']}: {m['n_images']} images, {m['n_boxes']} boxes, {m['n_skipped']} skipped"
+        f"method     {p['discovery']['method']} on {p['discovery']['features']} of block {p['discovery']['layer']}",
+        f"dataset    {m['dataset']}: {m['n_images']} images, {m['n_objects']} objects, {m['n_skipped']} skipped"
         + (f", {m['n_excluded']} excluded" if m["n_excluded"] else ""),
     ]
-    left_out = m.get("no_ground_truth") or 0
-    note = f"; {left_out} without ground truth left out" if left_out else ""
-    if m["corloc"] is not None:
-        lines.append(f"CorLoc     {m['corloc']:.2f}%  ({m['n_hits']}/{m['n_scored']} hits{note})")
-    elif m.get("n_scored") == 0:
-        lines.append(f"CorLoc     none: no image has a ground-truth box ({left_out} images)")
+    for name, block in m["metrics"].items():
+        evaluator = EVALUATORS.get(name)
+        if evaluator is not None:
+            lines.append(evaluator.summary_line(block))
     rate = f"{m['images_per_s']:.2f} images/s" if m["images_per_s"] else "nothing left to process"
     resumed = f" · {m['n_resumed']} resumed from the journal" if m["n_resumed"] else ""
     lines.append(f"time       {m['seconds']:.1f} s · {rate}{resumed}")

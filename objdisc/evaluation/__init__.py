@@ -1,1 +1,13 @@
-"""Scoring: box conventions, CorLoc, scoring any results file, COCO export."""
+"""Scoring: box conventions, evaluators (CorLoc), scoring any results file, COCO export.
+
+:data:`EVALUATORS` maps metric names to evaluator classes (:mod:`objdisc.evaluation.evaluator`);
+``objdisc run`` and ``objdisc eval`` compute every one that applies to the dataset.
+"""
+
+from __future__ import annotations
+
+from objdisc.evaluation.corloc import CorLocEvaluator
+
+EVALUATORS: dict[str, type] = {"corloc": CorLocEvaluator}
+
+__all__ = ["EVALUATORS"]

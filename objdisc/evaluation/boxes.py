@@ -44,3 +44,18 @@ def iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
     out = np.zeros(len(boxes), dtype=np.float64)
     np.divide(inter, union, out=out, where=union > 0)
     return out
+
+
+def map_box(
+    box: Sequence[int], from_hw: tuple[int, int], to_hw: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A pixel box ``(x1, y1, x2, y2)`` on an image of size ``from_hw`` mapped onto the same image
+    at ``to_hw`` (rounded to the nearest pixel, clipped to the image)."""
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    x1, y1, x2, y2 = box
+    return (
+        max(0, round(x1 * sx)),
+        max(0, round(y1 * sy)),
+        min(to_hw[1], round(x2 * sx)),
+        min(to_hw[0], round(y2 * sy)),
+    )

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from objdisc.datasets import ImageRecord
 from objdisc.evaluation.boxes import xyxy_to_xywh
+
+if TYPE_CHECKING:
+    from objdisc.datasets.base import ImageRecord
+    from objdisc.objects import Objects
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
-def coco_predictions(boxes: dict[int, tuple[int, int, int, int]], score: float = 1.0) -> list[dict[str, Any]]:
-    """COCO results: one class-agnostic ``[x, y, w, h]`` box per image id (category 1)."""
-    return [
-        {"image_id": image_id, "category_id": CATEGORY["id"], "bbox": xyxy_to_xywh(box), "score": score}
-        for image_id, box in boxes.items()
-    ]
+def coco_results(results: Mapping[int, Objects]) -> list[dict[str, Any]]:
+    """COCO results: one class-agnostic entry (category 1) per object, in image then object order.
+
+    Each entry: ``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]`` pixels, ``score`` and,
+    when the objects carry masks, ``segmentation`` (compressed RLE at the original image size).
+    """
+    out = []
+    for image_id, objects in results.items():
+        rles = objects.rles() if objects.has_masks else None
+        for k, box in enumerate(objects.boxes.tolist()):
+            entry: dict[str, Any] = {
+                "image_id": image_id,
+                "category_id": CATEGORY["id"],
+                "bbox": xyxy_to_xywh(box),
+                "score": float(objects.scores[k]),
+            }
+            if rles is not None:
+                entry["segmentation"] = rles[k]
+            out.append(entry)
+    return out
 
 
 def coco_ground_truth(

@@ -1,8 +1,11 @@
-"""``objdisc eval``: CorLoc of any COCO-results file, so other tools' boxes sit in the same table.
+"""``objdisc eval``: every metric of any COCO-results file, so other tools' objects sit in the same table.
 
-Per image the highest-scoring box counts (the first in file order on equal scores; a box
-without a score counts as score 0); an image of the dataset without any prediction is a miss.
-Predictions for images not in the dataset are ignored and counted.
+A results file is read into one :class:`~objdisc.objects.Objects` per image (its entries in
+file order; a box without a score has score 0; ``segmentation`` RLEs kept when every entry of
+the image has one) and scored by the evaluators ``objdisc run`` uses
+(:mod:`objdisc.evaluation.evaluator`): CorLoc takes the highest-scoring box (the first in file
+order on equal scores); an image of the dataset without any prediction is a miss. Predictions
+for images not in the dataset are ignored and counted.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from objdisc.datasets import Dataset, ImageRecord
 from objdisc.engine.out_folder import check_ours, is_run_folder, lock_out
+from objdisc.engine.run_files import read_metrics, read_per_image
 from objdisc.errors import ObjdiscError, OptionError
 from objdisc.evaluation.boxes import xywh_to_xyxy
-from objdisc.evaluation.corloc import CorLoc, image_set
+from objdisc.evaluation.corloc import image_set
+from objdisc.evaluation.evaluator import default_evaluators, score
+from objdisc.objects import Objects
 from objdisc.utils.hashing import sha256_file
 from objdisc.utils.jsonio import read_json, write_json_atomic
 
@@ -27,10 +35,12 @@ class PredictionsError(ObjdiscError):
     """A predictions file that is not COCO results."""
 
 
-def read_predictions(path: Path) -> dict[int, tuple[float, tuple[float, float, float, float]]]:
-    """Best ``(score, xyxy box)`` per image id from a COCO results file.
+def read_predictions(path: Path) -> dict[int, Objects]:
+    """The objects of every image id in a COCO results file, in file order.
 
     Accepts a bare results list (the COCO format) or an object with an ``annotations`` list.
+    Boxes are float64 ``x1, y1, x2, y2``; an entry without a score has score 0; the
+    ``segmentation`` RLEs are kept for an image when each of its entries has one.
 
     Raises:
         PredictionsError: naming the file and the first bad entry.
@@ -44,25 +54,45 @@ def read_predictions(path: Path) -> dict[int, tuple[float, tuple[float, float, f
     entries = data.get("annotations") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise PredictionsError(f"{path}: expected a list of COCO results (or an object with 'annotations')")
-    best: dict[int, tuple[float, tuple[float, float, float, float]]] = {}
+    boxes: dict[int, list[list[float]]] = {}
+    scores: dict[int, list[float]] = {}
+    rles: dict[int, list[Any]] = {}
     for n, entry in enumerate(entries):
         where = f"{path}: entry {n}"
         if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
             raise PredictionsError(f"{where}: needs 'image_id' and 'bbox'")
-        bbox, score = entry["bbox"], entry.get("score", 0.0)
+        bbox, value = entry["bbox"], entry.get("score", 0.0)
         if not (isinstance(bbox, Sequence) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
             raise PredictionsError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
-        if not _finite(score):
-            raise PredictionsError(f"{where}: score must be a finite number, got {score!r}")
+        if not _finite(value):
+            raise PredictionsError(f"{where}: score must be a finite number, got {value!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             raise PredictionsError(f"{where}: negative width or height in {bbox!r}")
         try:
             image_id = int(entry["image_id"])
         except (TypeError, ValueError):
             raise PredictionsError(f"{where}: image_id must be an integer, got {entry['image_id']!r}") from None
-        if image_id not in best or score > best[image_id][0]:
-            best[image_id] = (float(score), tuple(float(v) for v in xywh_to_xyxy(bbox)))  # type: ignore[misc]
-    return best
+        boxes.setdefault(image_id, []).append([float(v) for v in xywh_to_xyxy(bbox)])
+        scores.setdefault(image_id, []).append(float(value))
+        rles.setdefault(image_id, []).append(_rle(entry.get("segmentation"), where))
+    out = {}
+    for image_id, items in boxes.items():
+        segmentation = rles[image_id] if all(r is not None for r in rles[image_id]) else None
+        out[image_id] = Objects(
+            np.asarray(items, dtype=np.float64).reshape(-1, 4),
+            np.asarray(scores[image_id], dtype=np.float64),
+            segmentation=segmentation,
+        )
+    return out
+
+
+def _rle(value: Any, where: str) -> dict[str, Any] | None:
+    """A compressed COCO RLE as written by COCO tools, or ``None``; other mask forms are refused."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("counts"), str) and len(value.get("size") or []) == 2:
+        return {"size": [int(v) for v in value["size"]], "counts": value["counts"]}
+    raise PredictionsError(f"{where}: segmentation must be a compressed RLE {{'size': [H, W], 'counts': str}}")
 
 
 def _finite(value: Any) -> bool:
@@ -77,8 +107,8 @@ def run_images(run: Path) -> tuple[str, list[int]]:
     """
     run = Path(run)
     try:
-        images = read_json(run / "per_image.json")["images"]
-        dataset = str(read_json(run / "metrics.json")["dataset"])
+        images = read_per_image(run)
+        dataset = str(read_metrics(run)["dataset"])
         return dataset, [int(item["image_id"]) for item in images]
     except FileNotFoundError as exc:
         raise ObjdiscError(
@@ -121,40 +151,31 @@ def limited_run_note(predictions: Path, dataset: Dataset) -> str | None:
 
 
 def evaluate(dataset: Dataset, predictions: Path, image_ids: Collection[int] | None = None) -> dict[str, Any]:
-    """CorLoc of ``predictions`` on ``dataset`` (or on its images ``image_ids`` only).
-
-    Images without a ground-truth box are left out of CorLoc and counted (``no_ground_truth``).
+    """Every metric that applies to ``dataset`` for ``predictions`` (or on its images ``image_ids`` only).
 
     Returns:
-        metrics.json-style dict: ``corloc`` (``None`` when no image has ground truth),
-        ``n_images`` (images scored against), ``n_scored`` (the denominator), ``n_hits``,
-        ``n_missing`` (counted images without a prediction), ``n_unknown`` (predictions for
-        images not scored against), ``no_ground_truth`` and ``image_set``.
+        metrics.json-style dict: ``dataset``, ``n_images`` (images scored against),
+        ``n_missing`` (images with ground truth and no prediction), ``n_unknown`` (predictions
+        for images not scored against), ``no_ground_truth``, ``image_set`` and ``metrics`` (one
+        block per evaluator, as ``objdisc run`` writes them).
+
+    Raises:
+        ObjdiscError: the dataset has no ground truth, or the file is not COCO results.
     """
     if not dataset.has_gt:
         raise ObjdiscError(f"{dataset.name} has no ground truth to score against")
     records = dataset.records if image_ids is None else select_records(dataset, image_ids, "the image list")
-    best = read_predictions(predictions)
-    metric = CorLoc()
-    missing = 0
-    for record in records:
-        if record.image_id in best and record.gt_boxes is not None:
-            metric.update(record.image_id, best[record.image_id][1], record.gt_boxes)
-        else:
-            missing += record.image_id not in best and not record.no_ground_truth
-            metric.skip(record.image_id, has_gt=not record.no_ground_truth)
-    score = metric.compute()
+    results = read_predictions(predictions)
+    blocks, _ = score(records, results, default_evaluators(dataset))
     ids = {r.image_id for r in records}
     return {
         "dataset": dataset.name,
-        "corloc": round(score.corloc, 4) if score.corloc is not None else None,
         "n_images": len(records),
-        "n_scored": score.n_images,
-        "n_hits": score.n_hits,
-        "n_missing": missing,
-        "n_unknown": len(set(best) - ids),
-        "no_ground_truth": score.n_no_gt,
+        "n_missing": sum(r.image_id not in results and not r.no_ground_truth for r in records),
+        "n_unknown": len(set(results) - ids),
+        "no_ground_truth": sum(r.no_ground_truth for r in records),
         "image_set": image_set(sorted(ids)),
+        "metrics": blocks,
     }
 
 

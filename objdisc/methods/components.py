@@ -4,7 +4,7 @@ Both methods end the same way: a foreground ``(h, w)`` patch mask and a seed pat
 prediction is the bounding box of the mask's 4-connected component holding the seed, times
 the patch size, clipped to the unpadded image. :func:`seed_component_batch` does this for a
 batch with tensor ops only, so the batch loop never waits for the device; the results reach
-the host once, in :meth:`Boxes.to_host`.
+the host once, in :meth:`~objdisc.objects.ObjectsBatch.to_host`.
 
 The component is grown from the seed by 4-neighbour dilation inside the mask, a fixed
 ``h + w`` steps (enough for any component whose every patch has a monotone path to the seed,
@@ -15,70 +15,11 @@ with scipy's labelling, so the result is exact in every case.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.ndimage
 import torch
 
-
-@dataclass(frozen=True)
-class Boxes:
-    """Device-side results for a batch of ``B`` images on one ``(h, w)`` grid.
-
-    Attributes:
-        boxes: ``(B, 4)`` int64 ``x1, y1, x2, y2`` pixels of the unpadded images, x2/y2 exclusive.
-        seeds: ``(B,)`` int64 row-major seed patch indices.
-        components: ``(B, h, w)`` bool, the seed's component (exact where ``converged``).
-        masks: ``(B, h, w)`` bool, the full foreground mask the component was taken from.
-        converged: ``(B,)`` bool, False where the component was still growing after the
-            fixed number of dilation steps (finished on the host).
-        score_map: ``(B, h, w)`` float32, the method's per-patch map (LOST: degree;
-            TokenCut: the eigenvector).
-    """
-
-    boxes: torch.Tensor
-    seeds: torch.Tensor
-    components: torch.Tensor
-    masks: torch.Tensor
-    converged: torch.Tensor
-    score_map: torch.Tensor
-
-    def to_host(self, patch_size: int, image_hws: Sequence[tuple[int, int]]) -> list[HostBoxes]:
-        """Copy to the host (one sync) and finish any unconverged component there.
-
-        Args:
-            patch_size: patch side in pixels.
-            image_hws: the ``B`` unpadded ``(H, W)`` image sizes, to clip recomputed boxes.
-        """
-        boxes = self.boxes.cpu().numpy()
-        seeds = self.seeds.cpu().numpy()
-        components = self.components.cpu().numpy()
-        converged = self.converged.cpu().numpy()
-        masks = self.masks.cpu().numpy() if not converged.all() else None
-        score_map = self.score_map.float().cpu().numpy()
-        out = []
-        for i in range(len(seeds)):
-            seed = int(seeds[i])
-            box = tuple(int(v) for v in boxes[i])
-            component = components[i]
-            if not converged[i]:
-                assert masks is not None
-                component = seed_component(masks[i], seed)
-                box = component_box(component, patch_size, image_hws[i])
-            out.append(HostBoxes(box, seed, component, score_map[i]))  # type: ignore[arg-type]
-        return out
-
-
-@dataclass(frozen=True)
-class HostBoxes:
-    """One image's share of :class:`Boxes`, as numpy."""
-
-    box: tuple[int, int, int, int]
-    seed: int
-    component: np.ndarray
-    score_map: np.ndarray
+from objdisc.objects import ObjectsBatch
 
 
 def check_batch(feats: torch.Tensor, grid_hw: tuple[int, int], image_hws: torch.Tensor) -> None:
@@ -98,8 +39,8 @@ def check_batch(feats: torch.Tensor, grid_hw: tuple[int, int], image_hws: torch.
 
 def seed_component_batch(
     masks: torch.Tensor, seeds: torch.Tensor, patch_size: int, image_hws: torch.Tensor, score_map: torch.Tensor
-) -> Boxes:
-    """Seed components and their boxes for a batch, without leaving the device.
+) -> ObjectsBatch:
+    """Seed components and their boxes for a batch, one object per image, without leaving the device.
 
     Args:
         masks: ``(B, h, w)`` bool foreground masks.
@@ -107,10 +48,11 @@ def seed_component_batch(
             component is the seed patch alone.
         patch_size: patch side in pixels.
         image_hws: ``(B, 2)`` int64 unpadded image sizes ``(H, W)`` in pixels.
-        score_map: ``(B, h, w)`` per-patch map kept alongside (see :class:`Boxes`).
+        score_map: ``(B, h, w)`` per-patch map kept alongside.
 
     Returns:
-        :class:`Boxes` on the masks' device.
+        :class:`~objdisc.objects.ObjectsBatch` on the masks' device, ``K = 1``, score 1: the
+        component is the object's mask, ``masks`` the foreground it was taken from.
     """
     b, h, w = masks.shape
     flat = masks.reshape(b, h * w)
@@ -122,7 +64,16 @@ def seed_component_batch(
     for _ in range(h + w):
         component = _dilate4(component) & allowed
     converged = (_dilate4(component) & allowed).eq(component).flatten(1).all(1)
-    return Boxes(_boxes(component, patch_size, image_hws), seeds, component, masks, converged, score_map)
+    return ObjectsBatch(
+        boxes=_boxes(component, patch_size, image_hws)[:, None],
+        scores=torch.ones((b, 1), dtype=torch.float32, device=masks.device),
+        valid=torch.ones((b, 1), dtype=torch.bool, device=masks.device),
+        seeds=seeds[:, None],
+        masks=component[:, None],
+        score_map=score_map,
+        converged=converged[:, None],
+        foreground=masks[:, None],
+    )
 
 
 def _dilate4(x: torch.Tensor) -> torch.Tensor:

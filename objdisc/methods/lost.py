@@ -14,6 +14,8 @@ Pure tensor code, no I/O. The algorithm, exactly:
 
 Degenerate case: if the seed's key is the zero vector, ``A[seed, seed] = 0`` so no patch is
 kept in step 4 and the mask is empty; the component is then the seed patch alone.
+
+torch is imported when LOST runs, so that the options (and ``objdisc --help``) stay light.
 """
 
 from __future__ import annotations
@@ -21,28 +23,40 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
-from objdisc.methods.components import Boxes, check_batch, component_box, seed_component, seed_component_batch
+from objdisc.methods.base import MethodBase
+from objdisc.methods.options import at_least, finite, option
+
+if TYPE_CHECKING:
+    import torch
+
+    from objdisc.objects import Objects, ObjectsBatch
 
 
 @dataclass(frozen=True)
-class LostResult:
-    """LOST output for one image.
+class Lost(MethodBase):
+    """LOST seed expansion; one object per image, never syncs with the device."""
 
-    Attributes:
-        box: ``(x1, y1, x2, y2)`` integer pixels of the unpadded image, x2/y2 exclusive.
-        seed: row-major index of the seed patch on the ``(h, w)`` grid.
-        mask: ``(h, w)`` bool, the connected component holding the seed.
-        degree: ``(h, w)`` int64, number of other patches with positive affinity.
-    """
+    k_patches: int = option(100, "LOST: how many lowest-degree patches may join the seed (LOST's k).",
+                            checks=[at_least(1)], short="k")
+    gram_bias: float = option(0.0, "LOST: subtracted from every entry of A = F F^T before LOST (registers paper).",
+                              checks=[finite], short="gb")
 
-    box: tuple[int, int, int, int]
-    seed: int
-    mask: np.ndarray
-    degree: np.ndarray
+    name: ClassVar[str] = "lost"
+    title: ClassVar[str] = "LOST (Siméoni et al., BMVC 2021): seed of lowest degree, expanded"
+    map_label: ClassVar[str] = "inverse degree (LOST)"
+
+    def __call__(
+        self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
+    ) -> ObjectsBatch:
+        return lost_device(feats, grid_hw, patch_size, image_hws, self.k_patches, self.gram_bias)
+
+    def display_map(self, score_map: np.ndarray) -> np.ndarray:
+        """Inverse degree: the seed and its like are bright."""
+        return 1.0 / np.maximum(score_map, 1.0)
 
 
 def lost(
@@ -52,12 +66,13 @@ def lost(
     image_hw: tuple[int, int],
     k_patches: int = 100,
     gram_bias: float = 0.0,
-) -> LostResult:
+) -> Objects:
     """Run LOST on the patch keys of one image.
 
     Args:
         keys: ``(N, C)`` float tensor of patch keys, row-major over ``grid_hw``, any device
-            and dtype (the affinity is computed in float32).
+            and dtype (the affinity is computed in float32). A batch of one, ``(1, N, C)``
+            (what :class:`~objdisc.models.features.KeyExtractor` returns), is taken too.
         grid_hw: ``(h, w)`` patch grid, ``h * w == N``.
         patch_size: patch side in pixels.
         image_hw: ``(H, W)`` size of the unpadded image in pixels, used to clip the box.
@@ -65,10 +80,15 @@ def lost(
         gram_bias: subtracted from every entry of ``A`` (0 = plain LOST).
 
     Returns:
-        The :class:`LostResult`.
+        :class:`~objdisc.objects.Objects` with one object: ``boxes[0]`` the box in pixels,
+        ``seeds[0]`` the seed, ``masks[0]`` the ``(h, w)`` component, ``score_map`` the degree.
     """
+    if keys.ndim == 3 and keys.shape[0] == 1:
+        keys = keys[0]
     if keys.ndim != 2:
-        raise ValueError(f"keys must be (N, C), got shape {tuple(keys.shape)}")
+        raise ValueError(
+            f"keys must be (N, C) for one image, got shape {tuple(keys.shape)}; use lost_batch for a batch"
+        )
     return lost_batch(keys[None], grid_hw, patch_size, [image_hw], k_patches, gram_bias)[0]
 
 
@@ -79,7 +99,7 @@ def lost_batch(
     image_hws: Sequence[tuple[int, int]],
     k_patches: int = 100,
     gram_bias: float = 0.0,
-) -> list[LostResult]:
+) -> list[Objects]:
     """Run LOST on a batch of images sharing one patch grid.
 
     Args:
@@ -91,14 +111,12 @@ def lost_batch(
         gram_bias: subtracted from every entry of ``A`` before step 2 (0 = plain LOST).
 
     Returns:
-        One :class:`LostResult` per image, in batch order.
+        One :class:`~objdisc.objects.Objects` per image, in batch order (see :func:`lost`).
     """
+    import torch
+
     sizes = torch.tensor([list(hw) for hw in image_hws], dtype=torch.long).reshape(-1, 2)
-    found = lost_device(keys, grid_hw, patch_size, sizes, k_patches, gram_bias)
-    return [
-        LostResult(r.box, r.seed, r.component, r.score_map.astype(np.int64))
-        for r in found.to_host(patch_size, image_hws)
-    ]
+    return lost_device(keys, grid_hw, patch_size, sizes, k_patches, gram_bias).to_host(patch_size, image_hws)
 
 
 def lost_device(
@@ -108,7 +126,7 @@ def lost_device(
     image_hws: torch.Tensor,
     k_patches: int = 100,
     gram_bias: float = 0.0,
-) -> Boxes:
+) -> ObjectsBatch:
     """:func:`lost_batch` without leaving the device: no host sync, results as tensors.
 
     Args:
@@ -120,8 +138,10 @@ def lost_device(
         gram_bias: subtracted from ``A`` before LOST.
 
     Returns:
-        :class:`~objdisc.methods.components.Boxes`, ``score_map`` = degree (as float32).
+        :class:`~objdisc.objects.ObjectsBatch`, ``K = 1``, ``score_map`` = degree (as float32).
     """
+    from objdisc.methods.components import check_batch, seed_component_batch
+
     check_batch(keys, grid_hw, image_hws)
     b, h, w = keys.shape[0], *grid_hw
     if k_patches < 1:
@@ -132,6 +152,8 @@ def lost_device(
 
 def _seed_and_mask(keys: torch.Tensor, k_patches: int, gram_bias: float = 0.0) -> tuple[torch.Tensor, ...]:
     """Steps 1-5 on device: ``(B, N, C)`` keys -> seed ``(B,)``, degree ``(B, N)``, mask ``(B, N)``."""
+    import torch
+
     device_type = keys.device.type
     # The affinity is float32 whatever the model ran in: no autocast, no TF32.
     with torch.autocast(device_type=device_type, enabled=False), no_tf32():
@@ -155,6 +177,8 @@ def _seed_and_mask(keys: torch.Tensor, k_patches: int, gram_bias: float = 0.0) -
 @contextlib.contextmanager
 def no_tf32() -> Iterator[None]:
     """Exact float32 on CUDA: TF32 off for matmuls and cuDNN convolutions, then restored."""
+    import torch
+
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -163,4 +187,4 @@ def no_tf32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-__all__ = ["LostResult", "component_box", "lost", "lost_batch", "lost_device", "seed_component"]
+__all__ = ["Lost", "lost", "lost_batch", "lost_device", "no_tf32"]

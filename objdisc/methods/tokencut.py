@@ -33,17 +33,43 @@ bipartition is every patch, and the box is the whole image.
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.linalg
-import scipy.sparse.linalg
-import torch
-import torch.nn.functional as F
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from objdisc.methods.components import Boxes, check_batch, seed_component_batch
-from objdisc.methods.lost import no_tf32
+import numpy as np
+
+from objdisc.methods.base import MethodBase
+from objdisc.methods.options import finite, option, positive
+
+if TYPE_CHECKING:  # torch and scipy are imported when TokenCut runs
+    import torch
+
+    from objdisc.objects import ObjectsBatch
 
 _DENSE_BELOW = 64  # patches; below this the dense solve is as fast and never fails
 _TIE = 1e-6  # relative: |x| entries this close to the max are tied for the seed
+
+
+@dataclass(frozen=True)
+class TokenCut(MethodBase):
+    """TokenCut normalised cut; one object per image."""
+
+    tau: float = option(0.2, "TokenCut: cosine similarity above which two patches are linked (weight 1).",
+                        checks=[finite])
+    eps: float = option(1e-5, "TokenCut: weight of every other pair of patches.", checks=[finite, positive])
+
+    name: ClassVar[str] = "tokencut"
+    title: ClassVar[str] = "TokenCut (Wang et al., CVPR 2022): normalised cut of the patch graph"
+    map_label: ClassVar[str] = "|eigenvector| (TokenCut)"
+
+    def __call__(
+        self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
+    ) -> ObjectsBatch:
+        return tokencut_device(feats, grid_hw, patch_size, image_hws, self.tau, self.eps)
+
+    def display_map(self, score_map: np.ndarray) -> np.ndarray:
+        """|x|: the seed is the brightest patch."""
+        return np.abs(score_map)
 
 
 def tokencut_device(
@@ -53,7 +79,7 @@ def tokencut_device(
     image_hws: torch.Tensor,
     tau: float = 0.2,
     eps: float = 1e-5,
-) -> Boxes:
+) -> ObjectsBatch:
     """TokenCut on a batch of images sharing one patch grid.
 
     The graph is built on the features' device; the eigenvectors are found on the host
@@ -68,9 +94,15 @@ def tokencut_device(
         eps: weight of every other edge.
 
     Returns:
-        :class:`~objdisc.methods.components.Boxes` on the host, ``score_map`` = the
+        :class:`~objdisc.objects.ObjectsBatch` on the host, ``K = 1``, ``score_map`` = the
         eigenvector (sign as solved).
     """
+    import torch
+    import torch.nn.functional as F
+
+    from objdisc.methods.components import check_batch, seed_component_batch
+    from objdisc.methods.lost import no_tf32
+
     check_batch(feats, grid_hw, image_hws)
     b, h, w = feats.shape[0], *grid_hw
     with torch.autocast(device_type=feats.device.type, enabled=False), no_tf32():
@@ -104,6 +136,8 @@ def second_eigenvector(weights: np.ndarray) -> np.ndarray:
         ``(N,)`` float64 eigenvector (scale and sign arbitrary); zeros where the graph is
         degenerate (every off-diagonal weight equal: no cut exists, see the module docstring).
     """
+    import scipy.linalg
+    import scipy.sparse.linalg
     n = len(weights)
     if n < 2:
         return np.ones(n)
@@ -137,3 +171,6 @@ def uniform_graph(weights: np.ndarray) -> bool:
     first = weights[0, 1]
     off_diagonal_equal = np.count_nonzero(weights == first) - np.count_nonzero(np.diagonal(weights) == first)
     return bool(off_diagonal_equal == n * (n - 1))
+
+
+__all__ = ["TokenCut", "second_eigenvector", "tokencut_device", "uniform_graph"]

@@ -378,6 +378,20 @@ def build_model(spec: BackboneSpec, **model_kwargs: Any) -> torch.nn.Module:
     return model
 
 
+def model_depth(spec: BackboneSpec, **model_kwargs: Any) -> int:
+    """How many blocks the model has, read off it built on the meta device (no memory, no weights).
+
+    ``model_kwargs``: the extra ``timm.create_model`` arguments the run uses (``depth=2`` in tests).
+    """
+    import timm
+    import torch
+
+    kwargs: dict[str, Any] = {"num_classes": 0, **model_kwargs}
+    with torch.device("meta"):
+        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    return len(model.blocks)
+
+
 def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None = None) -> WeightsInfo:
     """Which file holds the weights, from where, and its sha256, without building the model.
 

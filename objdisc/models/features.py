@@ -1,4 +1,4 @@
-"""Patch features from inside a timm ViT: keys, queries or values of any block, one hook per block.
+"""Patch features from inside a timm ViT: keys, queries, values or CLS attention of any block, one hook per block.
 
 A forward pre-hook on ``blocks[layer].attn`` receives that block's normalised input (and, for
 RoPE models, the rotary table). It computes only the asked projections (``q``, ``k`` and/or
@@ -12,7 +12,15 @@ bias), ``EvaAttention`` with a fused ``qkv`` and separate ``q_bias`` / ``k_bias`
 (DINOv3's ``_qkvb`` models, whose forward never calls the ``qkv`` module, so a hook on it
 would never fire), and ``EvaAttention`` with separate ``q_proj`` / ``k_proj`` / ``v_proj``.
 
-RoPE (DINOv3): features are taken **before** the rotary embedding. LOST and TokenCut compare
+CLS attention (kind ``attn``, what DINO-seg reads): the block's attention of the CLS token to
+every token, per head, as the model computes it (``softmax((q_cls k^T) * scale)`` over all
+tokens, after ``q_norm`` / ``k_norm`` and, for RoPE models, the rotary embedding of the patch
+tokens, as EVA attention applies it), then the prefix tokens dropped by the model's own count:
+``(B, N, heads)``. The product is scaled after the matmul as the DINO release's
+``get_last_selfattention`` does (timm's unfused path scales ``q`` first: a float32 rounding
+apart). Models without a CLS token are refused.
+
+RoPE (DINOv3): k, q and v features are taken **before** the rotary embedding. LOST and TokenCut compare
 patches with a plain dot product; after RoPE, ``k_i . k_j = k_i^T R(p_j - p_i) k_j`` mixes
 the patches' content with their relative offset, so one object's patches would score alike
 only when close together. Attention compares rotated queries with rotated keys, never keys
@@ -22,47 +30,14 @@ with keys, so the unrotated key is the content part of what attention reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from objdisc.errors import OptionError
+from objdisc.models.feature_spec import FEATURE_KINDS, LAST_KEYS, FeatureSpec
 from objdisc.registers.test_time import extra_tokens
-
-FEATURE_KINDS = ("k", "q", "v")
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Which features: ``kind`` in ``k``, ``q``, ``v``, of block ``layer`` (Python index, -1 = last)."""
-
-    kind: str = "k"
-    layer: int = -1
-
-    def __post_init__(self) -> None:
-        if self.kind not in FEATURE_KINDS:
-            raise OptionError(f"unknown features {self.kind!r}; use one of {', '.join(FEATURE_KINDS)}")
-
-    def block(self, depth: int) -> int:
-        """Absolute block index in a model of ``depth`` blocks.
-
-        Raises:
-            OptionError: the layer does not exist in that model.
-        """
-        if not -depth <= self.layer < depth:
-            raise OptionError(f"--layer {self.layer} does not exist in a model of {depth} blocks")
-        return self.layer % depth
-
-    @property
-    def slug(self) -> str:
-        """Short name for folders and tables, e.g. ``k_l-1``."""
-        return f"{self.kind}_l{self.layer}"
-
-
-LAST_KEYS = FeatureSpec("k", -1)
-"""LOST's features: the last block's keys."""
 
 
 class _FeaturesReady(Exception):
@@ -86,6 +61,11 @@ class FeatureExtractor:
         self.stop = stop
         self.specs = tuple(dict.fromkeys(specs))
         self.num_prefix_tokens = int(model.num_prefix_tokens)
+        if any(spec.kind == "attn" for spec in self.specs) and getattr(model, "cls_token", None) is None:
+            raise OptionError(
+                f"features attn (the CLS token's attention) need a CLS token; {type(model).__name__} "
+                "of this backbone has none"
+            )
         depth = len(model.blocks)
         self._blocks = {spec: spec.block(depth) for spec in self.specs}
         self._last = max(self._blocks.values())
@@ -101,7 +81,8 @@ class FeatureExtractor:
             x = args[0] if args else kwargs["x"]  # (B, T, D): the block's norm1 output, prefix tokens included
             end = x.shape[1] - extra_tokens(self.model)  # a test-time register sits after the patches
             for kind in sorted(kinds):
-                feats = _project(attn, x, kind)[:, self.num_prefix_tokens : end]
+                full = _cls_attention(attn, x, kwargs.get("rope")) if kind == "attn" else _project(attn, x, kind)
+                feats = full[:, self.num_prefix_tokens : end]
                 for spec, block in self._blocks.items():
                     if block == index and spec.kind == kind:
                         self._out[spec] = feats
@@ -173,6 +154,23 @@ def _project(attn: torch.nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
     norm = attn.q_norm if kind == "q" else attn.k_norm
     b, t, _ = out.shape
     return norm(out.reshape(b, t, heads, head_dim)).reshape(b, t, dim)
+
+
+def _cls_attention(attn: torch.nn.Module, x: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
+    """The CLS token's (token 0) attention to every token: ``(B, T, D)`` input -> ``(B, T, heads)``."""
+    b, t, _ = x.shape
+    heads = attn.num_heads
+    q = _project(attn, x, "q").reshape(b, t, heads, -1).transpose(1, 2)  # (B, heads, T, head_dim)
+    k = _project(attn, x, "k").reshape(b, t, heads, -1).transpose(1, 2)
+    if rope is not None:  # as EVA attention: the prefix tokens are not rotated
+        from timm.layers import apply_rot_embed_cat
+
+        npt = int(getattr(attn, "num_prefix_tokens", 0))
+        half = getattr(attn, "rotate_half", False)
+        q = torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :, npt:], rope, half=half)], dim=2)
+        k = torch.cat([k[:, :, :npt], apply_rot_embed_cat(k[:, :, npt:], rope, half=half)], dim=2)
+    scores = (q[:, :, :1] @ k.transpose(-2, -1)) * attn.scale  # (B, heads, 1, T)
+    return scores.softmax(dim=-1)[:, :, 0].transpose(1, 2)
 
 
 class KeyExtractor(FeatureExtractor):

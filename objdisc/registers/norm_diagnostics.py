@@ -328,4 +328,80 @@ def _accumulate(
     return acc
 
 
-__all__ = ["ImageNorms", "NormSummary", "collect", "find_threshold", "layers_csv", "run_norms", "write_outputs"]
+@dataclass(frozen=True)
+class NormsConfig:
+    """Everything ``objdisc norms`` takes (see :func:`norms`)."""
+
+    backbone: str
+    dataset: str
+    out: Path
+    weights: Path | None = None
+    data_root: Path | None = None
+    images: Path | None = None
+    annotations: Path | None = None
+    split: str = "trainval"
+    no_hard: bool = False
+    limit: int = 200
+    threshold: float | None = None
+    all_layers: bool = False
+    max_side: int | None = None
+    device: str = "auto"
+    test_time_registers: str | None = None
+    ttr_top: int | None = None
+
+
+def norms(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
+    """``objdisc norms``: build the model, collect the first ``limit`` images' norms, write the files.
+
+    Returns:
+        The summary written to ``norms.json``.
+
+    Raises:
+        ObjdiscError: a bad option, dataset, backbone or weights file.
+    """
+    from objdisc.datasets import load_dataset
+    from objdisc.engine.discover import resolve_device
+    from objdisc.errors import OptionError
+    from objdisc.models.backbones import create_backbone, get_spec
+    from objdisc.registers.test_time import load_register_neurons
+    from objdisc.utils.provenance import producer
+
+    neurons = None
+    if config.test_time_registers is not None:
+        neurons = load_register_neurons(config.test_time_registers, get_spec(config.backbone).name, config.ttr_top)
+    elif config.ttr_top is not None:
+        raise OptionError("--ttr-top needs --test-time-registers")
+    if config.threshold is not None and not (math.isfinite(config.threshold) and config.threshold > 0):
+        raise OptionError(f"--threshold {config.threshold}: a norm threshold is a finite number > 0")
+    data = load_dataset(
+        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
+    )
+    where = resolve_device(config.device)
+    model = create_backbone(config.backbone, config.weights, where, neurons)
+    made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": config.limit}
+    if neurons is not None:
+        made_by["test_time_registers"] = neurons.describe()
+    return run_norms(
+        model,
+        data.records[: config.limit],
+        config.out,
+        where,
+        config.threshold,
+        config.all_layers,
+        config.max_side,
+        made_by,
+        progress,
+    )
+
+
+__all__ = [
+    "ImageNorms",
+    "NormSummary",
+    "NormsConfig",
+    "collect",
+    "find_threshold",
+    "layers_csv",
+    "norms",
+    "run_norms",
+    "write_outputs",
+]

@@ -1,8 +1,9 @@
 """One picture per image: what the method did, beside the maps it read.
 
-Left panel: the image with the ground-truth boxes (blue), the predicted box (orange, thicker),
-the seed patch (vermillion, filled with a white outline) and the method's mask (sky blue,
-translucent, outlined). Middle: the method's score map (LOST: inverse degree; TokenCut: |eigenvector|).
+Left panel: the image with the ground-truth boxes (blue), the predicted boxes (orange, thicker;
+the best-scoring one thickest), the seed patches (vermillion, filled with a white outline) and
+the method's masks (sky blue, translucent, outlined). Middle: the method's score map, as the
+method shows it (LOST: inverse degree; TokenCut: |eigenvector|; DINO-seg: the CLS attention).
 Right: the output patch-token norm map. All panels keep the image's aspect ratio and share
 one height; maps use the viridis colour map. Colours are Okabe-Ito (see :mod:`.plots`).
 """
@@ -43,10 +44,10 @@ def _scale_box(box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
 
 def figure(
     rgb: np.ndarray,
-    pred_box: Sequence[float],
+    pred_boxes: Sequence[Sequence[float]],
     gt_boxes: Sequence[Sequence[float]],
-    seed: int,
-    mask: np.ndarray,
+    seeds: Sequence[int],
+    masks: np.ndarray,
     score_map: np.ndarray,
     norm_map: np.ndarray | None,
     patch: int,
@@ -58,10 +59,10 @@ def figure(
 
     Args:
         rgb: ``(H, W, 3)`` uint8 RGB image at its original size.
-        pred_box: predicted ``(x1, y1, x2, y2)`` in original pixels.
+        pred_boxes: ``K`` predicted ``(x1, y1, x2, y2)`` in original pixels, the best first.
         gt_boxes: ground-truth boxes in original pixels.
-        seed: row-major seed index on the ``(h, w)`` grid.
-        mask: ``(h, w)`` bool component.
+        seeds: ``K`` row-major seed indices on the ``(h, w)`` grid (-1: none drawn).
+        masks: ``(K, h, w)`` bool object masks.
         score_map: ``(h, w)`` float map for the middle panel.
         norm_map: ``(h, w)`` output patch-token norms, or ``None`` (panel left out).
         patch: patch size in pixels.
@@ -77,25 +78,31 @@ def figure(
     out_hw = (PANEL_HEIGHT, max(1, round(width * scale)))
     base = cv2.resize(np.ascontiguousarray(rgb[..., ::-1]), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
     overlay = base.copy()
-    component = grid_to_image(mask.astype(np.float32), patch, model_hw, out_hw) > 0.5
-    overlay[component] = SKY
+    components = [grid_to_image(m.astype(np.float32), patch, model_hw, out_hw) > 0.5 for m in masks]
+    for component in components:
+        overlay[component] = SKY
     left = cv2.addWeighted(overlay, 0.4, base, 0.6, 0)
     # The outline keeps the mask visible where the fill colour matches the image (a blue sky).
-    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(left, contours, -1, BLACK, 3)
-    cv2.drawContours(left, contours, -1, SKY, 1)
+    for component in components:
+        contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(left, contours, -1, BLACK, 3)
+        cv2.drawContours(left, contours, -1, SKY, 1)
     for box in gt_boxes:
         x1, y1, x2, y2 = _scale_box(box, scale)
         cv2.rectangle(left, (x1, y1), (x2 - 1, y2 - 1), BLUE, 2)
-    x1, y1, x2, y2 = _scale_box(pred_box, scale)
-    cv2.rectangle(left, (x1, y1), (x2 - 1, y2 - 1), ORANGE, 3)
-    _h, w = mask.shape
-    row, col = divmod(int(seed), w)
+    for k, box in enumerate(pred_boxes):
+        x1, y1, x2, y2 = _scale_box(box, scale)
+        cv2.rectangle(left, (x1, y1), (x2 - 1, y2 - 1), ORANGE, 3 if k == 0 else 2)
+    w = masks.shape[-1]
     fx, fy = model_hw[1] / out_hw[1], model_hw[0] / out_hw[0]  # model pixels per panel pixel
-    sx1, sy1 = int(col * patch / fx), int(row * patch / fy)
-    sx2, sy2 = int(min((col + 1) * patch, model_hw[1]) / fx), int(min((row + 1) * patch, model_hw[0]) / fy)
-    cv2.rectangle(left, (sx1, sy1), (max(sx1 + 3, sx2), max(sy1 + 3, sy2)), VERMILLION, -1)
-    cv2.rectangle(left, (sx1 - 1, sy1 - 1), (max(sx1 + 3, sx2) + 1, max(sy1 + 3, sy2) + 1), WHITE, 1)
+    for seed in seeds:
+        if seed < 0:
+            continue
+        row, col = divmod(int(seed), w)
+        sx1, sy1 = int(col * patch / fx), int(row * patch / fy)
+        sx2, sy2 = int(min((col + 1) * patch, model_hw[1]) / fx), int(min((row + 1) * patch, model_hw[0]) / fy)
+        cv2.rectangle(left, (sx1, sy1), (max(sx1 + 3, sx2), max(sy1 + 3, sy2)), VERMILLION, -1)
+        cv2.rectangle(left, (sx1 - 1, sy1 - 1), (max(sx1 + 3, sx2) + 1, max(sy1 + 3, sy2) + 1), WHITE, 1)
     panels = [(left, "image")]
     panels.append((colour_map(grid_to_image(score_map, patch, model_hw, out_hw)), score_label))
     if norm_map is not None:

@@ -1,9 +1,11 @@
 """``objdisc visualize RUN [RUN_B]``: a picture per image of what the method did, and a gallery.
 
-The run folder holds boxes, not masks or maps, so each picture is recomputed: the backbone is
-rebuilt from ``run.json`` (same weights file, checked by sha256; same features, method and
-options; same precision), the image is run again, and the recomputed box is checked against
-the run's (a difference is noted on the picture's row, e.g. after a GPU run redrawn on CPU).
+The run folder holds objects, not the maps the method read, so each picture is recomputed: the
+backbone is rebuilt from ``run.json`` (same weights file, checked by sha256; same features,
+method and options; same precision), the image is run again, and the recomputed boxes are
+checked against the run's (a difference is noted on the picture's row, e.g. after a GPU run
+redrawn on CPU). Any registered method is drawn: its boxes, seeds and masks, and its score map
+as the method shows it (:meth:`~objdisc.methods.base.MethodBase.display_map`).
 Pictures go to ``OUT/<run name>/<image>.png`` with thumbnails in ``OUT/<run name>/thumbs/``,
 the page to ``OUT/index.html`` (``OUT`` defaults to ``RUN/vis``).
 """
@@ -18,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from objdisc.engine.run_files import read_per_image
 from objdisc.errors import ObjdiscError
 from objdisc.reports import gallery
 from objdisc.reports.panels import figure
@@ -43,7 +46,7 @@ class RunView:
         folder = Path(folder)
         try:
             info = read_json(folder / "run.json")
-            per_image = read_json(folder / "per_image.json")["images"]
+            per_image = read_per_image(folder)
             gt = read_json(folder / "gt.json")
         except FileNotFoundError as exc:
             raise ObjdiscError(f"{folder}: not a finished objdisc run ({Path(exc.filename).name} missing)") from None
@@ -59,15 +62,19 @@ class RunView:
         return cls(folder, folder.name, info, {e["file_name"]: e for e in per_image}, boxes)
 
 
+def _corloc(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry.get("corloc") or {}
+
+
 def select(view: RunView, only: str | None, limit: int | None) -> list[str]:
     """File names to draw, in the run's order: all, hits or misses, the first ``limit``."""
-    names = [n for n, e in view.images.items() if "box" in e]
+    names = [n for n, e in view.images.items() if "objects" in e]
     if only is not None:
         if only not in ("hits", "misses"):
             raise ObjdiscError(f"--only takes hits or misses, not {only!r}")
-        if not any("hit" in view.images[n] for n in names):
+        if not any("hit" in _corloc(view.images[n]) for n in names):
             raise ObjdiscError(f"{view.folder}: no ground truth, so no hits or misses to pick")
-        names = [n for n in names if view.images[n].get("hit") is (only == "hits")]
+        names = [n for n in names if _corloc(view.images[n]).get("hit") is (only == "hits")]
     return names[:limit] if limit is not None else names
 
 
@@ -83,9 +90,8 @@ class Redrawer:
         from objdisc.models.token_probe import TokenProbe
         from objdisc.registers.test_time import RegisterNeurons
 
-        options = dict(view.info["options"])
         made_by = view.info["producer"]
-        self.config = RunConfig(**{k: v for k, v in options.items() if k in RunConfig.__dataclass_fields__})
+        self.config = RunConfig.from_options(dict(view.info["options"]))
         weights = made_by["weights"]
         path = weights["path"] if weights["source"] == "local" else None
         self.device = torch.device(device)
@@ -120,9 +126,10 @@ class Redrawer:
         import torch
 
         from objdisc.engine.discover import compute_context
-        from objdisc.engine.images import load_image, make_batch, map_box
+        from objdisc.engine.images import load_image, make_batch
 
         entry = self.view.images[name]
+        ran = sorted(entry["objects"], key=lambda o: -o["score"])  # the run's objects, best first
         spec, patch = self.backbone.spec, self.backbone.patch_size
         path = self.root / name
         original, _ = load_image(path, patch_size=patch)
@@ -140,33 +147,33 @@ class Redrawer:
                 (norms,) = self.probe.read(x.shape)
             sizes = torch.tensor([model_hw], dtype=torch.long, device=self.device)
             (found,) = self.method(feats, grid, patch, sizes).to_host(patch, [model_hw])
-        box = map_box(found.box, model_hw, original.shape[:2]) if model_hw != original.shape[:2] else found.box
+        found = found.at_image_size(original.shape[:2])
+        order = np.argsort(-found.scores, kind="stable")
+        boxes = found.boxes[order].tolist()
         note = (
             ""
-            if list(box) == list(entry["box"])
-            else f"recomputed box {list(box)} differs from the run's {entry['box']}"
+            if boxes == [o["box"] for o in ran]
+            else f"recomputed boxes {boxes} differ from the run's {[o['box'] for o in ran]}"
         )
         if note:
             logger.warning("%s: %s", name, note)
-        if self.method.name == "lost":
-            score, score_label = 1.0 / np.maximum(found.score_map, 1.0), "inverse degree (LOST)"
-        else:
-            score, score_label = np.abs(found.score_map), "|eigenvector| (TokenCut)"
-        hit = entry.get("hit")
-        iou = entry.get("iou")
+        hit, iou = _corloc(entry).get("hit"), _corloc(entry).get("iou")
         verdict = "" if hit is None else (" · hit" if hit else " · miss") + f" · IoU {iou:.2f}"
         caption = f"{name} · {self.view.label}{verdict}"
+        seeds = found.seeds[order].tolist() if found.seeds is not None else []
+        masks = found.masks[order] if found.masks is not None else np.zeros((0, *grid), dtype=bool)
+        score_map = found.score_map if found.score_map is not None else np.zeros(grid, dtype=np.float32)
         picture = figure(
             original,
-            entry["box"],
+            [o["box"] for o in ran],
             self.view.gt.get(entry["image_id"], []),
-            found.seed,
-            found.component,
-            score,
+            seeds,
+            masks,
+            self.method.display_map(score_map),
             norms.patch[-1].float().cpu().numpy(),
             patch,
             model_hw,
-            score_label,
+            self.method.map_label,
             caption,
         )
         stem = Path(name).with_suffix("").as_posix().replace("/", "__")
@@ -203,7 +210,7 @@ def visualize(
     out = Path(out) if out is not None else views[0].folder / "vis"
     names = select(views[0], only, limit if len(views) == 1 else None)
     if len(views) == 2:
-        names = [n for n in names if n in views[1].images and "box" in views[1].images[n]][:limit]
+        names = [n for n in names if n in views[1].images and "objects" in views[1].images[n]][:limit]
     if not names:
         raise ObjdiscError(f"{views[0].folder}: no images to draw (check --only)")
     rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]

@@ -1,10 +1,13 @@
-"""``objdisc table``: CorLoc comparison tables (Markdown, LaTeX, CSV) from run folders.
+"""``objdisc table``: comparison tables (Markdown, LaTeX, CSV) from run folders.
 
-Every number comes from a run's ``metrics.json`` and every label from its ``run.json`` /
-``producer`` block, never retyped. Rows are backbone + the options that differ from plain
-LOST on last-layer keys; columns are datasets; a register model whose no-register twin is in
-the table gets a "+reg" column with its CorLoc change per dataset, and a row with test-time
-registers whose plain run is in the table a "+ttr" column.
+Every number comes from a run's ``metrics.json`` metric blocks (:mod:`objdisc.evaluation.evaluator`)
+and every label from its ``run.json`` / ``producer`` block, never retyped. Rows are backbone +
+the options that differ from plain LOST on last-layer keys (a method's own defaults are read
+from the method); columns are datasets, times the metrics shown (each evaluator's headline
+values, or ``--metric``); the best value of a column is bold, by the metric's own direction. A
+register model whose no-register twin is in the table gets a "+reg" column with its change per
+column, and a row with test-time registers whose plain run is in the table a "+ttr" column.
+Each block is checked against its own counts by its evaluator before it is shown.
 """
 
 from __future__ import annotations
@@ -12,51 +15,51 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from objdisc.engine.run_files import read_metrics
 from objdisc.errors import ObjdiscError
-from objdisc.methods import Lost, TokenCut
+from objdisc.evaluation import EVALUATORS
+from objdisc.methods import METHODS
+from objdisc.methods.options import options_of
 from objdisc.models.backbones import BACKBONES
 from objdisc.registers.test_time import RegisterNeurons
 from objdisc.utils.jsonio import read_json
 
 FORMATS = ("md", "latex", "csv")
 _DATASET_LABELS = {"voc07": "VOC07", "voc12": "VOC12", "coco20k": "COCO20k"}
-# Plain LOST on last-layer keys; the method options' defaults come from the methods themselves.
-_DEFAULTS = {
-    "method": Lost.name,
-    "features": "k",
-    "layer": -1,
-    "gram_bias": Lost.gram_bias,
-    "k_patches": Lost.k_patches,
-    "tau": TokenCut.tau,
-}
+
+Column = tuple[str, str]  # (dataset, metric value name)
+
+
+class UntrustedMetricsError(ObjdiscError):
+    """A metrics.json whose numbers disagree with its own counts (edited by hand?)."""
 
 
 @dataclass
 class Row:
-    """One table row: a backbone with its weights and options, and its CorLoc per dataset column.
+    """One table row: a backbone with its weights and options, and its values per column.
 
     Attributes:
         backbone: the backbone name (or an eval row's label).
         options: the options that differ from plain LOST, ``"k=v, ..."``.
         weights: ``""`` for the pretrained hub weights, else ``"local <sha256 prefix>"``.
-        cells: CorLoc per dataset.
+        ttr: ``""``, or the test-time registers' label (:attr:`objdisc.registers.test_time.RegisterNeurons.label`).
+        cells: value per ``(dataset, metric)`` column.
         speed: images/s of the row's runs.
         folders: the run folders the row's cells come from.
         split: whether the same label had several runs of one dataset (the folders then tell
             the rows apart).
-        ttr: ``""``, or the test-time registers' label (:attr:`objdisc.registers.test_time.RegisterNeurons.label`).
     """
 
     backbone: str
     options: str
     weights: str = ""
     ttr: str = ""
-    cells: dict[str, float] = field(default_factory=dict)
+    cells: dict[Column, float] = field(default_factory=dict)
     speed: list[float] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     split: bool = False
@@ -70,32 +73,91 @@ class Row:
         return text + (f" [{', '.join(Path(f).name for f in self.folders)}]" if self.split else "")
 
 
+def options_label(discovery: dict[str, Any], recorded: dict[str, Any]) -> str:
+    """``"k=v, ..."`` of what differs from plain LOST on last-layer keys.
+
+    Args:
+        discovery: ``producer.discovery`` of the run (method, features, layer, the method's options).
+        recorded: ``run.json`` ``options`` (where objdisc 0.1 kept the method options).
+    """
+    method = str(discovery.get("method") or recorded.get("method") or "lost")
+    cls = METHODS.get(method)
+    differs = [] if method == "lost" else [f"method={method}"]
+    default_kind = cls.feature_kinds[0] if cls is not None else "k"
+    kind = discovery.get("features", recorded.get("features")) or default_kind
+    if kind != default_kind:
+        differs.append(f"features={kind}")
+    layer = discovery.get("layer", recorded.get("layer", -1))
+    if layer != -1:
+        differs.append(f"layer={layer}")
+    own = recorded.get("method_options") or {}
+    for info in options_of(cls) if cls is not None else []:
+        value = discovery.get(info.name, own.get(info.name, recorded.get(info.name, info.default)))
+        if value != info.default:
+            differs.append(f"{info.name}={value}")
+    return ", ".join(differs)
+
+
+def check_blocks(folder: Path, blocks: dict[str, Any]) -> None:
+    """Refuse metric blocks whose numbers their evaluator does not trust.
+
+    Raises:
+        UntrustedMetricsError: naming the folder, the metric and why.
+    """
+    fix = "the file was changed after objdisc wrote it: rerun or re-evaluate"
+    for name, block in blocks.items():
+        if not isinstance(block, dict):
+            raise UntrustedMetricsError(f"{folder}/metrics.json: metrics.{name} is not an object; {fix}")
+        for key, value in (block.get("values") or {}).items():
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise UntrustedMetricsError(
+                    f"{folder}/metrics.json: {name} value {key} = {value!r} is not a number; {fix}"
+                )
+        evaluator = EVALUATORS.get(name)
+        why = evaluator.check(block) if evaluator is not None else None
+        if why is not None:
+            raise UntrustedMetricsError(f"{folder}/metrics.json: {why}; {fix}")
+
+
 def read_run(folder: Path) -> dict[str, Any]:
     """What a row needs from one run folder (``objdisc run``, ``sweep`` point or ``eval --out``).
 
     Raises:
         ObjdiscError: naming the folder and the missing or unfinished file.
+        UntrustedMetricsError: numbers that disagree with their own counts.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ObjdiscError(f"{folder}: not a run folder")
     try:
-        metrics = read_json(folder / "metrics.json")
+        metrics = read_metrics(folder)
         info = read_json(folder / "run.json")
     except FileNotFoundError as exc:
         raise ObjdiscError(f"{folder}: not a finished run ({Path(exc.filename).name} missing)") from None
     except ValueError as exc:
         raise ObjdiscError(f"{folder}: unreadable run files ({exc})") from None
-    if not isinstance(metrics, dict) or not isinstance(info, dict):
-        raise ObjdiscError(f"{folder}: not an objdisc run (metrics.json or run.json is not an object)")
+    if not isinstance(info, dict):
+        raise ObjdiscError(f"{folder}: not an objdisc run (run.json is not an object)")
     if info.get("status") != "finished":
         raise ObjdiscError(f"{folder}: run is {info.get('status')!r}, not finished")
-    if metrics.get("corloc") is None:
-        raise ObjdiscError(f"{folder}: no CorLoc (a dataset without ground truth?)")
+    blocks = metrics.get("metrics") or {}
+    if not isinstance(blocks, dict):
+        raise UntrustedMetricsError(f"{folder}/metrics.json: 'metrics' is not an object; rerun or re-evaluate")
+    check_blocks(folder, blocks)
+    values: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    higher: dict[str, bool] = {}
+    headline: list[str] = []
+    for block in blocks.values():
+        for key, value in (block.get("values") or {}).items():
+            if value is not None:
+                values[key] = float(value)
+                labels[key] = str((block.get("labels") or {}).get(key, key))
+                higher[key] = bool((block.get("higher_is_better") or {}).get(key, True))
+        headline += [k for k in block.get("headline") or [] if k in values]
+    if not values:
+        raise ObjdiscError(f"{folder}: no metric to show (a dataset without ground truth?)")
     made_by = metrics.get("producer") or info.get("producer") or {}
-    options = {**_DEFAULTS, **info.get("options", {}), **made_by.get("discovery", {})}
-    used = ["method", "features", "layer", *(["gram_bias", "k_patches"] if options["method"] == "lost" else ["tau"])]
-    differs = [f"{k}={options[k]}" for k in used if options.get(k, _DEFAULTS[k]) != _DEFAULTS[k]]
     weights = made_by.get("weights") or {}
     source = str(weights.get("source") or "")
     tag = "" if not weights or source.startswith("hf-hub:") else f"{source} {str(weights.get('sha256', ''))[:8]}"
@@ -106,11 +168,14 @@ def read_run(folder: Path) -> dict[str, Any]:
         "backbone": made_by.get("backbone") or info.get("label") or folder.name,
         "weights": tag.strip(),
         "ttr": RegisterNeurons.from_record(ttr).label if ttr else "",
-        "options": ", ".join(differs),
+        "options": options_label(made_by.get("discovery") or {}, info.get("options") or {}),
         "dataset": str(metrics["dataset"]).split("/")[0],
         "dataset_name": str(metrics["dataset"]),
         "image_set": (images.get("n"), images.get("sha256")),
-        "corloc": float(metrics["corloc"]),
+        "values": values,
+        "labels": labels,
+        "higher_is_better": higher,
+        "headline": headline,
         "images_per_s": metrics.get("images_per_s"),
     }
 
@@ -125,6 +190,8 @@ def read_runs(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     for folder in folders:
         try:
             runs.append(read_run(folder))
+        except UntrustedMetricsError:
+            raise
         except ObjdiscError as exc:
             notes.append(f"skipped {exc}")
     if not runs:
@@ -156,44 +223,66 @@ def check_image_sets(runs: list[dict[str, Any]]) -> None:
             )
 
 
-def build_rows(runs: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
-    """Rows (in first-seen order) and dataset columns (VOC07, VOC12, COCO20k first).
+def columns_of(runs: list[dict[str, Any]], metrics: Sequence[str] | None = None) -> list[Column]:
+    """The ``(dataset, metric)`` columns: datasets VOC07, VOC12, COCO20k first, then in first-seen
+    order; per dataset the asked metrics, or every headline metric its runs have.
+
+    Raises:
+        ObjdiscError: an asked metric that no run has.
+    """
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    known = [d for d in _DATASET_LABELS if d in datasets]
+    datasets = known + [d for d in datasets if d not in known]
+    if metrics:
+        have = {k for r in runs for k in r["values"]}
+        unknown = [m for m in metrics if m not in have]
+        if unknown:
+            have_text = ", ".join(sorted(have))
+            raise ObjdiscError(f"--metric {', '.join(unknown)}: no run has it (the runs have {have_text})")
+    out: list[Column] = []
+    for dataset in datasets:
+        of = [r for r in runs if r["dataset"] == dataset]
+        names = list(metrics) if metrics else list(dict.fromkeys(k for r in of for k in r["headline"]))
+        out += [(dataset, name) for name in names if any(name in r["values"] for r in of)]
+    return out
+
+
+def build_rows(runs: list[dict[str, Any]], metrics: Sequence[str] | None = None) -> tuple[list[Row], list[Column]]:
+    """Rows (in first-seen order) and columns (:func:`columns_of`).
 
     Runs with the same backbone, weights and options share a row; a second run of one dataset
     starts another row, and such rows carry their folder names in the label.
     """
+    columns = columns_of(runs, metrics)
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
-    datasets: list[str] = []
     for r in runs:
         group = groups.setdefault((r["backbone"], r["weights"], r["options"], r["ttr"]), [])
-        row = next((row for row in group if r["dataset"] not in row.cells), None)
+        row = next((row for row in group if not any(c[0] == r["dataset"] for c in row.cells)), None)
         if row is None:
             row = Row(r["backbone"], r["options"], r["weights"], r["ttr"])
             group.append(row)
-        row.cells[r["dataset"]] = r["corloc"]
+        for dataset, name in columns:
+            if dataset == r["dataset"] and name in r["values"]:
+                row.cells[(dataset, name)] = r["values"][name]
         row.folders.append(r["folder"])
         if r["images_per_s"]:
             row.speed.append(float(r["images_per_s"]))
-        if r["dataset"] not in datasets:
-            datasets.append(r["dataset"])
     rows = []
     for group in groups.values():
         for row in group:
             row.split = len(group) > 1
             rows.append(row)
-    known = [d for d in _DATASET_LABELS if d in datasets]
-    return rows, known + [d for d in datasets if d not in known]
+    return rows, columns
 
 
 def _deltas(
     rows: list[Row],
-    datasets: list[str],
+    columns: list[Column],
     key: Callable[[Row], tuple[str, ...]],
     partner: Callable[[Row], tuple[str, ...] | None],
 ) -> dict[int, list[float | None]]:
-    """CorLoc change per dataset of each row over its partner row (``None`` where either lacks
-    that dataset). Only unambiguous pairs count: one row under the row's key, one under the
-    partner's."""
+    """Change per column of each row over its partner row (``None`` where either lacks that
+    column). Only unambiguous pairs count: one row under the row's key, one under the partner's."""
     index: dict[tuple[str, ...], list[int]] = {}
     for i, r in enumerate(rows):
         index.setdefault(key(r), []).append(i)
@@ -203,11 +292,11 @@ def _deltas(
         twins = index.get(wanted, []) if wanted is not None else []
         if len(twins) == 1 and len(index[key(row)]) == 1:
             twin = rows[twins[0]]
-            out[i] = [row.cells[d] - twin.cells[d] if d in row.cells and d in twin.cells else None for d in datasets]
+            out[i] = [row.cells[c] - twin.cells[c] if c in row.cells and c in twin.cells else None for c in columns]
     return out
 
 
-def register_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[float | None]]:
+def register_deltas(rows: list[Row], columns: list[Column]) -> dict[int, list[float | None]]:
     """``+reg``: each register model over its no-register twin with the same options (neither
     with test-time registers)."""
 
@@ -215,48 +304,71 @@ def register_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[floa
         spec = BACKBONES.get(row.backbone)
         return (spec.twin, row.options, "") if spec is not None and spec.twin and not row.ttr else None
 
-    return _deltas(rows, datasets, lambda r: (r.backbone, r.options, r.ttr), twin)
+    return _deltas(rows, columns, lambda r: (r.backbone, r.options, r.ttr), twin)
 
 
-def ttr_deltas(rows: list[Row], datasets: list[str]) -> dict[int, list[float | None]]:
+def ttr_deltas(rows: list[Row], columns: list[Column]) -> dict[int, list[float | None]]:
     """``+ttr``: each row with test-time registers over the same backbone, weights and options
     without them."""
     return _deltas(
         rows,
-        datasets,
+        columns,
         lambda r: (r.backbone, r.weights, r.options, r.ttr),
         lambda r: (r.backbone, r.weights, r.options, "") if r.ttr else None,
     )
 
 
-def render(rows: list[Row], datasets: list[str], fmt: str, speed: bool = False) -> str:
-    """The table as Markdown or LaTeX (booktabs), best value per column in bold, or CSV."""
+def render(
+    rows: list[Row],
+    columns: list[Column],
+    fmt: str,
+    speed: bool = False,
+    labels: dict[str, str] | None = None,
+    higher_is_better: dict[str, bool] | None = None,
+) -> str:
+    """The table as Markdown or LaTeX (booktabs), best value per column in bold, or CSV.
+
+    Args:
+        labels: metric name -> its column label (``corloc`` -> ``CorLoc``); a table of one
+            metric labels its columns by dataset only.
+        higher_is_better: metric name -> its direction (default: higher is better).
+    """
     if fmt not in FORMATS:
         raise ObjdiscError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
-    columns = {"+reg": register_deltas(rows, datasets), "+ttr": ttr_deltas(rows, datasets)}
-    columns = {name: found for name, found in columns.items() if found}
-    labels = [_DATASET_LABELS.get(d, d) for d in datasets]
-    header = ["backbone", *labels, *columns] + (["images/s"] if speed else [])
-    best = {d: max((r.cells[d] for r in rows if d in r.cells), default=math.nan) for d in datasets}
+    labels, higher_is_better = labels or {}, higher_is_better or {}
+    deltas = {"+reg": register_deltas(rows, columns), "+ttr": ttr_deltas(rows, columns)}
+    deltas = {name: found for name, found in deltas.items() if found}
+    one_metric = len({name for _, name in columns}) == 1
+    titles = [
+        _DATASET_LABELS.get(d, d) + ("" if one_metric else f" {labels.get(name, name)}") for d, name in columns
+    ]
+    header = ["backbone", *titles, *deltas] + (["images/s"] if speed else [])
 
-    def cell(row: Row, d: str) -> str:
-        if d not in row.cells:
+    def best(column: Column) -> float:
+        values = [r.cells[column] for r in rows if column in r.cells]
+        pick = max if higher_is_better.get(column[1], True) else min
+        return pick(values, default=math.nan)
+
+    tops = {c: best(c) for c in columns}
+
+    def cell(row: Row, column: Column) -> str:
+        if column not in row.cells:
             return "--" if fmt == "latex" else ""
-        text = f"{row.cells[d]:.1f}"
-        if row.cells[d] != best[d] or len(rows) == 1:
+        text = f"{row.cells[column]:.1f}"
+        if row.cells[column] != tops[column] or len(rows) == 1:
             return text
         return {"latex": f"\\textbf{{{text}}}", "md": f"**{text}**"}.get(fmt, text)
 
-    def delta(deltas: dict[int, list[float | None]], i: int) -> str:
-        if i not in deltas:
+    def delta(found: dict[int, list[float | None]], i: int) -> str:
+        if i not in found:
             return ""
-        parts = ["--" if v is None else (f"${v:+.1f}$" if fmt == "latex" else f"{v:+.1f}") for v in deltas[i]]
+        parts = ["--" if v is None else (f"${v:+.1f}$" if fmt == "latex" else f"{v:+.1f}") for v in found[i]]
         return " / ".join(parts)
 
     body = []
     for i, row in enumerate(rows):
-        line = [row.label if fmt != "latex" else _latex_escape(row.label), *(cell(row, d) for d in datasets)]
-        line += [delta(deltas, i) for deltas in columns.values()]
+        line = [row.label if fmt != "latex" else _latex_escape(row.label), *(cell(row, c) for c in columns)]
+        line += [delta(found, i) for found in deltas.values()]
         if speed:
             line.append(f"{sorted(row.speed)[len(row.speed) // 2]:.1f}" if row.speed else "")
         body.append(line)
@@ -290,23 +402,33 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def table(folders: list[Path], fmt: str = "md", speed: bool = False) -> tuple[str, list[str]]:
+def table(
+    folders: list[Path], fmt: str = "md", speed: bool = False, metrics: Sequence[str] | None = None
+) -> tuple[str, list[str]]:
     """``objdisc table``: read the run folders and render.
+
+    Args:
+        metrics: the metric values to show (``corloc``), or ``None``: each evaluator's headline ones.
 
     Returns:
         The table, and a note per folder skipped because it is not a finished run.
     """
     runs, notes = read_runs(folders)
     check_image_sets(runs)
-    rows, datasets = build_rows(runs)
-    return render(rows, datasets, fmt, speed), notes
+    rows, columns = build_rows(runs, metrics)
+    labels = {k: v for r in runs for k, v in r["labels"].items()}
+    higher = {k: v for r in runs for k, v in r["higher_is_better"].items()}
+    return render(rows, columns, fmt, speed, labels, higher), notes
 
 
 __all__ = [
     "FORMATS",
     "Row",
+    "UntrustedMetricsError",
     "build_rows",
     "check_image_sets",
+    "columns_of",
+    "options_label",
     "read_run",
     "read_runs",
     "register_deltas",

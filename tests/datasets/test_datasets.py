@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_coco, make_coco20k, make_voc
+from conftest import coco_run, invoke, make_coco, make_coco20k, make_voc, refused
 
 from objdisc.datasets import DatasetError, load_dataset
 from objdisc.datasets.voc import voc_image_id
@@ -169,3 +169,36 @@ def test_coco_duplicate_image_entries_are_reported(tmp_path: Path):
     dataset = load_dataset("coco", images=images, annotations=annotations)
     assert [r.image_id for r in dataset.records] == [9, 25]
     assert any("image id 9 appears more than once" in w["message"] for w in dataset.warnings)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        ("no_key", "no 'annotations' list"),
+        ("empty", "'annotations' list is empty"),
+        ("other_ids", "none of its 5 annotations has the image_id of one of its 5 images"),
+        ("all_crowd", "all crowd regions"),
+    ],
+)
+def test_annotations_that_give_no_image_a_box_are_refused(weights_file, coco, tmp_path, damage, needle):
+    images, _, data = coco
+    data = json.loads(json.dumps(data))
+    if damage == "no_key":
+        del data["annotations"]
+    elif damage == "empty":
+        data["annotations"] = []
+    elif damage == "other_ids":
+        for ann in data["annotations"]:
+            ann["image_id"] += 1000
+    else:
+        for ann in data["annotations"]:
+            ann["iscrowd"] = 1
+    annotations = tmp_path / "instances.json"
+    annotations.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    refused(
+        coco_run(weights_file("dinov2_reg"), images, annotations, out), str(annotations), needle, "--dataset folder"
+    )
+    assert not (out / "journal").exists()
+    data = ["-d", "coco", "--images", str(images), "--annotations", str(annotations)]
+    refused(invoke("eval", "-p", str(tmp_path / "p.json"), *data), needle)

@@ -28,7 +28,7 @@ def test_workers_forked_after_parent_work_do_not_deadlock(tmp_path: Path):
         cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))
         first = list(discover(backbone, records, workers=0))
         second = list(discover(backbone, records, workers=2))
-        assert len(second) == 6 and all(r.found is not None for r in second)
+        assert len(second) == 6 and all(r.objects is not None for r in second)
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)

@@ -7,15 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_voc, write_image
+import torch
+from conftest import corloc, corloc_value, make_voc, write_image
 from pycocotools.coco import COCO
 
 import objdisc.engine.discover as pipeline
 from objdisc.datasets import load_dataset
 from objdisc.engine.discover import discover
+from objdisc.engine.images import load_image, make_batch
 from objdisc.engine.runner import RunConfig, run
 from objdisc.evaluation.boxes import iou, xywh_to_xyxy
+from objdisc.methods import Lost, TokenCut
+from objdisc.methods.lost import lost
 from objdisc.models.backbones import create_backbone
+from objdisc.models.features import FeatureExtractor, FeatureSpec
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,10 @@ def folder_of_mixed_sizes(root: Path) -> Path:
 
 
 def boxes_by_id(results) -> dict[int, tuple]:
-    return {r.record.image_id: (r.found.box, r.found.seed, r.found.mask.tobytes()) for r in results}
+    return {
+        r.record.image_id: (r.objects.boxes.tolist(), r.objects.seeds.tolist(), r.objects.masks.tobytes())
+        for r in results
+    }
 
 
 @pytest.mark.parametrize("batch_size", [2, 3, 8])
@@ -89,13 +97,15 @@ def test_bad_images_are_skipped_named_and_count_as_misses(backbone, tmp_path: Pa
     result = run(config, backbone=backbone)
     metrics = json.loads((tmp_path / "out/metrics.json").read_text())
     assert metrics == result.metrics
-    assert metrics["n_images"] == 4 and metrics["n_skipped"] == 2 and metrics["n_boxes"] == 2
+    assert metrics["n_images"] == 4 and metrics["n_skipped"] == 2 and metrics["n_objects"] == 2
     reasons = {s["image_id"]: s["reason"] for s in metrics["skipped"]}
     assert "000007.jpg" in reasons[7] and "empty" in reasons[7]
     assert "000009.jpg" in reasons[9] and "truncated JPEG" in reasons[9]
     predicted = {p["image_id"] for p in json.loads((tmp_path / "out/predictions.json").read_text())}
     assert predicted == {5, 12}  # the grayscale image got its box
-    assert metrics["n_hits"] <= 2 and metrics["corloc"] == pytest.approx(100 * metrics["n_hits"] / 4)
+    block = corloc(metrics)
+    assert block["n_hits"] <= 2 and block["values"]["corloc"] == pytest.approx(100 * block["n_hits"] / 4)
+    assert block["n_skipped"] == 2 and block["n_scored"] == 4
 
 
 @pytest.mark.parametrize("stage", ["launch", "finish"])
@@ -115,7 +125,7 @@ def test_a_failing_batch_is_retried_image_by_image(
 
     monkeypatch.setattr(pipeline._BatchStep, stage, flaky)
     results = list(discover(backbone, records, batch_size=4, workers=0))
-    failed = [r for r in results if r.found is None]
+    failed = [r for r in results if r.objects is None]
     assert [r.record.file_name for r in failed] == ["im2.jpg"]
     assert "im2.jpg" in failed[0].error and "out of memory" in failed[0].error
     assert len(results) == len(records)
@@ -140,7 +150,7 @@ def test_outputs_load_in_pycocotools_and_agree_with_metrics(backbone, tmp_path: 
         assert 0 <= x and 0 <= y and x + w <= gt.imgs[image_id]["width"] and y + h <= gt.imgs[image_id]["height"]
         hits += bool((iou(xywh_to_xyxy(pred["bbox"]), gt_boxes) >= 0.5).any())
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_hits"] == hits and metrics["corloc"] == pytest.approx(100 * hits / 4)
+    assert corloc(metrics)["n_hits"] == hits and corloc_value(metrics) == pytest.approx(100 * hits / 4)
 
     info = json.loads((out / "run.json").read_text())
     producer = info["producer"]
@@ -150,7 +160,8 @@ def test_outputs_load_in_pycocotools_and_agree_with_metrics(backbone, tmp_path: 
     assert len(producer["weights"]["sha256"]) == 64 and producer["weights"]["source"] == "local"
     assert set(producer["versions"]) >= {"objdisc", "torch", "timm"}
     assert producer["device"] == "cpu" and producer["precision"] == "fp32"
-    assert info["options"]["k_patches"] == 100 and info["options"]["batch_size"] == 3
+    assert info["options"]["method_options"] == {} and info["options"]["batch_size"] == 3
+    assert producer["discovery"] == {"features": "k", "layer": -1, "method": "lost", "k_patches": 100, "gram_bias": 0.0}
     for name in ("metrics.json", "per_image.json"):
         assert json.loads((out / name).read_text())["producer"] == producer
     assert json.loads((out / "gt.json").read_text())["info"]["producer"] == producer
@@ -174,7 +185,8 @@ def test_k_patches_and_gram_bias_reach_lost(backbone, tmp_path: Path, monkeypatc
     seen = []
     real = lost_module.lost_device
     monkeypatch.setattr(lost_module, "lost_device", lambda *a: seen.append(a[-2:]) or real(*a))
-    config = RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, k_patches=7, gram_bias=0.25)
+    options = {"k_patches": 7, "gram_bias": 0.25}
+    config = RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, method_options=options)
     run(dataclasses.replace(config, workers=0), backbone)
     assert seen and set(seen) == {(7, 0.25)}
 
@@ -184,3 +196,48 @@ def test_auto_device_and_precision_on_cpu():
     assert pipeline.resolve_precision("auto", pipeline.resolve_device("cpu")) == "fp32"
     with pytest.raises(ValueError, match="unknown precision"):
         pipeline.resolve_precision("int8", pipeline.resolve_device("cpu"))
+
+
+def reference_boxes(backbone, records, spec: FeatureSpec, gram_bias: float = 0.0) -> dict[int, list]:
+    """Image by image: decode, one forward, features of ``spec``, plain ``lost()``."""
+    out = {}
+    with FeatureExtractor(backbone.model, [spec]) as extractor, torch.no_grad():
+        for record in records:
+            image, _ = load_image(record.path, patch_size=14)
+            x = make_batch([torch.from_numpy(image)], 14, backbone.spec.mean, backbone.spec.std, "cpu")
+            grid = (x.shape[-2] // 14, x.shape[-1] // 14)
+            found = lost(extractor(x)[0], grid, 14, image.shape[:2], gram_bias=gram_bias)
+            out[record.image_id] = found.boxes.tolist()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("spec", "gram_bias"),
+    [(FeatureSpec("k", -1), 0.0), (FeatureSpec("q", -1), 0.0), (FeatureSpec("v", -2), 0.0), (FeatureSpec("k", 3), 2.5)],
+)
+def test_each_feature_option_gives_lost_on_exactly_those_features(backbone, tmp_path: Path, spec, gram_bias):
+    make_voc(tmp_path)
+    records = load_dataset("voc07", tmp_path).records
+    got = {
+        r.record.image_id: r.objects.boxes.tolist()
+        for r in discover(backbone, records, features=spec, method=Lost(100, gram_bias), workers=0)
+    }
+    assert got == reference_boxes(backbone, records, spec, gram_bias)
+
+
+def test_gram_bias_changes_the_degrees_it_should(backbone, tmp_path: Path):
+    make_voc(tmp_path)
+    records = load_dataset("voc07", tmp_path).records[:1]
+    plain = next(iter(discover(backbone, records, workers=0))).objects
+    biased = next(iter(discover(backbone, records, method=Lost(100, 1e9), workers=0))).objects
+    # A bias above every affinity leaves no positive pair: every degree is 0, the seed is patch 0.
+    assert plain.score_map.max() > 0 and biased.score_map.max() == 0 and biased.seeds[0] == 0
+
+
+def test_tokencut_runs_through_the_engine(backbone, tmp_path: Path):
+    make_voc(tmp_path)
+    records = load_dataset("voc07", tmp_path).records
+    results = list(discover(backbone, records, method=TokenCut(), workers=0))
+    assert len(results) == 4 and all(r.objects is not None for r in results)
+    for r in results:
+        assert r.objects.masks[0].flat[r.objects.seeds[0]]  # the seed is in its own component

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+import tqdm
+from conftest import coco_instances, coco_run, corloc, invoke, write_image
 
 import objdisc.engine.runner as runner
-from objdisc.engine.journal import Journal, JournalMismatchError, read_journals
+from objdisc.engine.journal import JournalMismatchError, read_journals
 from objdisc.engine.runner import RunConfig, run
 
 SAME = ("predictions.json", "gt.json", "per_image.json")
@@ -76,42 +80,9 @@ def test_a_journal_from_other_settings_is_refused(reference, tmp_path: Path):
     out = tmp_path / "out"
     run(config(images, out, weights, limit=2))
     with pytest.raises(JournalMismatchError, match=r"k_patches: 100 there, 5 now.*--overwrite"):
-        run(config(images, out, weights, k_patches=5))
-    result = run(config(images, out, weights, k_patches=5, overwrite=True))
+        run(config(images, out, weights, method_options={"k_patches": 5}))
+    result = run(config(images, out, weights, method_options={"k_patches": 5}, overwrite=True))
     assert result.metrics["n_resumed"] == 0
-
-
-def entry(image_id: int, file_name: str) -> dict:
-    return {"image_id": image_id, "file_name": file_name, "hw": [2, 2], "box": [0, 0, 1, 1], "seed": 0, "error": None}
-
-
-def test_a_torn_last_line_is_ignored_and_closed(tmp_path: Path):
-    settings = {"k_patches": 100}
-    with Journal(tmp_path, 0, settings) as journal:
-        journal.append(
-            {"image_id": 1, "file_name": "a.jpg", "hw": [2, 2], "box": [0, 0, 1, 1], "seed": 0, "error": None}
-        )
-    with open(tmp_path / "rank0.jsonl", "a") as f:
-        f.write('{"image_id": 2, "file_na')  # killed mid-write
-    assert set(read_journals(tmp_path, settings)) == {1}
-    with Journal(tmp_path, 0, settings) as journal:
-        journal.append(
-            {"image_id": 3, "file_name": "c.jpg", "hw": [2, 2], "box": [0, 0, 1, 1], "seed": 0, "error": None}
-        )
-    assert set(read_journals(tmp_path, settings)) == {1, 3}
-
-
-def test_a_box_is_never_hidden_by_an_older_failure_in_another_rank_file(tmp_path: Path):
-    settings = {"k_patches": 100}
-    failed = {**entry(7, "g.jpg"), "box": None, "seed": None, "error": "out of memory"}
-    with Journal(tmp_path, 1, settings) as journal:  # first run, 2 ranks: rank 1 failed on image 7
-        journal.append(failed)
-    with Journal(tmp_path, 0, settings) as journal:  # resumed on 1 rank: image 7 got its box
-        journal.append(entry(7, "g.jpg"))
-    assert read_journals(tmp_path, settings)[7]["box"] == [0, 0, 1, 1]
-    with Journal(tmp_path, 2, settings) as journal:  # and a failure alone is still reported
-        journal.append({**failed, "image_id": 8})
-    assert read_journals(tmp_path, settings)[8]["error"] == "out of memory"
 
 
 def cli(*args: str) -> list[str]:
@@ -174,3 +145,68 @@ def test_two_gloo_processes_write_the_single_process_files(reference, tmp_path: 
     assert per_rank == [5, 5]  # exact, contiguous, unpadded shards: no image twice
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     assert_same_outputs(ref, out)
+
+
+def test_annotation_warnings_beyond_twenty_are_counted(tmp_path: Path, weights_file, caplog):
+    images = tmp_path / "images"
+    entries, boxes = [], {}
+    for i in range(1, 24):
+        write_image(images / f"{i}.jpg", (28, 28), (2, 2, 20, 20), seed=i)
+        entries.append((i, f"{i}.jpg", (28, 28)))
+        boxes[i] = [((2, 2, 40, 10), 0)]  # reaches outside the 28x28 image
+    annotations = tmp_path / "instances.json"
+    annotations.write_text(json.dumps(coco_instances(entries, boxes)))
+    with caplog.at_level(logging.WARNING):
+        result = invoke(
+            "run", "-b", "dinov2_reg", "--weights", str(weights_file("dinov2_reg")), "-d", "coco",
+            "--images", str(images), "--annotations", str(annotations), "--out", str(tmp_path / "o"),
+            "--workers", "0", "--limit", "1",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = [r for r in caplog.records if "reaches outside" in r.getMessage()]
+    assert len(shown) == 20
+    assert "... and 3 more annotation warnings (all of them in metrics.json: dataset_warnings)" in caplog.text
+    assert len(json.loads((tmp_path / "o" / "metrics.json").read_text())["dataset_warnings"]) == 23
+
+
+def test_hits_counter_counts_the_image_just_done(weights_file, coco, tmp_path, monkeypatch):
+    import objdisc.engine.runner
+
+    # Draw every update, as a run with slow images does.
+    monkeypatch.setattr(objdisc.engine.runner, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, miniters=1))
+    images, annotations, _ = coco
+    result = coco_run(weights_file("dinov2_reg"), images, annotations, tmp_path / "o", "--limit", "4", "--progress")
+    assert result.exit_code == 0, result.output
+    frames = re.findall(r"(\d)/4 \[[^\]]*?hits (\d)/(\d)\]", result.stderr)
+    assert frames, result.stderr
+    assert {done for done, _, _ in frames} == {"1", "2", "3", "4"}, frames
+    assert all(done == counted for done, _, counted in frames), frames
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert frames[-1] == ("4", str(corloc(metrics)["n_hits"]), "4")
+
+
+def test_a_journal_of_objdisc_0_1_resumes(reference, tmp_path: Path):
+    """A run begun by objdisc 0.1 (settings without format and with a top-level k_patches; one
+    box and seed per entry) resumes: the same boxes as an uninterrupted run, no masks added."""
+    from objdisc.engine.journal import settings_key
+    from objdisc.engine.runner import legacy_settings
+
+    images, weights, ref = reference
+    out = tmp_path / "out"
+    run(config(images, out, weights, limit=4))
+    journal = out / "journal" / "rank0.jsonl"
+    header, *entries = (json.loads(line) for line in journal.read_text().splitlines())
+    old = legacy_settings(header["settings"])
+    assert "format" not in old and old["k_patches"] == 100 and old["method"] == "lost"
+    lines = [{"key": settings_key(old), "settings": old}]
+    for entry in entries:
+        objects = entry.pop("objects")
+        lines.append({**entry, "box": objects["boxes"][0], "seed": objects["seeds"][0]})
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (out / "predictions.json").unlink()
+    result = run(config(images, out, weights))
+    assert result.metrics["n_resumed"] == 4 and result.metrics["n_processed"] == 6
+    ours, theirs = (json.loads((d / "predictions.json").read_text()) for d in (out, ref))
+    assert [(p["image_id"], p["bbox"]) for p in ours] == [(p["image_id"], p["bbox"]) for p in theirs]
+    assert all("segmentation" in p for p in theirs) and not any("segmentation" in p for p in ours)
+    assert (out / "per_image.json").read_bytes() == (ref / "per_image.json").read_bytes()

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+import logging
+
 import numpy as np
 import pytest
+from conftest import coco_run, corloc
 
 from objdisc.evaluation.corloc import CorLoc
 
@@ -45,3 +49,23 @@ def test_skip_never_inflates_and_reset_forgets():
     assert metric.compute().corloc == pytest.approx(50.0)
     metric.reset()
     assert metric.compute().n_images == 0 and metric.compute().corloc is None
+
+
+def test_images_without_ground_truth_are_left_out_and_counted(finished, caplog, weights_file, coco, tmp_path):
+    metrics = json.loads((finished["full"] / "metrics.json").read_text())
+    per_image = json.loads((finished["full"] / "per_image.json").read_text())["images"]
+    block = corloc(metrics)
+    assert metrics["n_images"] == 5 and block["n_scored"] == 4 and block["no_ground_truth"] == 1
+    assert metrics["no_ground_truth"] == 1 and metrics["no_ground_truth_images"] == ["000000000015.jpg"]
+    hits = sum(item.get("corloc", {}).get("hit", False) for item in per_image)
+    assert block["values"]["corloc"] == pytest.approx(100 * hits / 4, abs=1e-4) and block["n_hits"] == hits
+    last = per_image[-1]
+    assert last["no_ground_truth"] is True and len(last["objects"]) == 1 and "corloc" not in last
+    # ... and the run says so loudly, before it starts and in its summary.
+    images, annotations, _ = coco
+    with caplog.at_level(logging.WARNING):
+        result = coco_run(weights_file("dinov2_reg"), images, annotations, tmp_path / "again")
+    assert result.exit_code == 0
+    assert "1 of 5 images have no ground-truth box (000000000015.jpg)" in caplog.text
+    assert "left out of CorLoc" in caplog.text
+    assert f"({hits}/4 hits; 1 without ground truth left out)" in result.output

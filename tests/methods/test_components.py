@@ -46,9 +46,9 @@ def test_device_components_equal_scipy_on_random_snake_and_spiral_masks():
     results = found.to_host(8, [(9 * 8 - 3, 13 * 8 - 5)] * len(masks))
     for mask, seed, result in zip(masks, seeds, results, strict=True):
         expected = seed_component(mask, seed)
-        np.testing.assert_array_equal(result.component, expected)
-        assert result.box == component_box(expected, 8, (9 * 8 - 3, 13 * 8 - 5))
-        assert result.seed == seed
+        np.testing.assert_array_equal(result.masks[0], expected)
+        assert tuple(result.boxes[0].tolist()) == component_box(expected, 8, (9 * 8 - 3, 13 * 8 - 5))
+        assert result.seeds[0] == seed
 
 
 def test_converged_components_are_exact_without_the_host():
@@ -58,9 +58,10 @@ def test_converged_components_are_exact_without_the_host():
     found = seed_component_batch(
         torch.from_numpy(masks), torch.from_numpy(seeds), 14, torch.tensor([[90, 150]] * 16), torch.zeros(16, 7, 11)
     )
-    for i in np.flatnonzero(found.converged.numpy()):
-        np.testing.assert_array_equal(found.components[i].numpy(), seed_component(masks[i], int(seeds[i])))
-        assert tuple(found.boxes[i].tolist()) == component_box(found.components[i].numpy(), 14, (90, 150))
+    for i in np.flatnonzero(found.converged[:, 0].numpy()):
+        component = found.masks[i, 0].numpy()
+        np.testing.assert_array_equal(component, seed_component(masks[i], int(seeds[i])))
+        assert tuple(found.boxes[i, 0].tolist()) == component_box(component, 14, (90, 150))
 
 
 @pytest.fixture
@@ -77,4 +78,4 @@ def no_host_sync(monkeypatch):
 def test_lost_on_the_device_never_syncs_with_the_host(no_host_sync):
     keys = torch.randn(3, 6 * 5, 16)
     found = lost_device(keys, (6, 5), 14, torch.tensor([[80, 70]] * 3), k_patches=10, gram_bias=0.5)
-    assert found.boxes.shape == (3, 4) and found.components.shape == (3, 6, 5)
+    assert found.boxes.shape == (3, 1, 4) and found.masks.shape == (3, 1, 6, 5)

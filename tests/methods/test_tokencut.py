@@ -49,8 +49,8 @@ def test_known_cut_gives_the_object_box(grid, box):
     (result,) = found.to_host(patch, [hw])
     x1, y1, x2, y2 = box
     expected = (x1 * patch, y1 * patch, min(x2 * patch, hw[1]), min(y2 * patch, hw[0]))
-    assert result.box == expected
-    assert result.component.sum() == (x2 - x1) * (y2 - y1)
+    assert tuple(result.boxes[0].tolist()) == expected
+    assert result.masks[0].sum() == (x2 - x1) * (y2 - y1)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -63,8 +63,8 @@ def test_equals_the_dense_reference_on_noisy_scenes(seed: int):
     hw = (grid[0] * 14, grid[1] * 14)
     expected_box, expected_seed, expected_component = reference_tokencut(feats, grid, 14, hw)
     (result,) = TokenCut()(torch.from_numpy(feats).float()[None], grid, 14, torch.tensor([hw])).to_host(14, [hw])
-    assert result.box == expected_box and result.seed == expected_seed
-    np.testing.assert_array_equal(result.component, expected_component)
+    assert tuple(result.boxes[0].tolist()) == expected_box and result.seeds[0] == expected_seed
+    np.testing.assert_array_equal(result.masks[0], expected_component)
 
 
 def test_fast_eigensolver_equals_the_dense_one():
@@ -88,16 +88,19 @@ def test_batch_equals_single_images():
         (one,) = TokenCut()(torch.from_numpy(feats[i]).float()[None], (8, 9), 16, torch.tensor([hws[i]])).to_host(
             16, [hws[i]]
         )
-        assert one.box == batch[i].box and one.seed == batch[i].seed
+        assert one.boxes.tolist() == batch[i].boxes.tolist() and one.seeds[0] == batch[i].seeds[0]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "tokencut", "gram_bias": 1.0}, "--gram-bias is a LOST option"),
-        ({"name": "tokencut", "k_patches": 5}, "--k-patches is a LOST option"),
-        ({"name": "lost", "tau": 0.3}, "--tau is a TokenCut option"),
+        ({"name": "tokencut", "gram_bias": 1.0}, "--gram-bias is an option of lost; tokencut does not take it"),
+        ({"name": "tokencut", "k_patches": 5}, "--k-patches is an option of lost; tokencut does not take it"),
+        ({"name": "lost", "tau": 0.3}, "--tau is an option of tokencut; lost does not take it"),
+        ({"name": "lost", "sigma": 0.3}, "--sigma is no method's option; lost does not take it"),
         ({"name": "ncut"}, "unknown method 'ncut'"),
+        ({"name": "tokencut", "tau": float("nan")}, "--tau must be a finite number"),
+        ({"name": "tokencut", "eps": 0.0}, "--eps must be > 0"),
     ],
 )
 def test_options_a_method_does_not_take_are_refused(kwargs, message):
@@ -131,10 +134,10 @@ def test_a_degenerate_graph_boxes_the_whole_image():
     feats = torch.ones(2, 8 * 9, 16)  # identical features: every pair passes tau
     hws = [(120, 140), (128, 144)]
     for found in TokenCut()(feats, (8, 9), 16, torch.tensor(hws)).to_host(16, hws):
-        assert found.seed == 0 and found.component.all()
-    assert [f.box for f in TokenCut()(feats, (8, 9), 16, torch.tensor(hws)).to_host(16, hws)] == [
-        (0, 0, 140, 120),
-        (0, 0, 144, 128),
+        assert found.seeds[0] == 0 and found.masks[0].all()
+    assert [f.boxes[0].tolist() for f in TokenCut()(feats, (8, 9), 16, torch.tensor(hws)).to_host(16, hws)] == [
+        [0, 0, 140, 120],
+        [0, 0, 144, 128],
     ]
 
 

@@ -176,3 +176,42 @@ def test_without_stopping_the_features_are_the_same_and_the_pass_runs_to_the_end
     assert ran == [1]
     for spec in specs:
         torch.testing.assert_close(early[spec], late[spec], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "hw"), [("dino", (48, 64)), ("dinov2_reg", (56, 42)), ("dinov3", (48, 80)), ("deit3", (32, 48))]
+)
+def test_cls_attention_is_the_attention_the_block_applies(name: str, hw: tuple[int, int]):
+    """Checked against what the block itself computes: the CLS row of attention @ v is the input
+    of ``attn.proj`` at token 0 (RoPE and registers included), whatever attention kernel ran."""
+    from objdisc.models.features import _cls_attention, _project
+
+    torch.manual_seed(0)
+    model = build_model(get_spec(name), depth=2).eval()
+    attn = model.blocks[-1].attn
+    seen: dict[str, object] = {}
+    pre = attn.register_forward_pre_hook(lambda m, a, k: seen.update(x=a[0], rope=k.get("rope")), with_kwargs=True)
+    post = attn.proj.register_forward_pre_hook(lambda m, a: seen.update(out=a[0]))
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        model.forward_features(x)
+        probs = _cls_attention(attn, seen["x"], seen["rope"])  # (B, T, heads)
+        b, t, heads = probs.shape
+        v = _project(attn, seen["x"], "v").reshape(b, t, heads, -1)
+        mixed = torch.einsum("bth,bthd->bhd", probs, v).reshape(b, -1)
+    pre.remove()
+    post.remove()
+    torch.testing.assert_close(probs.sum(1), torch.ones(b, heads))
+    torch.testing.assert_close(mixed, seen["out"][:, 0], rtol=1e-4, atol=1e-5)
+    with FeatureExtractor(model, [FeatureSpec("attn", -1)]) as extractor, torch.no_grad():
+        patches = extractor(x)
+    prefix = model.num_prefix_tokens
+    patch = model.patch_embed.patch_size[0]
+    assert patches.shape == (b, (hw[0] // patch) * (hw[1] // patch), heads) and t - prefix == patches.shape[1]
+    torch.testing.assert_close(patches, probs[:, prefix:])
+
+
+def test_cls_attention_needs_a_cls_token():
+    model = build_model(get_spec("timm_reg_vitm16"), depth=1)
+    with pytest.raises(OptionError, match=r"features attn .* need a CLS token"):
+        FeatureExtractor(model, [FeatureSpec("attn", -1)])

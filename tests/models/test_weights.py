@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from conftest import invoke, refused, write_image
 from safetensors.torch import save_file
 
 from objdisc.models.backbones import build_model, create_backbone, get_spec
@@ -359,3 +360,18 @@ def test_a_timm_model_on_the_hub_by_name(hub, tmp_path: Path, monkeypatch: pytes
     assert backbone.weights.source == "hf-hub:someone/tiny-vit"
     assert backbone.weights.sha256 == hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
     assert any(r.startswith("GET /someone/tiny-vit/resolve/main/model.safetensors") for r in handler.requests)
+
+
+def test_no_weights_offline_is_one_message_naming_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    images = tmp_path / "images"
+    write_image(images / "a.jpg", (56, 70), (10, 10, 40, 40))
+    start = time.perf_counter()
+    result = invoke("run", "-b", "dinov2_reg", "-d", "folder", "--images", str(images), "--out", str(tmp_path / "o"))
+    refused(result, "--weights FILE", "dinov2_vits14_reg4_pretrain.pth", "HF_HUB_OFFLINE", "empty-cache")
+    assert time.perf_counter() - start < 20

@@ -1,101 +1,23 @@
-"""Test-time registers and the register-neuron search, on a random ViT with a planted register
-neuron: one MLP hidden unit of one block set to fire only on patches of one flat colour and to
-write a large vector through fc2, so that those patches become high-norm tokens, as the
-artifacts of a trained DINOv2 are."""
+"""Test-time registers on a random ViT with a planted register neuron (:mod:`planted_model`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from conftest import refused
-from safetensors.torch import save_file
+from planted_model import BLOCK, NEURON, UNIT, batch, picture
 
 from objdisc.cli import cli
-from objdisc.engine.images import make_batch
 from objdisc.errors import OptionError
 from objdisc.models.backbones import build_model, create_backbone, get_spec
 from objdisc.models.features import FeatureExtractor
 from objdisc.models.token_probe import TokenProbe
-from objdisc.registers.neuron_search import find_register_neurons
 from objdisc.registers.test_time import PUBLISHED, RegisterNeurons, TestTimeRegisters, load_register_neurons, sign_max
-
-BLOCK, UNIT = 6, 777
-FLAT = (90, 140, 60)  # RGB of the flat regions the planted neuron fires on
-HW = (112, 140)  # 8 x 10 patches of 14
-
-
-def picture(seed: int, flat_cols: int, hw: tuple[int, int] = HW) -> np.ndarray:
-    """Noise, with the left ``flat_cols`` patch columns one flat colour (none: 0)."""
-    image = np.random.default_rng(seed).integers(0, 255, size=(*hw, 3), dtype=np.uint8)
-    image[:, : flat_cols * 14] = FLAT
-    return image
-
-
-def batch(images: list[np.ndarray], spec=None) -> torch.Tensor:
-    spec = spec or get_spec("dinov2_vits14")
-    return make_batch([torch.from_numpy(i) for i in images], 14, spec.mean, spec.std)
-
-
-def plant(model: torch.nn.Module) -> None:
-    """Make ``blocks[BLOCK].mlp`` unit ``UNIT`` fire (about 20) on flat patches only, writing
-    10 x a fixed unit vector per unit of activation (through the block's layer scale)."""
-    seen = []
-    handle = model.blocks[BLOCK].mlp.fc1.register_forward_pre_hook(lambda m, a: seen.append(a[0][0]))
-    with torch.no_grad():
-        model.forward_features(batch([picture(0, 5)]))
-    handle.remove()
-    tokens = seen[0][1:]  # the MLP's input at the 80 patches
-    flat = torch.zeros(8, 10, dtype=torch.bool)
-    flat[:, :5] = True
-    flat = flat.ravel()
-    direction = tokens[flat].mean(0) - tokens[~flat].mean(0)
-    score = tokens @ direction
-    low, high = score[~flat].max(), score[flat].min()
-    assert high > low, "the random model does not separate flat patches"
-    mid = (low + high) / 2
-    scale = 20 / (high - mid)
-    out = torch.randn(model.embed_dim, generator=torch.Generator().manual_seed(1))
-    mlp = model.blocks[BLOCK].mlp
-    with torch.no_grad():
-        mlp.fc1.weight[UNIT] = scale * direction
-        mlp.fc1.bias[UNIT] = -scale * mid
-        mlp.fc2.weight[:, UNIT] = 10 * out / out.norm() / model.blocks[BLOCK].ls2.gamma
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DINOv2 ViT-S/14 (no registers) weights file with the planted register neuron."""
-    torch.manual_seed(0)
-    model = build_model(get_spec("dinov2_vits14")).eval()
-    plant(model)
-    path = tmp_path_factory.mktemp("planted") / "planted.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four 8 x 16-patch pictures with a flat region of 1 or 2 columns, two without: 5 % of
-    the patches are flat, as the artifacts are a few percent of a DINOv2's patches."""
-    folder = tmp_path_factory.mktemp("flat")
-    for i, cols in enumerate(FLAT_COLS):
-        image = picture(10 + i, cols, (112, 224))
-        assert cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return folder
-
-
-FLAT_COLS = [2, 1, 2, 1, 0, 0]
-N_FLAT = 8 * sum(FLAT_COLS)  # flat patches in the folder
-
-
-NEURON = RegisterNeurons(((BLOCK, UNIT),), "planted")
 
 
 def norms_of(model: torch.nn.Module, x: torch.Tensor):
@@ -203,87 +125,6 @@ def test_sign_max_keeps_the_sign_and_is_per_image():
     assert sign_max(values).tolist() == [-3.0, 4.0, -2.0]  # a tie goes to the negative value
 
 
-def test_find_ranks_the_planted_neuron_first(planted, images, tmp_path: Path):
-    out = tmp_path / "neurons.json"
-    result = CliRunner().invoke(
-        cli,
-        [
-            *("registers", "find", "-b", "dinov2_vits14", "--weights", str(planted), "--images", str(images)),
-            *("--out", str(out), "--top", "10", "--no-progress"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    found = json.loads(out.read_text())
-    assert found["ranked"][0]["block"] == BLOCK and found["ranked"][0]["neuron"] == UNIT
-    assert found["ranked"][0]["score"] > 5 * found["ranked"][1]["score"]
-    assert len(found["ranked"]) == 10 and found["neurons"][str(BLOCK)][0] == UNIT
-    assert found["threshold_source"] == "bimodal gap" and 30 < found["threshold"] < 100
-    assert found["n_images"] == 6 and found["n_images_with_outliers"] == 4
-    assert found["n_outlier_tokens"] == N_FLAT  # exactly the flat patches
-    assert found["producer"]["backbone"] == "dinov2_vits14" and found["producer"]["weights"]["source"] == "local"
-    assert "block 6 unit 777" in result.output
-    # The file drives test-time registers.
-    assert load_register_neurons(str(out), "dinov2_vits14", top=1).neurons == ((BLOCK, UNIT),)
-
-
-def test_find_scores_equal_a_direct_computation(planted, images):
-    """Mean over images with outliers of the mean |activation| at their outlier tokens."""
-    from objdisc.datasets import load_dataset
-
-    backbone = create_backbone("dinov2_vits14", planted)
-    records = load_dataset("folder", images=images).records
-    found = find_register_neurons(backbone, records, threshold=50.0, top=3)
-    model, per_image = backbone.model, []
-    for record in records:
-        acts: list[torch.Tensor] = []
-        outputs: list[torch.Tensor] = []
-        hooks = [b.mlp.act.register_forward_hook(lambda m, i, o, a=acts: a.append(o[0])) for b in model.blocks]
-        hooks.append(model.blocks[-1].register_forward_hook(lambda m, i, o, a=outputs: a.append(o[0])))
-        image = cv2.cvtColor(cv2.imread(str(record.path)), cv2.COLOR_BGR2RGB)
-        with torch.no_grad():
-            model.forward_features(batch([image]))
-        for h in hooks:
-            h.remove()
-        where = outputs[0].norm(dim=-1) > 50.0
-        if where.any():
-            per_image.append(torch.stack([a[where].abs().mean(0) for a in acts]))
-    scores = torch.stack(per_image).double().mean(0)
-    best = torch.topk(scores.ravel(), 3).indices
-    assert [(r["block"], r["neuron"]) for r in found["ranked"]] == [(int(i) // 1536, int(i) % 1536) for i in best]
-    for r, i in zip(found["ranked"], best, strict=True):
-        assert r["score"] == pytest.approx(float(scores.ravel()[i]), rel=1e-4)
-    assert found["threshold_source"] == "given" and found["n_images_with_outliers"] == 4
-
-
-def test_find_without_outliers_says_what_to_do(planted, tmp_path: Path):
-    folder = tmp_path / "plain"
-    folder.mkdir()
-    for i in range(4):
-        assert cv2.imwrite(str(folder / f"{i}.png"), picture(20 + i, 0, (224, 280)))
-    args = ["registers", "find", "-b", "dinov2_vits14", "--weights", str(planted), "--images", str(folder)]
-    refused(CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "n.json")]), "not bimodal", "--threshold")
-    refused(
-        CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "n.json"), "--threshold", "1e6"]),
-        "no token is above the threshold",
-    )
-    assert not (tmp_path / "n.json").exists()
-
-
-def test_norms_reports_where_the_high_norms_went(planted, images, tmp_path: Path):
-    neurons = tmp_path / "neurons.json"
-    neurons.write_text(json.dumps({"ranked": [{"block": BLOCK, "neuron": UNIT}]}))
-    args = ["norms", "-b", "dinov2_vits14", "--weights", str(planted), "-d", "folder", "--images", str(images)]
-    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "n"), "--test-time-registers", str(neurons)])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "n" / "norms.json").read_text())
-    ttr = summary["test_time_registers"]
-    assert ttr["n_high_before"] == N_FLAT and ttr["n_high_after"] == 0
-    assert ttr["share_high_after"] == 0 and ttr["extra_token_norm"]["max"] > ttr["threshold"]
-    assert summary["threshold_source"] == "bimodal gap (without test-time registers)"
-    assert summary["producer"]["test_time_registers"]["neurons"] == {str(BLOCK): [UNIT]}
-    assert f"high-norm patch tokens {N_FLAT} (" in result.output and "-> 0 (0.00%)" in result.output
-
-
 def run_args(weights: Path, images: Path, out: Path, *extra: str) -> list[str]:
     return [
         "run", "-b", "dinov2_vits14", "--weights", str(weights), "-d", "folder", "--images", str(images),
@@ -291,36 +132,36 @@ def run_args(weights: Path, images: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_run_with_test_time_registers_is_recorded_and_never_mixed(planted, images, tmp_path: Path):
+def test_run_with_test_time_registers_is_recorded_and_never_mixed(planted, flat_images, tmp_path: Path):
     neurons = tmp_path / "neurons.json"
     neurons.write_text(json.dumps({"ranked": [[BLOCK, UNIT], [BLOCK, 5]]}))
     out, cache = tmp_path / "ttr", tmp_path / "cache"
     ttr = ["--test-time-registers", str(neurons), "--ttr-top", "1", "--cache", str(cache)]
-    result = CliRunner().invoke(cli, run_args(planted, images, out, *ttr))
+    result = CliRunner().invoke(cli, run_args(planted, flat_images, out, *ttr))
     assert result.exit_code == 0, result.output
     made_by = json.loads((out / "run.json").read_text())["producer"]
     assert made_by["test_time_registers"]["neurons"] == {str(BLOCK): [UNIT]}
     assert made_by["test_time_registers"]["source"] == str(neurons)
     # Resuming without test-time registers into that folder is refused, naming the difference.
-    refused(CliRunner().invoke(cli, run_args(planted, images, out)), "test_time_registers")
+    refused(CliRunner().invoke(cli, run_args(planted, flat_images, out)), "test_time_registers")
     # The plain run does not read the test-time-register features from the cache: its boxes
     # are those of a plain run without a cache, and differ from the test-time-register run's.
     plain, uncached = tmp_path / "plain", tmp_path / "uncached"
-    assert CliRunner().invoke(cli, run_args(planted, images, plain, "--cache", str(cache))).exit_code == 0
-    assert CliRunner().invoke(cli, run_args(planted, images, uncached)).exit_code == 0
+    assert CliRunner().invoke(cli, run_args(planted, flat_images, plain, "--cache", str(cache))).exit_code == 0
+    assert CliRunner().invoke(cli, run_args(planted, flat_images, uncached)).exit_code == 0
     assert (plain / "predictions.json").read_bytes() == (uncached / "predictions.json").read_bytes()
     assert (plain / "predictions.json").read_bytes() != (out / "predictions.json").read_bytes()
     # A second run with test-time registers is served by the cache and gives the same boxes.
     again = tmp_path / "again"
-    result = CliRunner().invoke(cli, run_args(planted, images, again, *ttr))
+    result = CliRunner().invoke(cli, run_args(planted, flat_images, again, *ttr))
     assert result.exit_code == 0
     assert (again / "predictions.json").read_bytes() == (out / "predictions.json").read_bytes()
 
 
-def test_a_batched_run_equals_batch_size_one(planted, images, tmp_path: Path):
+def test_a_batched_run_equals_batch_size_one(planted, flat_images, tmp_path: Path):
     ttr = ["--test-time-registers", json_file(tmp_path, [[BLOCK, UNIT]])]
-    a = CliRunner().invoke(cli, run_args(planted, images, tmp_path / "a", *ttr, "--batch-size", "6"))
-    b = CliRunner().invoke(cli, run_args(planted, images, tmp_path / "b", *ttr, "--batch-size", "1"))
+    a = CliRunner().invoke(cli, run_args(planted, flat_images, tmp_path / "a", *ttr, "--batch-size", "6"))
+    b = CliRunner().invoke(cli, run_args(planted, flat_images, tmp_path / "b", *ttr, "--batch-size", "1"))
     assert a.exit_code == 0 and b.exit_code == 0
     assert (tmp_path / "a/predictions.json").read_bytes() == (tmp_path / "b/predictions.json").read_bytes()
 
@@ -391,17 +232,17 @@ def test_neurons_the_model_lacks_and_rope_models_are_refused():
         TestTimeRegisters(eva, RegisterNeurons(((0, 0),), "x"))
 
 
-def test_cli_refuses_builtin_where_none_is_published(weights_file, images, tmp_path: Path):
-    args = run_args(weights_file("dinov2_reg"), images, tmp_path / "o", "--test-time-registers", "builtin")
+def test_cli_refuses_builtin_where_none_is_published(weights_file, flat_images, tmp_path: Path):
+    args = run_args(weights_file("dinov2_reg"), flat_images, tmp_path / "o", "--test-time-registers", "builtin")
     args[2] = "dinov2_reg"
     refused(CliRunner().invoke(cli, args), "no published register neurons for dinov2_reg_vits14", "registers find")
-    refused(CliRunner().invoke(cli, run_args(weights_file("dinov2"), images, tmp_path / "o", "--ttr-top", "3")),
+    refused(CliRunner().invoke(cli, run_args(weights_file("dinov2"), flat_images, tmp_path / "o", "--ttr-top", "3")),
             "--ttr-top needs --test-time-registers")  # fmt: skip
 
 
-def test_sweep_points_carry_the_test_time_registers(planted, images, tmp_path: Path):
+def test_sweep_points_carry_the_test_time_registers(planted, flat_images, tmp_path: Path):
     ttr = json_file(tmp_path, [[BLOCK, UNIT]])
-    args = ["sweep", "-b", "dinov2_vits14", "--weights", str(planted), "-d", "folder", "--images", str(images)]
+    args = ["sweep", "-b", "dinov2_vits14", "--weights", str(planted), "-d", "folder", "--images", str(flat_images)]
     result = CliRunner().invoke(
         cli,
         [*args, "--out", str(tmp_path / "s"), "--workers", "0", "--gram-bias", "0,0.5", "--test-time-registers", ttr],
@@ -411,7 +252,7 @@ def test_sweep_points_carry_the_test_time_registers(planted, images, tmp_path: P
         made_by = json.loads((tmp_path / "s" / point / "run.json").read_text())["producer"]
         assert made_by["test_time_registers"]["neurons"] == {str(BLOCK): [UNIT]}
     # The first point equals a plain `run` with the same neurons.
-    single = CliRunner().invoke(cli, run_args(planted, images, tmp_path / "r", "--test-time-registers", ttr))
+    single = CliRunner().invoke(cli, run_args(planted, flat_images, tmp_path / "r", "--test-time-registers", ttr))
     assert single.exit_code == 0
     same = (tmp_path / "s" / "lost_k_l-1_gb0" / "predictions.json").read_bytes()
     assert same == (tmp_path / "r" / "predictions.json").read_bytes()

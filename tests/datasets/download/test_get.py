@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import tarfile
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import coco_instances, make_voc, pin, voc_tar
+from conftest import coco_instances, invoke, make_voc, pin, refused, voc_tar
 from httpserver import Behaviour, serve
 
 import objdisc.datasets.download.sources as sources
@@ -274,3 +275,57 @@ def test_build_coco20k_malformed_file_is_named(tmp_path: Path):
     with pytest.raises(ObjdiscError, match=r"instances\.json: not a valid COCO instances file"):
         build_coco20k(tmp_path / "instances.json", tmp_path / "list.txt", tmp_path / "sel.json")
     assert not (tmp_path / "sel.json").exists()
+
+
+def closed_url() -> str:
+    """A loopback URL that nothing answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_failed_voc_download_names_archive_and_mirror(tmp_path: Path):
+    with serve(Behaviour()) as base:  # answers 404 to everything
+        result = invoke("data", "download", "voc07", "--data-root", str(tmp_path), "--mirror", base, "--no-progress")
+    refused(result, "VOCtrainval_06-Nov-2007.tar", "--archive FILE", "--mirror URL", "OBJDISC_MIRROR")
+    assert not (tmp_path / "VOCdevkit").exists()
+
+
+def test_renamed_archive_is_recognised_by_size_and_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    body = voc_tar(tmp_path)
+    pin(monkeypatch, "VOC_ARCHIVES", "2007", body)
+    archive = tmp_path / "my-copy-of-voc.tar"
+    archive.write_bytes(body)
+    root = tmp_path / "data"
+    # Nothing answers at the mirror: the archive must be used, not the network.
+    args = ["data", "download", "voc07", "--data-root", str(root), "--mirror", closed_url(), "--no-progress"]
+    result = invoke(*args, "--archive", str(archive))
+    assert result.exit_code == 0, result.output
+    assert "verified and unpacked" in result.output
+    assert len(load_dataset("voc07", root).records) == 4 and archive.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        ("same-size", ("has the size of VOCtrainval_06-Nov-2007.tar but md5", "damaged copy")),
+        ("other-size", ("neither its name nor its size", "VOCtrainval_06-Nov-2007.tar (")),
+        ("voc12", ("is VOCtrainval_11-May-2012.tar, an archive of voc12", "not being fetched")),
+    ],
+)
+def test_unrecognised_archive_is_refused_before_any_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, needles: tuple[str, ...]
+):
+    body = voc_tar(tmp_path)
+    pin(monkeypatch, "VOC_ARCHIVES", "2012" if content == "voc12" else "2007", body)
+    archive = tmp_path / "renamed.tar"
+    archive.write_bytes({"same-size": bytes(len(body)), "other-size": body[:-512], "voc12": body}[content])
+    with serve(Behaviour()) as base:
+        args = ["data", "download", "voc07", "--data-root", str(tmp_path / "d"), "--mirror", base]
+        refused(invoke(*args, "--archive", str(archive)), str(archive), *needles)
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_archive_is_refused(tmp_path: Path):
+    gone = tmp_path / "VOCtrainval_06-Nov-2007.tar"
+    refused(invoke("data", "download", "voc07", "--data-root", str(tmp_path), "--archive", str(gone)), str(gone))

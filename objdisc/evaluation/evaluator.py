@@ -1,0 +1,108 @@
+"""Evaluators in detectron2's shape: ``reset``, ``process(record, objects)``, ``evaluate() -> dict``.
+
+``objdisc run`` (from its journal) and ``objdisc eval`` (from any COCO results file) score
+through the same :func:`score` loop, so a number means the same thing wherever it was made.
+``evaluate()`` returns one *metric block*, written under ``metrics.json`` ``metrics[<name>]``::
+
+    {"values": {"corloc": 45.8},             # the numbers a table shows
+     "labels": {"corloc": "CorLoc"},          # their column names
+     "higher_is_better": {"corloc": true},
+     "headline": ["corloc"],                  # shown by default
+     ...}                                     # the evaluator's own counts (n_hits, n_scored, ...)
+
+``objdisc table`` and ``objdisc sweep`` read metric names, labels and directions from these
+blocks, never from a hard-coded name, and ask the evaluator registered under the block's name
+to :meth:`Evaluator.check` that its numbers agree with its counts. A new metric is one file
+(an evaluator) plus one entry in :data:`EVALUATORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from objdisc.datasets.base import Dataset, ImageRecord
+    from objdisc.objects import Objects
+
+
+class Evaluator(Protocol):
+    """Accumulates a metric image by image."""
+
+    name: ClassVar[str]
+
+    def applies(self, dataset: Dataset) -> bool:
+        """Whether the dataset has what this metric needs (e.g. ground-truth boxes)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every image."""
+        ...
+
+    def process(self, record: ImageRecord, objects: Objects | None) -> dict[str, Any] | None:
+        """Score one image (``objects`` is ``None`` when it produced no result: a miss).
+
+        Returns:
+            JSON-able per-image details for ``per_image.json`` (e.g. IoU and hit), or ``None``.
+        """
+        ...
+
+    def progress(self) -> str:
+        """A few words for a progress bar (``hits 3/4``)."""
+        ...
+
+    def evaluate(self) -> dict[str, Any]:
+        """The metric block (module docstring)."""
+        ...
+
+    @staticmethod
+    def summary_line(block: Mapping[str, Any]) -> str:
+        """One line for ``objdisc run``'s summary."""
+        ...
+
+    @staticmethod
+    def check(block: Mapping[str, Any]) -> str | None:
+        """Why a block (read back from a file) cannot be trusted, or ``None``."""
+        ...
+
+
+def default_evaluators(dataset: Dataset) -> list[Evaluator]:
+    """A fresh instance of every registered evaluator that applies to ``dataset``."""
+    from objdisc.evaluation import EVALUATORS
+
+    made = [cls() for cls in EVALUATORS.values()]
+    return [e for e in made if e.applies(dataset)]
+
+
+def score(
+    records: Sequence[ImageRecord], results: Mapping[int, Objects | None], evaluators: Sequence[Evaluator]
+) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Run every evaluator over the records, in order.
+
+    Args:
+        records: the images scored, in dataset order.
+        results: objects per image id; a missing id or ``None`` is an image without result.
+        evaluators: what to compute (each is reset first).
+
+    Returns:
+        ``({evaluator name: metric block}, {image id: {evaluator name: per-image details}})``.
+    """
+    for evaluator in evaluators:
+        evaluator.reset()
+    details: dict[int, dict[str, Any]] = {}
+    for record in records:
+        objects = results.get(record.image_id)
+        for evaluator in evaluators:
+            item = evaluator.process(record, objects)
+            if item is not None:
+                details.setdefault(record.image_id, {})[evaluator.name] = item
+    return {e.name: e.evaluate() for e in evaluators}, details
+
+
+def block_values(block: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a metric block (``None`` values left out)."""
+    values = block.get("values") or {}
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+__all__ = ["Evaluator", "block_values", "default_evaluators", "score"]

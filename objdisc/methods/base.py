@@ -1,0 +1,68 @@
+"""What every object-discovery method is: a frozen dataclass of options, called on a batch of features.
+
+A method is one file: a dataclass deriving from :class:`MethodBase` whose fields are declared
+with :func:`objdisc.methods.options.option`, plus one entry in :data:`objdisc.methods.METHODS`.
+Called as ``method(feats, grid_hw, patch_size, image_hws)`` it returns an
+:class:`~objdisc.objects.ObjectsBatch`; the engine, the journal, the exports, the evaluators,
+``sweep``, ``table`` and ``visualize`` need nothing else from it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from objdisc.methods.options import check_options, options_of
+
+if TYPE_CHECKING:
+    import torch
+
+    from objdisc.objects import ObjectsBatch
+
+
+class Method(Protocol):
+    """What the engine calls for a batch of features."""
+
+    name: ClassVar[str]
+    feature_kinds: ClassVar[tuple[str, ...]]
+    map_label: ClassVar[str]
+
+    def __call__(
+        self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
+    ) -> ObjectsBatch: ...
+
+    def options(self) -> dict[str, Any]: ...
+
+    def display_map(self, score_map: np.ndarray) -> np.ndarray: ...
+
+
+class MethodBase:
+    """Shared behaviour of the method dataclasses (subclasses are ``@dataclass(frozen=True)``).
+
+    Class attributes a method sets:
+        name: registry name (``lost``).
+        title: the method and its paper, for ``--help`` and the README.
+        feature_kinds: the feature kinds it reads (:data:`objdisc.models.features.FEATURE_KINDS`),
+            the first being its default.
+        map_label: what :meth:`display_map` shows, for ``objdisc visualize``.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""
+    feature_kinds: ClassVar[tuple[str, ...]] = ("k", "q", "v")
+    map_label: ClassVar[str] = "score map"
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    def options(self) -> dict[str, Any]:
+        """The method's name and every option value, JSON-able (journal settings, ``run.json``)."""
+        return {"method": self.name, **{o.name: getattr(self, o.name) for o in options_of(type(self))}}
+
+    def display_map(self, score_map: np.ndarray) -> np.ndarray:
+        """The per-patch map as ``objdisc visualize`` draws it (brighter = more object)."""
+        return score_map
+
+
+__all__ = ["Method", "MethodBase"]

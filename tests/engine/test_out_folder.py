@@ -1,0 +1,120 @@
+"""The --out folder through the real CLI: a file, an unwritable place, a folder objdisc did not
+write, --overwrite, a busy folder and two runs racing for one: one clear line naming the folder
+and the fix, and the files already there left as they should be."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import folder_run as objdisc_run
+from conftest import invoke, refused, snapshot, write_image
+
+from objdisc.engine.out_folder import LOCK_NAME
+
+
+def test_out_is_a_file(tmp_path: Path, weights_file, two_images):
+    out = tmp_path / "results.txt"
+    out.write_text("mine")
+    refused(objdisc_run(weights_file("dinov2_reg"), two_images, out), str(out), "is a file, not a folder")
+    assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("out", ["/proc/objdisc-test-out/run", "/sys/objdisc-test-out"])
+def test_out_where_nothing_can_be_written(weights_file, two_images, out: str):
+    refused(objdisc_run(weights_file("dinov2_reg"), two_images, Path(out)), out, "choose a writable place")
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_objdisc_did_not_write_is_left_alone(tmp_path: Path, weights_file, two_images, overwrite: bool):
+    out = tmp_path / "mine"
+    (out / "journal").mkdir(parents=True)
+    (out / "journal" / "mine.txt").write_text("my notes")
+    (out / "predictions.json").write_text('[{"mine": 1}]')
+    before = snapshot(out)
+    extra = ["--overwrite"] if overwrite else []
+    refused(objdisc_run(weights_file("dinov2_reg"), two_images, out, *extra), str(out), "did not write", "new or empty")
+    after = snapshot(out)
+    after.pop(LOCK_NAME, None)
+    assert after == before
+
+
+def test_overwrite_deletes_only_objdiscs_files(tmp_path: Path, weights_file, two_images):
+    out = tmp_path / "run"
+    assert objdisc_run(weights_file("dinov2_reg"), two_images, out).exit_code == 0
+    (out / "notes.txt").write_text("keep me")
+    (out / "journal" / "mine.txt").write_text("keep me too")
+    first = (out / "predictions.json").read_bytes()
+    assert objdisc_run(weights_file("dinov2_reg"), two_images, out, "--overwrite").exit_code == 0
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "journal" / "mine.txt").read_text() == "keep me too"
+    assert (out / "predictions.json").read_bytes() == first
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path: Path, weights_file, two_images):
+    out = tmp_path / "busy"
+    script = (
+        "import pathlib, time\n"
+        "from objdisc.engine.out_folder import lock_out\n"
+        f"lock = lock_out(pathlib.Path({str(out)!r}))\n"
+        "print('held', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.perf_counter()
+        message = refused(objdisc_run(weights_file("dinov2_reg"), two_images, out), str(out), f"pid {holder.pid}")
+        assert "another --out" in message and time.perf_counter() - start < 30
+        assert not (out / "journal").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the other process is gone (killed: the kernel drops its lock), the folder is usable,
+    # and the result equals a run into a fresh folder.
+    assert objdisc_run(weights_file("dinov2_reg"), two_images, out).exit_code == 0
+    assert objdisc_run(weights_file("dinov2_reg"), two_images, tmp_path / "fresh").exit_code == 0
+    assert (out / "predictions.json").read_bytes() == (tmp_path / "fresh" / "predictions.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_real_runs_racing_for_one_folder(tmp_path: Path, weights_file):
+    """Two `objdisc run` processes into one --out: the second is refused while the first writes,
+    and the first's files equal those of a single run."""
+    images = tmp_path / "images"
+    for i in range(40):
+        write_image(images / f"{i:03d}.jpg", (112, 140), (20, 20, 90, 90), seed=i)
+    out, weights = tmp_path / "shared-out", weights_file("dinov2_reg")
+    base = ["run", "-b", "dinov2_reg", "--weights", str(weights), "-d", "folder", "--images", str(images)]
+    args = [*base, "--out", str(out), "--workers", "0", "--batch-size", "1", "--no-progress"]
+    # The second process is started first and waits, imports done, so that its attempt falls
+    # inside the first one's run rather than after its own second of start-up.
+    second = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from objdisc.cli import cli; sys.stdin.readline(); cli.main()", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = subprocess.Popen([sys.executable, "-m", "objdisc", *args], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "journal" / "rank0.jsonl").exists():  # the first holds the lock and works
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        _, err = second.communicate("go\n", timeout=120)
+        assert first.poll() is None, "the first run ended before the second tried: the race was not run"
+    finally:
+        second.kill()
+        first_err = first.communicate(timeout=300)[1]
+    assert second.returncode == 1 and "Traceback" not in err, err
+    (message,) = err.strip().splitlines()
+    assert message.startswith("Error: ") and f"pid {first.pid}" in message and str(out) in message
+    assert first.returncode == 0, first_err
+    single = tmp_path / "single"
+    assert invoke(*base, "--out", str(single), "--workers", "0").exit_code == 0
+    for name in ("predictions.json", "per_image.json", "gt.json"):
+        assert (out / name).read_bytes() == (single / name).read_bytes(), name
