@@ -23,7 +23,13 @@ trained size):
   ``objdisc run --dataset folder`` on the same files; an image whose boxes differ is checked
   again with official LOST's ``torch.argsort`` made stable, to tell its tie-breaking apart
   from a real difference;
-- TokenCut (``--tokencut``, native size): official ``ncut`` against objdisc's TokenCut.
+- TokenCut (``--tokencut``, native size): official ``ncut`` against objdisc's TokenCut;
+- DINO-seg (``--lost``, DINO models, native size): the official model's last-block attention
+  (``get_last_selfattention``) against objdisc's ``attn`` features (max |da|), and official
+  ``dino_seg`` (LOST's ``--dinoseg``, head 4) on the official attention against
+  ``objdisc run --method dinoseg --dataset folder`` (which, as the official code, does not clip
+  the box to the image); the images whose official box reaches past the image are counted (where
+  ``--clip`` would change the box), and official crashes (a component covering every patch).
 
 Test-time registers (``--ttr`` with a nickjiang2378/test-time-registers checkout, model
 ``dinov2_vitl14+ttr``): the authors' ``dinov2_vitl14_tt_reg`` hub model (their DINOv2 fork with
@@ -214,7 +220,58 @@ def compare_model(name: str, files: list[Path], args: argparse.Namespace, work: 
         print(f"{name}: objdisc without test-time registers vs the official test-time-register model: {max(gaps):.3g}")
     if args.lost:
         report["lost"] = compare_boxes(name, files, backbone, official, weights, args, work)
+        if spec.family == "dino":  # LOST's dino_seg reads DINO's get_last_selfattention
+            report["dinoseg"] = compare_dinoseg(name, files, backbone, model, weights, args, work)
     return report
+
+
+def compare_dinoseg(
+    name: str, files: list[Path], backbone: Any, model: torch.nn.Module, weights: Path, args: argparse.Namespace,
+    work: Path,
+) -> dict[str, Any]:
+    """Official ``dino_seg`` on the official attention against ``objdisc run --method dinoseg``."""
+    from objdisc.models.features import FeatureExtractor, FeatureSpec
+
+    sys.path.insert(0, str(args.lost))
+    od = importlib.import_module("object_discovery")
+    folder = work / f"images_{name}"  # made by compare_boxes: 1-based ids in sorted order
+    out = work / f"run_{name}_dinoseg"
+    config = RunConfig(
+        backbone=name, dataset="folder", images=folder, out=out, weights=weights, overwrite=True, method="dinoseg"
+    )
+    run(config, progress=False)
+    ours = {p["image_id"]: p["bbox"] for p in json.loads((out / "predictions.json").read_text())}
+    spec, patch = backbone.spec, backbone.patch_size
+    counts: dict[str, Any] = {
+        "images": len(files), "same_box": 0, "box_past_the_image": 0, "differ": [], "official_failed": [],
+        "max_abs_da": 0.0, "bit_identical_attention": 0,
+    }  # fmt: skip
+    with FeatureExtractor(backbone.model, [FeatureSpec("attn", -1)]) as extract, torch.inference_mode():
+        for i, path in enumerate(files):
+            x = official_input(path, spec.mean, spec.std, patch)
+            h_img, w_img = image_hw_of(path)
+            attentions = model.get_last_selfattention(x)  # (1, heads, T, T)
+            image, _ = load_image(path)
+            a_ours = extract(make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std))[0]  # (N, heads)
+            da = float((attentions[0, :, 0, 1:].T - a_ours).abs().max())
+            counts["max_abs_da"] = max(counts["max_abs_da"], da)
+            counts["bit_identical_attention"] += da == 0.0
+            dims = (x.shape[2] // patch, x.shape[3] // patch)
+            x1, y1, w, h = ours[i + 1]
+            ours_box = [x1, y1, x1 + w, y1 + h]
+            try:
+                pred = [int(v) for v in od.dino_seg(attentions, dims, patch, head=4)]
+            except ValueError as exc:  # min() of an empty array: the component covers every patch
+                counts["official_failed"].append(f"{path.name}: {exc}")
+                continue
+            counts["box_past_the_image"] += pred[2] > w_img or pred[3] > h_img
+            if pred == ours_box:
+                counts["same_box"] += 1
+            else:
+                counts["differ"].append(path.name)
+                print(f"  DINO-seg {path.name}: official {pred} objdisc {ours_box}")
+    print(f"{name} DINO-seg end to end: {counts}")
+    return counts
 
 
 def compare_boxes(
@@ -272,11 +329,11 @@ def compare_boxes(
             image, _ = load_image(path)
             ours_k = keys(make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std))[0]
             ours_res = lost(ours_k, tuple(dims), patch, (h_img, w_img))
-            counts["same_seed"] += int(seed) == ours_res.seed
+            counts["same_seed"] += int(seed) == int(ours_res.seeds[0])
             with stable_argsort():  # the LOST step alone: both on the official keys
                 pred_s, _, _, _ = od.lost(k, dims, [patch, patch], (3, h_img, w_img), k_patches=100)
             step = lost(k[0], tuple(dims), patch, (h_img, w_img))
-            counts["lost_step_equal"] += [int(v) for v in pred_s] == list(step.box)
+            counts["lost_step_equal"] += [int(v) for v in pred_s] == step.boxes[0].tolist()
             if same:
                 counts["same_box"] += 1
             else:
@@ -328,11 +385,11 @@ def tokencut_counts_update(
         sys.modules.update(saved)
     boxes = TokenCut(tau=0.2)(k_ours[None], tuple(dims), patch, torch.tensor([hw]))
     host = boxes.to_host(patch, [hw])[0]
-    if [int(v) for v in pred] == list(host.box):
+    if [int(v) for v in pred] == host.boxes[0].tolist():
         counts["same_box"] += 1
     else:
         counts["differ"].append(path.name)
-        print(f"  TokenCut {path.name}: official {[int(v) for v in pred]} objdisc {list(host.box)}")
+        print(f"  TokenCut {path.name}: official {[int(v) for v in pred]} objdisc {host.boxes[0].tolist()}")
 
 
 def main() -> None:
@@ -356,6 +413,7 @@ def main() -> None:
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
     torch.set_grad_enabled(False)
+    torch.manual_seed(0)  # the official models' own initialisation, before randomise(): the same weights every run
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[: args.limit]
     reports, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

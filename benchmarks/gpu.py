@@ -89,7 +89,7 @@ def main() -> None:
     results = list(discover(backbone, records, times=times, **options))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    n = sum(r.found is not None for r in results)
+    n = sum(r.objects is not None for r in results)
     print(f"{n}/{len(records)} images in {seconds:.2f} s: {n / seconds:.1f} images/s end to end")
     gpu = torch.cuda.get_device_name()
     print(f"{spec.name}, {args.precision}, batch {args.batch_size}, {args.workers} workers, {gpu}")

@@ -66,7 +66,7 @@ def main() -> None:
 
     full_cache_s, _ = timed_run(config("full-cache", cache=work / "cache"))
     full_s, _ = timed_run(config("full"))
-    lost_s, _ = timed_run(config("lost-k50", cache=work / "cache", k_patches=50))
+    lost_s, _ = timed_run(config("lost-k50", cache=work / "cache", method_options={"k_patches": 50}))
     tokencut_s, tokencut = timed_run(config("tokencut", cache=work / "cache", method="tokencut"))
     step_s = tokencut["stage_seconds"]["lost"]
 

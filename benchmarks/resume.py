@@ -63,8 +63,7 @@ def main() -> None:
                     "image_id": i,
                     "file_name": f"{i:012d}.jpg",
                     "hw": [480, 640],
-                    "box": [14, 28, 322, 224],
-                    "seed": 5,
+                    "objects": {"boxes": [[14, 28, 322, 224]], "scores": [1.0], "seeds": [5]},
                     "error": None,
                 }
             )
@@ -77,7 +76,7 @@ def main() -> None:
                 "images": args.images,
                 "resume_seconds": round(seconds, 2),
                 "n_resumed": result.metrics["n_resumed"],
-                "corloc": result.metrics["corloc"],
+                "corloc": result.metrics["metrics"]["corloc"]["values"]["corloc"],
             },
             indent=2,
         )

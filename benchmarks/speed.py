@@ -69,7 +69,7 @@ def naive_loop(backbone: Backbone, paths: list[Path], device: torch.device) -> d
         t = qkv.shape[1]
         keys = qkv.reshape(1, t, 3, attn.num_heads, attn.head_dim)[0, :, 1].reshape(t, -1)[prefix:]
         result = lost(keys, (hp // patch, wp // patch), patch, image.shape[:2])
-        boxes[path.name] = result.box
+        boxes[path.name] = tuple(result.boxes[0].tolist())
     sync(device)
     return boxes
 
@@ -151,7 +151,7 @@ def main() -> None:
         )
     )
     pipeline_s = time.perf_counter() - start
-    fast = {r.record.path.name: r.found.box for r in results}
+    fast = {r.record.path.name: tuple(r.objects.boxes[0].tolist()) for r in results}
     figures = {
         "images": len(paths),
         "backbone": backbone.spec.name,

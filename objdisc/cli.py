@@ -117,6 +117,11 @@ _BACKBONE = _options(
         help="Backbone name or alias (see `objdisc backbones`), or timm:MODEL_NAME for any timm ViT.",
     ),
     click.option("--weights", type=_PATH, default=None, help="Local .safetensors/.pth (timm or upstream layout)."),
+    click.option(
+        "--resample-weights",
+        is_flag=True,
+        help="Load weights of another patch size or position grid by resampling them (refused otherwise).",
+    ),
 )
 
 # Which model: `run`, `sweep`, `norms`.
@@ -236,13 +241,11 @@ _FEATURES_HELP = (
 @click.option("--visualize", "n_pictures", default=0, type=click.IntRange(min=0), help="Draw the first N images.")
 def run_command(n_pictures: int, **options: Any) -> None:
     """Objects in every image (LOST, TokenCut, DINO-seg), CorLoc, and COCO files in --out."""
-    from objdisc.engine.runner import run, summary
+    from objdisc.engine.runner import default_out, run, summary
 
     options["method_options"] = _take_method_options(options)
     if options["out"] is None:
-        # timm:hf-hub:org/name makes no nested folders
-        safe = options["backbone"].replace("/", "_").replace(":", "_")
-        options["out"] = Path("runs") / f"{safe}-{options['dataset']}"
+        options["out"] = default_out(options["backbone"], options["dataset"])
     progress = options["progress"]
     try:
         config = _config(options)
@@ -251,7 +254,8 @@ def run_command(n_pictures: int, **options: Any) -> None:
             from objdisc.engine.discover import resolve_device
             from objdisc.reports.pictures import visualize
 
-            page = visualize([result.out], limit=n_pictures, device=resolve_device(config.device).type)
+            where = resolve_device(config.device).type
+            page = visualize([result.out], limit=n_pictures, device=where, overwrite=True)  # the run's own vis/
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     if result.metrics:  # rank 0 (the only process, or the one that merged under torchrun)
@@ -321,39 +325,16 @@ def sweep_command(methods: list[str], features_: list[str] | None, layers: list[
 )
 @click.option("--name", default=None, help="Row label for `objdisc table` [default: the file's stem].")
 @click.option("--out", "-o", type=_PATH, default=None, help="Write metrics.json + run.json here (for `objdisc table`).")
-def eval_command(
-    predictions: Path,
-    dataset: str,
-    data_root: Path | None,
-    images: Path | None,
-    annotations: Path | None,
-    split: str,
-    no_hard: bool,
-    images_of: Path | None,
-    name: str | None,
-    out: Path | None,
-) -> None:
+def eval_command(**options: Any) -> None:
     """Every metric of any COCO-results file (CorLoc: best-scoring box per image, no prediction = miss)."""
-    from objdisc.datasets import load_dataset
-    from objdisc.evaluation.score_file import evaluate, limited_run_note, run_images, select_records, write_eval
+    from objdisc.evaluation.score_file import EvalConfig, eval_file
 
     try:
-        data = load_dataset(dataset, data_root, images, annotations, split, no_hard)
-        ids = None
-        if images_of is not None:
-            run_dataset, ids = run_images(images_of)
-            if run_dataset != data.name:
-                raise ObjdiscError(f"--images-of {images_of}: a run of {run_dataset}, not of {data.name}")
-            select_records(data, ids, f"--images-of {images_of}")
-        else:
-            note = limited_run_note(predictions, data)
-            if note:
-                click.echo(note, err=True)
-        metrics = evaluate(data, predictions, ids)
-        if out is not None:
-            write_eval(out, metrics, predictions, name or predictions.stem, images_of)
+        metrics, notes = eval_file(EvalConfig(**options))
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
+    for note in notes:
+        click.echo(note, err=True)
     from objdisc.evaluation import EVALUATORS
 
     for name, block in metrics["metrics"].items():
@@ -397,6 +378,7 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool, metrics: tuple[
 @click.option("--all-layers", is_flag=True, help="Also a histogram of every block's patch norms.")
 @click.option("--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images first.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--overwrite", is_flag=True, help="Replace an earlier norms output in --out.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def norms_command(progress: bool | None, **options: Any) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
@@ -414,9 +396,9 @@ def norms_command(progress: bool | None, **options: Any) -> None:
     top = summary["output_norm"]["max"]
     click.echo(f"{summary['n_high']:,} high-norm patch tokens ({share:.2f}%); output norm max {top:.1f}")
     cos = summary["neighbour_cosine"]
-    if cos["high_norm_mean"] is not None:
-        high, other = cos["high_norm_mean"], cos["other_mean"]
-        click.echo(f"patch-embedding cosine to 4 neighbours: high-norm {high:.3f}, others {other:.3f}")
+    if cos["high_norm_mean"] is not None or cos["other_mean"] is not None:
+        high, other = (("none" if v is None else f"{v:.3f}") for v in (cos["high_norm_mean"], cos["other_mean"]))
+        click.echo(f"patch-embedding cosine to 4 neighbours: high-norm {high}, others {other}")
     if "test_time_registers" in summary:
         ttr = summary["test_time_registers"]
         click.echo(
@@ -455,6 +437,7 @@ def registers() -> None:
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["auto", *PRECISIONS]))
 @click.option("--out", "-o", type=_PATH, required=True, help="The neurons file to write (JSON).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier `registers find` file at --out.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
 def registers_find(threshold: str, dataset: str | None, top: int | None, progress: bool | None, **options: Any) -> None:
     """Rank the MLP neurons that write the high-norm outlier tokens (Jiang et al., NeurIPS 2025)."""
@@ -486,13 +469,29 @@ def registers_find(threshold: str, dataset: str | None, top: int | None, progres
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most N images.")
 @click.option("--out", "-o", type=_PATH, default=None, help="Output folder [default: RUN/vis].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-def visualize_command(runs: tuple[Path, ...], only: str | None, limit: int, out: Path | None, device: str) -> None:
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    type=_PATH,
+    help="The run's weights file where it has moved (matched by sha256; repeat for two runs).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier visualize output in --out.")
+def visualize_command(
+    runs: tuple[Path, ...],
+    only: str | None,
+    limit: int,
+    out: Path | None,
+    device: str,
+    weights: tuple[Path, ...],
+    overwrite: bool,
+) -> None:
     """Pictures of what the method did per image (recomputed) and an HTML gallery; two runs side by side."""
     from objdisc.engine.discover import resolve_device
     from objdisc.reports.pictures import visualize
 
     try:
-        page = visualize(list(runs), out, only, limit, resolve_device(device).type)
+        page = visualize(list(runs), out, only, limit, resolve_device(device).type, list(weights), overwrite)
     except ObjdiscError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"gallery: {page}")

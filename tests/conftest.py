@@ -281,3 +281,13 @@ def folder_run(weights: Path, images: Path, out: Path, *extra: str):
     """``objdisc run`` of dinov2_reg on a folder of images, no decode workers."""
     args = ["run", "-b", "dinov2_reg", "--weights", str(weights), "-d", "folder", "--images", str(images)]
     return invoke(*args, "--out", str(out), "--workers", "0", *extra)
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same global random state: no test depends on luck."""
+    import random
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)

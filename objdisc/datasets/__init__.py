@@ -27,6 +27,7 @@ class DatasetArgs:
     annotations: str | Path | None = None
     split: str = "trainval"
     no_hard: bool = False
+    exclude: str | Path | None = None
 
 
 def _path(value: str | Path | None, flag: str, kind: str, what: str) -> Path:
@@ -75,7 +76,7 @@ DATASETS: dict[str, DatasetKind] = {
         "any COCO instances file (--images, --annotations)",
     ),
     "folder": DatasetKind(
-        lambda a: load_folder(_path(a.images, "--images DIR", "folder", "the image folder")),
+        lambda a: load_folder(_path(a.images, "--images DIR", "folder", "the image folder"), a.exclude),
         frozenset({"images"}),
         "a folder of images, no ground truth (--images)",
     ),
@@ -91,6 +92,7 @@ def load_dataset(
     annotations: str | Path | None = None,
     split: str = "trainval",
     no_hard: bool = False,
+    exclude: str | Path | None = None,
 ) -> Dataset:
     """Load a dataset by kind.
 
@@ -101,6 +103,7 @@ def load_dataset(
         annotations: COCO instances json for ``coco``.
         split: VOC image set.
         no_hard: VOC only: drop difficult / truncated objects.
+        exclude: a folder whose files are never images of the set (the command's own ``--out``).
 
     Raises:
         DatasetError: an unknown kind, an argument the kind does not take, or what its loader refuses.
@@ -114,7 +117,7 @@ def load_dataset(
     if unused:
         uses = ", ".join(sorted(_FLAGS.get(t, "--data-root") for t in entry.takes))
         raise DatasetError(f"--dataset {kind} does not take {', '.join(unused)} (it reads {uses})")
-    return entry.load(DatasetArgs(data_root, images, annotations, split, no_hard))
+    return entry.load(DatasetArgs(data_root, images, annotations, split, no_hard, exclude))
 
 
 __all__ = ["DATASETS", "Dataset", "DatasetArgs", "DatasetError", "DatasetKind", "ImageRecord", "load_dataset"]

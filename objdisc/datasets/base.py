@@ -104,5 +104,8 @@ def resolve_data_root(data_root: str | Path | None) -> Path:
     """``--data-root`` or ``$OBJDISC_DATA_ROOT``, expanded; an error when neither is set."""
     value = data_root if data_root is not None else os.environ.get("OBJDISC_DATA_ROOT")
     if not value:
-        raise DatasetError("no data root: pass --data-root DIR or set OBJDISC_DATA_ROOT")
+        raise DatasetError(
+            "no data root: pass --data-root DIR or set OBJDISC_DATA_ROOT (e.g. export OBJDISC_DATA_ROOT=~/data; "
+            "`objdisc data download voc07 --data-root ~/data` puts the datasets there)"
+        )
     return Path(value).expanduser()

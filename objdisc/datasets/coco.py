@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,23 +34,44 @@ def read_coco_json(path: Path) -> dict[str, Any]:
     return data
 
 
+class _BadEntry(ValueError):
+    """One annotation or image entry that is not COCO, with where and why."""
+
+
 @contextlib.contextmanager
 def _malformed(path: Path) -> Iterator[None]:
     """Turn a missing or mistyped field of a COCO file into a DatasetError naming it."""
     try:
         yield
+    except _BadEntry as exc:
+        raise DatasetError(f"{path}: {exc}; fix the entry or give the original COCO file") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})") from exc
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def gt_boxes_by_image(data: dict[str, Any], image_ids: set[int] | None = None) -> dict[int, np.ndarray]:
     """Non-crowd ground-truth boxes ``(M, 4)`` int64 xyxy per image id, in one pass."""
     lists: dict[int, list[list[int]]] = {}
-    for ann in data.get("annotations", []):
-        image_id = int(ann["image_id"])
-        if ann.get("iscrowd", 0) == 1 or (image_ids is not None and image_id not in image_ids):
+    for n, ann in enumerate(data.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise _BadEntry(f"annotation {n} is not an object but {ann!r:.40}")
+        where = f"annotation id {ann.get('id', f'#{n}')!r}"
+        raw_id = ann.get("image_id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, int):
+            raise _BadEntry(f"{where}: image_id must be an integer, got {raw_id!r}")
+        image_id = raw_id
+        if image_ids is not None and image_id not in image_ids:
             continue
-        x, y, w, h = ann["bbox"]
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list | tuple) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+            raise _BadEntry(f"{where} (image {image_id}): bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if ann.get("iscrowd", 0) == 1:
+            continue
+        x, y, w, h = bbox
         lists.setdefault(image_id, []).append([round(v) for v in (x, y, x + w, y + h)])
     return {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
 

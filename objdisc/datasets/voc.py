@@ -9,6 +9,7 @@ and images left with none are excluded.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -61,6 +62,39 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
+def read_split(split_file: Path) -> list[str]:
+    """The image ids (file stems) of a VOC ``ImageSets/Main/<split>.txt``, one per line.
+
+    A UTF-8 byte-order mark (a file saved by some editors) is read as such; blank lines are
+    skipped; CRLF line ends are fine.
+
+    Raises:
+        DatasetError: naming the file and line of a line that is not an image id (e.g. a class
+            image set's ``000005 -1``), an unreadable file, or a file listing nothing.
+    """
+    try:
+        text = split_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{split_file}: cannot read the image list ({exc})") from exc
+    stems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stem = line.strip()
+        if not stem:
+            continue
+        if not _IMAGE_ID.fullmatch(stem):
+            raise DatasetError(
+                f"{split_file}: line {number} is not a VOC image id ({stem[:40]!r}); the file must list one id per "
+                "line, such as 000005 or 2008_000002 (a class list like aeroplane_trainval.txt is not an image set)"
+            )
+        stems.append(stem)
+    if not stems:
+        raise DatasetError(f"{split_file}: the split file lists no images")
+    return stems
+
+
+_IMAGE_ID = re.compile(r"\d+(_\d+)?")
+
+
 def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool = False) -> Dataset:
     """VOC07 or VOC12 records in split-file order.
 
@@ -75,9 +109,7 @@ def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool 
     images = require(base / "JPEGImages", f"the VOC{year} JPEG images")
     annotations = require(base / "Annotations", f"the VOC{year} XML annotations")
     split_file = require(base / "ImageSets" / "Main" / f"{split}.txt", f"the VOC{year} '{split}' image list")
-    stems = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-    if not stems:
-        raise DatasetError(f"{split_file}: the split file lists no images")
+    stems = read_split(split_file)
     records: list[ImageRecord] = []
     excluded: list[dict[str, object]] = []
     warnings: list[dict[str, str]] = []

@@ -213,6 +213,7 @@ class _Pending:
     batch: list[_Item]
     hws: list[tuple[int, int]]
     objects: ObjectsBatch
+    finite: torch.Tensor  # (B,) bool on the device: the image's features had no NaN / inf
 
 
 @dataclass
@@ -247,19 +248,25 @@ class _BatchStep:
             if self.device.type == "cuda":  # pinned, so the copy does not wait for the queue
                 sizes = sizes.pin_memory()
             sizes = sizes.to(self.device, non_blocking=True)
-            objects = self.method(feats[self.features], grid, patch, sizes)
+            used, finite = finite_features(feats[self.features])
+            objects = self.method(used, grid, patch, sizes)
         self.times.forward += middle - start
         self.times.lost += time.perf_counter() - middle
-        return _Pending(batch, hws, objects)
+        return _Pending(batch, hws, objects, finite)
 
     def finish(self, pending: _Pending) -> list[ImageResult]:
         start = time.perf_counter()
         found = pending.objects.to_host(self.backbone.patch_size, pending.hws)  # the one sync per batch
+        finite = pending.finite.cpu().tolist()
         self.times.lost += time.perf_counter() - start
-        return [
-            ImageResult(self.records[index], original, item.at_image_size(original))
-            for (index, _, original), item in zip(pending.batch, found, strict=True)
-        ]
+        out = []
+        for (index, _, original), item, ok in zip(pending.batch, found, finite, strict=True):
+            record = self.records[index]
+            if ok:
+                out.append(ImageResult(record, original, item.at_image_size(original)))
+            else:
+                out.append(ImageResult(record, original, None, non_finite_message(record, self.features)))
+        return out
 
     def _store(
         self,
@@ -334,13 +341,34 @@ def discover_cached(
             else:
                 yield ImageResult(record, None, None, f"{record.path}: no usable cache entry in {cache.folder}")
             continue
-        feats = entry.features.to(device)[None]
+        feats, finite = finite_features(entry.features.to(device)[None])
         sizes = torch.tensor([entry.image_hw], dtype=torch.long)
         middle = time.perf_counter()
         (item,) = method(feats, entry.grid_hw, patch_size, sizes.to(device)).to_host(patch_size, [entry.image_hw])
         times.wait_decode += middle - start
         times.lost += time.perf_counter() - middle
-        yield ImageResult(record, entry.original_hw, item.at_image_size(entry.original_hw))
+        if bool(finite[0]):
+            yield ImageResult(record, entry.original_hw, item.at_image_size(entry.original_hw))
+        else:
+            yield ImageResult(record, entry.original_hw, None, non_finite_message(record, features))
+
+
+NON_FINITE = "non-finite features"
+
+
+def finite_features(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, N, C)`` features with the images that hold a NaN or an infinity zeroed (so that the
+    method runs on the batch), and ``(B,)`` bool: which images were finite. No host sync."""
+    finite = torch.isfinite(feats).flatten(1).all(1)
+    return torch.where(finite[:, None, None], feats, torch.zeros((), dtype=feats.dtype, device=feats.device)), finite
+
+
+def non_finite_message(record: ImageRecord, spec: FeatureSpec) -> str:
+    """Why an image with NaN / inf features is skipped, naming the file and what to check."""
+    return (
+        f"{record.path}: {NON_FINITE} (NaN or inf) in {spec.slug}: the weights hold such values, or the model "
+        "overflowed in reduced precision (try --precision fp32)"
+    )
 
 
 __all__ = [

@@ -11,8 +11,9 @@ version. The image is named by the sha256 of its file's bytes, so a changed imag
 and the same photo under two datasets is one entry. Each file holds one tensor
 ``features`` ``(N, C)`` in the dtype the model produced (so a cached run gives bit-identical
 boxes), and its metadata repeats the identity, the feature kind and layer, the patch grid,
-the image sizes and the objdisc version; :meth:`FeatureCache.get` checks all of it, so an
-entry made with other settings is never used, even if copied into the wrong folder.
+the image sizes, the objdisc version and the sha256 of the tensor's bytes; :meth:`FeatureCache.get`
+checks all of it, so an entry made with other settings, or damaged on disk with its header
+intact, is never used (it is a miss: the model recomputes it).
 
 Size: ``N x C x 4`` bytes in fp32 (a 500 x 375 VOC image with ViT-S/14: 0.9 MB; half that in
 bf16).
@@ -38,7 +39,7 @@ from objdisc.utils.jsonio import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: every entry carries the sha256 of its data (1's entries are misses, recomputed)
 
 
 class CacheError(ObjdiscError):
@@ -129,6 +130,9 @@ class FeatureCache:
         if any(meta.get(k) != v for k, v in expected.items()):
             logger.warning("%s: cache entry made with other settings; recomputing", path)
             return None
+        if meta.get("data_sha256") != tensor_digest(features):
+            logger.warning("%s: cache entry damaged (its data does not match its checksum); recomputing", path)
+            return None
         grid = (int(meta["grid_hw"][0]), int(meta["grid_hw"][1]))
         if features.shape[0] != grid[0] * grid[1]:
             logger.warning("%s: %d features for a %s grid; recomputing", path, features.shape[0], grid)
@@ -149,6 +153,7 @@ class FeatureCache:
 
         path = self.path(image, spec)
         path.parent.mkdir(parents=True, exist_ok=True)
+        features = features.detach().cpu().contiguous()
         meta = {
             "identity": self.identity,
             "kind": spec.kind,
@@ -159,15 +164,22 @@ class FeatureCache:
             "image_hw": list(image_hw),
             "original_hw": list(original_hw),
             "objdisc_version": self.version,
+            "data_sha256": tensor_digest(features),
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file({"features": features.detach().cpu().contiguous()}, tmp, metadata={"objdisc": json.dumps(meta)})
+            save_file({"features": features}, tmp, metadata={"objdisc": json.dumps(meta)})
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
 
-__all__ = ["CacheError", "CachedFeatures", "FeatureCache"]
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes (any dtype, bfloat16 included), as stored."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(memoryview(data)).hexdigest()
+
+
+__all__ = ["CacheError", "CachedFeatures", "FeatureCache", "tensor_digest"]

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +32,31 @@ class JournalMismatchError(ObjdiscError):
     """The journal in --out was written with other settings."""
 
 
+class JournalWriteError(ObjdiscError):
+    """The journal cannot be written (a full disk, a read-only folder)."""
+
+
 def settings_key(settings: dict[str, Any]) -> str:
     """Stable hash of the settings that decide the boxes."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_journals(
-    folder: Path, settings: dict[str, Any], legacy: dict[str, Any] | None = None
+    folder: Path,
+    settings: dict[str, Any],
+    legacy: dict[str, Any] | None = None,
+    stamps: Mapping[int, list[int] | None] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], bool]:
-    """Every journaled image in ``folder``'s journals, by image id; an entry with a result wins
-    over one without (a failure that a later resume fixed).
+    """Every journaled image in ``folder``'s journals, by image id: the entry with a result for the
+    image file as it is now wins over one with a result for another file under that name, which
+    wins over one without a result (a failure that a later resume fixed); the later line on a tie.
 
     Args:
         folder: the ``journal/`` folder.
         settings: what decides the objects now.
         legacy: the settings an objdisc 0.1 journal of the same run would hold (``None``: none
             would match).
+        stamps: the image files' :func:`file_stamp` now, by image id (``None``: not compared).
 
     Returns:
         ``(entries by image id, whether a journal matched only the legacy settings)``.
@@ -89,10 +99,34 @@ def read_journals(
                 raise JournalMismatchError(f"{path}: line {number} is not a journal entry; {fix}")
             image_id = entry["image_id"]
             # Files are read in rank order, not time order: a failure journaled by one run must
-            # not hide the result a later resume (possibly on another rank) found for the image.
-            if finished(entry) or image_id not in done:
+            # not hide the result a later resume (possibly on another rank) found for the image,
+            # nor a result for an earlier file under that name hide the result for today's.
+            now = stamps.get(image_id) if stamps is not None else None
+            if image_id not in done or _rank(entry, now) >= _rank(done[image_id], now):
                 done[image_id] = entry
     return done, old
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    """What tells one image file from another under the same name: ``[size, mtime_ns]`` (``None``:
+    unreadable). A journal entry holds its image's stamp; a resume redoes an image whose file's
+    stamp changed (another set of images with the same names, an edited photo)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [int(info.st_size), int(info.st_mtime_ns)]
+
+
+def same_file(entry: dict[str, Any], stamp: list[int] | None) -> bool:
+    """Whether a journal entry was made from the file whose stamp is ``stamp`` now (entries of
+    objdisc 0.1 carry no stamp and are taken as they are)."""
+    recorded = entry.get("stamp", "absent")
+    return recorded == "absent" or (recorded is not None and recorded == stamp)
+
+
+def _rank(entry: dict[str, Any], stamp: list[int] | None) -> tuple[bool, bool]:
+    return (finished(entry) and same_file(entry, stamp), finished(entry))
 
 
 def finished(entry: dict[str, Any] | None) -> bool:
@@ -134,21 +168,39 @@ class Journal:
             return f.read(1) == b"\n"
 
     def append(self, entry: dict[str, Any]) -> None:
-        """Write one finished image (flushed now, fsync'd every few seconds)."""
-        if self._file is None:
-            self._open()
-        self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
-        if time.monotonic() - self._last_sync >= self._fsync_every_s:
-            os.fsync(self._file.fileno())
-            self._last_sync = time.monotonic()
+        """Write one finished image (flushed now, fsync'd every few seconds).
+
+        Raises:
+            JournalWriteError: the journal cannot be written (a full disk): the lines already
+                written stay readable (a torn last line is ignored), so a rerun resumes.
+        """
+        try:
+            if self._file is None:
+                self._open()
+            self._file.write(json.dumps(entry) + "\n")
+            self._file.flush()
+            if time.monotonic() - self._last_sync >= self._fsync_every_s:
+                os.fsync(self._file.fileno())
+                self._last_sync = time.monotonic()
+        except OSError as exc:
+            raise JournalWriteError(
+                f"{self.folder}: cannot write the journal ({exc.strerror or exc}); make room there (or use "
+                "another --out) and rerun the same command: it resumes from the images already journaled"
+            ) from exc
 
     def close(self) -> None:
-        """fsync and close."""
+        """fsync and close (a journal that cannot be flushed any more is closed all the same)."""
         if self._file is not None and not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                pass  # the write that failed has already said so
+            finally:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
 
     def __enter__(self) -> Journal:
         return self

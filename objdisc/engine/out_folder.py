@@ -10,6 +10,13 @@
   ``journal/rank*.jsonl``) is refused: objdisc never writes over files it did not make.
 - ``--overwrite`` deletes only objdisc's own files (:data:`RUN_FILES`, the journals and an
   emptied ``journal/``); anything else in the folder is left alone.
+
+The other commands that write follow the same rule (:func:`claim_folder`, :func:`claim_file`):
+``norms --out`` and ``visualize --out`` write a manifest (:data:`MANIFEST`) naming the command
+and every file it wrote; a folder holding anything else (a run, a user's files) is refused, and
+an earlier output of the same command is replaced only with ``--overwrite`` (which deletes the
+files its manifest lists, nothing else). ``registers find --out FILE`` refuses a file it did not
+write and replaces its own only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -135,4 +143,93 @@ def clear_run(out: Path) -> None:
         journal.rmdir()
 
 
-__all__ = ["LOCK_NAME", "RUN_FILES", "OutLock", "check_ours", "clear_run", "foreign_files", "lock_out", "make_out"]
+MANIFEST = ".objdisc-output.json"
+
+
+def claim_folder(
+    out: Path, command: str, overwrite: bool = False, legacy: Callable[[Path], bool] | None = None
+) -> None:
+    """Make ``out`` ready for ``command``'s files, or refuse in one sentence.
+
+    Args:
+        out: the folder (created if missing).
+        command: e.g. ``objdisc norms``.
+        overwrite: replace an earlier output of the same command (its listed files only).
+        legacy: recognises an output of ``command`` written before manifests existed.
+
+    Raises:
+        OptionError: ``out`` is a file or not writable, holds files ``command`` did not write (a
+            run, a user's files), or holds an earlier output of ``command`` and ``overwrite`` is off.
+    """
+    make_out(out)
+    entries = sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, MANIFEST))
+    manifest = _read_manifest(out)
+    own = (manifest is not None and manifest.get("command") == command) or (legacy is not None and legacy(out))
+    if not entries and manifest is None:
+        return
+    if not own:
+        what = "an objdisc run" if is_run_folder(out) else "files " + command + " did not write"
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise OptionError(
+            f"--out {out}: the folder holds {what} ({shown}); give {command} a new or empty folder "
+            "(objdisc never writes over other files)"
+        )
+    if not overwrite:
+        raise OptionError(f"--out {out}: holds an earlier {command} output; pass --overwrite to replace it")
+    for name in (manifest or {}).get("files", []):
+        target = (out / name).resolve()
+        if target.is_file() and out.resolve() in target.parents:
+            target.unlink()
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def record_outputs(out: Path, command: str, files: list[Path]) -> None:
+    """Write ``out``'s manifest: the command and the files (relative to ``out``) it wrote."""
+    from objdisc.utils.jsonio import write_json_atomic
+
+    names = sorted({str(Path(f).resolve().relative_to(out.resolve())) for f in files})
+    write_json_atomic(out / MANIFEST, {"command": command, "files": names})
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def claim_file(path: Path, command: str, overwrite: bool, ours: Callable[[Path], bool]) -> None:
+    """Make ``path`` writable for ``command``: refuse a file it did not write, and its own without ``overwrite``.
+
+    Raises:
+        OptionError: ``path`` is a folder, a file ``ours`` does not recognise, or an earlier
+            output with ``overwrite`` off.
+    """
+    if path.is_dir():
+        raise OptionError(f"--out {path}: is a folder; give the file to write")
+    if not path.exists():
+        return
+    if not ours(path):
+        raise OptionError(
+            f"--out {path}: the file exists and {command} did not write it; give another file name "
+            "(objdisc never writes over other files)"
+        )
+    if not overwrite:
+        raise OptionError(f"--out {path}: holds an earlier {command} output; pass --overwrite to replace it")
+
+
+__all__ = [
+    "LOCK_NAME",
+    "MANIFEST",
+    "RUN_FILES",
+    "OutLock",
+    "check_ours",
+    "claim_file",
+    "claim_folder",
+    "clear_run",
+    "foreign_files",
+    "lock_out",
+    "make_out",
+    "record_outputs",
+]

@@ -67,6 +67,13 @@ def write_outputs(
         if dataset.has_gt and record.no_ground_truth:
             no_gt.append(record.file_name)
     blocks, details = score(records, results, evaluators)
+    mismatch = [
+        {"file_name": r.file_name, "decoded": [h, w], "annotated": [r.height, r.width]}
+        for r in records
+        if r.width and r.height and r.image_id in sizes
+        for h, w in [sizes[r.image_id]]
+        if (h, w) != (r.height, r.width)
+    ]
     per_image = []
     for record in records:
         item: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
@@ -103,6 +110,7 @@ def write_outputs(
         "n_excluded": len(dataset.excluded),
         "excluded": dataset.excluded,
         "dataset_warnings": dataset.warnings,
+        "size_mismatch": {"n": len(mismatch), "images": mismatch[:20]},
         "metrics": blocks,
     }
 

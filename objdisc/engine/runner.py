@@ -23,6 +23,7 @@ from tqdm import tqdm
 from objdisc.datasets import Dataset, ImageRecord, load_dataset
 from objdisc.engine import distributed
 from objdisc.engine.discover import (
+    NON_FINITE,
     ImageResult,
     StageTimes,
     discover,
@@ -31,7 +32,7 @@ from objdisc.engine.discover import (
     resolve_precision,
 )
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.journal import Journal, finished, read_journals
+from objdisc.engine.journal import Journal, file_stamp, finished, read_journals, same_file
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
 from objdisc.engine.out_folder import OutLock, check_ours, clear_run, lock_out
 from objdisc.engine.run_files import write_outputs
@@ -90,6 +91,7 @@ class RunConfig:
     test_time_registers: str | None = None
     ttr_top: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    resample_weights: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:
@@ -132,6 +134,13 @@ class RunConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
+def default_out(backbone: str, dataset: str) -> Path:
+    """``objdisc run``'s default ``--out``: ``runs/<backbone>-<dataset>`` (``timm:hf-hub:org/name``
+    makes no nested folders)."""
+    safe = backbone.replace("/", "_").replace(":", "_")
+    return Path("runs") / f"{safe}-{dataset}"
+
+
 @dataclass(frozen=True)
 class RunResult:
     """Paths and figures of a finished run (``metrics`` is empty on ranks other than 0)."""
@@ -150,6 +159,11 @@ def pos_embed_setting(spec: BackboneSpec) -> dict[str, str]:
     change, so their journals and caches stay valid.
     """
     return {} if spec.pos_embed == "timm" else {"pos_embed": spec.pos_embed}
+
+
+def resample_setting(config: RunConfig) -> dict[str, Any]:
+    """``--resample-weights``, for journals and caches: only when asked, so that other runs' stay valid."""
+    return {"resample_weights": True} if config.resample_weights else {}
 
 
 def ttr_setting(neurons: RegisterNeurons | None) -> dict[str, Any]:
@@ -176,6 +190,7 @@ def box_settings(
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
         **ttr_setting(neurons),
+        **resample_setting(config),
         "weights_sha256": sha256,
         "dataset": dataset.name,
         "no_hard": config.no_hard,
@@ -204,6 +219,7 @@ def cache_identity(
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
         **ttr_setting(neurons),
+        **resample_setting(config),
         "weights_sha256": sha256,
         "precision": precision,
         "max_side": config.max_side,
@@ -212,18 +228,21 @@ def cache_identity(
 
 
 def journal_entry(result: ImageResult, with_masks: bool = True) -> dict[str, Any]:
-    """One journal line for a finished image (masks as RLEs unless ``with_masks`` is off)."""
+    """One journal line for a finished image (masks as RLEs unless ``with_masks`` is off), with its
+    file's stamp: a resume redoes an image whose file changed."""
     return {
         "image_id": result.record.image_id,
         "file_name": result.record.file_name,
+        "stamp": file_stamp(result.record.path),
         "hw": list(result.image_hw) if result.image_hw else None,
         "objects": result.objects.to_json(with_masks) if result.objects is not None else None,
         "error": result.error,
     }
 
 
-def _finished(entry: dict[str, Any] | None, record: ImageRecord) -> bool:
-    return finished(entry) and entry["file_name"] == record.file_name  # type: ignore[index]
+def _finished(entry: dict[str, Any] | None, record: ImageRecord, stamp: list[int] | None) -> bool:
+    """A result for this record's file as it is now (same name, same stamp)."""
+    return finished(entry) and entry["file_name"] == record.file_name and same_file(entry, stamp)  # type: ignore[index]
 
 
 def run(
@@ -260,11 +279,12 @@ def run(
             "create_backbone(..., test_time_registers=config.register_neurons())"
         )
     dataset = load_dataset(
-        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
+        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard, config.out
     )
     warn_dataset(dataset)
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
     warn_no_ground_truth(dataset, records)
+    check_annotated_sizes(records, config.annotations or config.data_root)
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
     lock: OutLock | None = None
@@ -273,7 +293,15 @@ def run(
             lock = lock_out(Path(config.out))
             check_ours(Path(config.out))
         plan = _plan(config, dataset, rank, backbone, cache_features)
-        return _execute(plan, records, progress, label)
+        try:
+            return _execute(plan, records, progress, label)
+        except OSError as exc:  # a full disk while writing the run's files
+            if exc.filename is None or not Path(exc.filename).resolve().is_relative_to(Path(config.out).resolve()):
+                raise
+            raise ObjdiscError(
+                f"{config.out}: cannot write the run's files ({exc.strerror or exc}); make room there and rerun "
+                "the same command: it resumes from the journal, nothing journaled is computed again"
+            ) from exc
     finally:
         if lock is not None:
             lock.release()
@@ -292,6 +320,52 @@ def warn_dataset(dataset: Dataset) -> None:
         logger.warning("... and %d more annotation warnings (all of them in metrics.json: dataset_warnings)", more)
 
 
+SIZE_SAMPLE = 64  # images whose header is read before a run, to catch annotations of other sizes
+
+
+def check_annotated_sizes(records: Sequence[ImageRecord], where: Path | None = None) -> None:
+    """Refuse, before any work, a dataset whose images are mostly not the size their annotations say
+    (the photos were resized after annotation: every box would be scored at the wrong scale).
+
+    Reads the headers of up to :data:`SIZE_SAMPLE` annotated images spread over the set. A few
+    mismatches only warn; each image's size is checked again as it is decoded
+    (``metrics.json`` ``size_mismatch``).
+
+    Raises:
+        DatasetError: more than half of the images read disagree with their annotation.
+    """
+    from objdisc.datasets.base import DatasetError
+    from objdisc.engine.images import header_size
+
+    annotated = [r for r in records if r.width and r.height]
+    if not annotated:
+        return
+    step = max(1, len(annotated) // SIZE_SAMPLE)
+    seen, wrong = 0, []
+    for record in annotated[::step][:SIZE_SAMPLE]:
+        try:
+            with open(record.path, "rb") as f:
+                size = header_size(f.read(1 << 18))
+        except OSError:
+            continue
+        if size is None:
+            continue
+        seen += 1
+        if size != (record.height, record.width):
+            wrong.append(f"{record.file_name} is {size[1]}x{size[0]}, annotated {record.width}x{record.height}")
+    if seen and len(wrong) * 2 > seen:
+        raise DatasetError(
+            f"{where or 'the annotations'}: {len(wrong)} of {seen} images read are not the size their annotation "
+            f"says ({'; '.join(wrong[:2])}): were the photos resized after annotation? The boxes are for other "
+            "pixels; give the annotations of these very images (or the images at their annotated size)"
+        )
+    if wrong:
+        logger.warning(
+            "%d of %d images read are not the size their annotation says (%s); their boxes are scored as annotated",
+            len(wrong), seen, "; ".join(wrong[:2]),
+        )  # fmt: skip
+
+
 def warn_no_ground_truth(dataset: Dataset, records: Sequence[ImageRecord]) -> None:
     """Say loudly which images have no ground-truth box: CorLoc leaves them out."""
     if not dataset.has_gt:
@@ -307,6 +381,28 @@ def warn_no_ground_truth(dataset: Dataset, records: Sequence[ImageRecord]) -> No
             len(records),
             ", ".join(lacking[:3]),
             ", ..." if len(lacking) > 3 else "",
+        )
+
+
+def warn_changed_files(
+    done: dict[int, dict[str, Any]], records: Sequence[ImageRecord], stamps: dict[int, list[int] | None]
+) -> None:
+    """Say which journaled images are done again because their file changed, and when a journal of
+    objdisc 0.1 (no file stamps) is resumed: its images are taken as journaled."""
+    changed = [
+        r.file_name
+        for r in records
+        if finished(done.get(r.image_id)) and not same_file(done[r.image_id], stamps[r.image_id])
+    ]
+    if changed:
+        logger.warning(
+            "%d journaled images are other files now (size or modification time changed: %s%s); they are done again",
+            len(changed), ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "",
+        )  # fmt: skip
+    if any("stamp" not in e for e in done.values()):
+        logger.warning(
+            "the journal holds entries of objdisc 0.1, which recorded no file identity: images changed since "
+            "those were journaled are not noticed (use --overwrite to redo them all)"
         )
 
 
@@ -376,13 +472,16 @@ def _execute(plan: _Plan, records: list[ImageRecord], progress: bool | None, lab
     if plan.config.overwrite and rank.main:
         clear_run(plan.out)
     distributed.barrier(rank)
-    done, legacy = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings))
+    stamps = {r.image_id: file_stamp(r.path) for r in records}
+    done, legacy = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings), stamps)
+    warn_changed_files(done, records, stamps)
     run_info = _run_info(plan, len(records))
     if rank.main:
         write_json_atomic(plan.out / "run.json", run_info)
     mine = [records[i] for i in distributed.shard(len(records), rank)]
-    # Finished means a result: images that failed before (unreadable, out of memory) are tried again.
-    todo = [r for r in mine if not _finished(done.get(r.image_id), r)]
+    # Finished means a result for the file as it is now: images that failed before (unreadable,
+    # out of memory) or whose file changed since are done again.
+    todo = [r for r in mine if not _finished(done.get(r.image_id), r, stamps[r.image_id])]
     times, start = StageTimes(), time.perf_counter()
     if todo:
         logger.info(
@@ -392,11 +491,11 @@ def _execute(plan: _Plan, records: list[ImageRecord], progress: bool | None, lab
         # A resumed objdisc 0.1 journal holds no masks: none are added, so all images agree.
         _process(plan, _engine(plan, todo, times), len(todo), progress, label, with_masks=not legacy)
     seconds = time.perf_counter() - start
-    n_resumed = sum(_finished(done.get(r.image_id), r) for r in records)
+    n_resumed = sum(_finished(done.get(r.image_id), r, stamps[r.image_id]) for r in records)
     distributed.barrier(rank)
     if not rank.main:
         return RunResult(plan.out, {}, plan.made_by)
-    metrics = _finish(plan, records)
+    metrics = _finish(plan, records, stamps)
     metrics.update(
         seconds=round(seconds, 3),
         n_processed=len(records) - n_resumed,
@@ -406,6 +505,12 @@ def _execute(plan: _Plan, records: list[ImageRecord], progress: bool | None, lab
     )
     write_json_atomic(plan.out / "metrics.json", metrics)
     write_json_atomic(plan.out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
+    skipped = metrics["skipped"]
+    if records and len(skipped) == len(records) and all(NON_FINITE in str(s["reason"]) for s in skipped):
+        raise ObjdiscError(
+            f"every one of the {len(records)} images gave {NON_FINITE} (NaN or inf; first: {skipped[0]['reason']}); "
+            f"no object was found: check the weights file, or run with --precision fp32 (files in {plan.out})"
+        )
     return RunResult(plan.out, metrics, plan.made_by)
 
 
@@ -446,7 +551,9 @@ def _engine(plan: _Plan, todo: list[ImageRecord], times: StageTimes) -> Iterator
         return
     if plan.backbone is None:
         config = plan.config
-        plan.backbone = create_backbone(config.backbone, plan.weights, plan.device, plan.neurons, **config.model_kwargs)
+        plan.backbone = create_backbone(
+            config.backbone, plan.weights, plan.device, plan.neurons, config.resample_weights, **config.model_kwargs
+        )
     plan.backbone.model.to(plan.device)
     config = plan.config
     yield from discover(
@@ -470,6 +577,7 @@ def _process(
     evaluators = default_evaluators(plan.dataset)
     for evaluator in evaluators:
         evaluator.reset()
+    mismatched = 0
     parts = [label] if label else []
     parts += [f"rank 0/{rank.world}"] if rank.world > 1 else []
     desc = " ".join(parts) or None
@@ -481,16 +589,29 @@ def _process(
             journal.append(journal_entry(result, with_masks))
             if result.objects is None:
                 logger.warning("skipped %s", result.error)
+            record = result.record
+            if result.image_hw and record.width and record.height and result.image_hw != (record.height, record.width):
+                mismatched += 1
+                if mismatched <= SHOWN_WARNINGS:
+                    logger.warning(
+                        "%s: decoded %dx%d, annotated %dx%d: its boxes are for another size",
+                        record.path, result.image_hw[1], result.image_hw[0], record.width, record.height,
+                    )  # fmt: skip
             for evaluator in evaluators:
                 evaluator.process(result.record, result.objects)
             if evaluators:  # before update(1), which redraws: the bar never lags an image
                 bar.set_postfix_str(" ".join(e.progress() for e in evaluators), refresh=False)
             bar.update(1)
+    if mismatched > SHOWN_WARNINGS:
+        logger.warning(
+            "... and %d more images not of their annotated size (metrics.json: size_mismatch)",
+            mismatched - SHOWN_WARNINGS,
+        )
 
 
-def _finish(plan: _Plan, records: list[ImageRecord]) -> dict[str, Any]:
+def _finish(plan: _Plan, records: list[ImageRecord], stamps: dict[int, list[int] | None]) -> dict[str, Any]:
     """Rank 0: every rank's journal -> the run's files (in dataset order) and the metrics."""
-    entries, _ = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings))
+    entries, _ = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings), stamps)
     missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
     if missing:
         raise ObjdiscError(f"{len(missing)} images have no result in {plan.journal_dir} (first: {missing[0]})")

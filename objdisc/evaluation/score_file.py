@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,19 @@ def read_predictions(path: Path) -> dict[int, Objects]:
         raise PredictionsError(f"{path}: predictions file not found") from None
     except ValueError as exc:
         raise PredictionsError(f"{path}: not JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("images"), list):
+        raise PredictionsError(
+            f"{path}: a COCO ground-truth (instances) file, not results: scoring ground truth against itself says "
+            "nothing; give the predictions file (a list of {image_id, bbox, score}, e.g. a run's predictions.json)"
+        )
     entries = data.get("annotations") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise PredictionsError(f"{path}: expected a list of COCO results (or an object with 'annotations')")
+    if entries and all(isinstance(e, dict) and "iscrowd" in e and "id" in e and "score" not in e for e in entries):
+        raise PredictionsError(
+            f"{path}: its entries are ground-truth annotations (id, iscrowd, no score), not results; give the "
+            "predictions file"
+        )
     boxes: dict[int, list[list[float]]] = {}
     scores: dict[int, list[float]] = {}
     rles: dict[int, list[Any]] = {}
@@ -179,6 +190,53 @@ def evaluate(dataset: Dataset, predictions: Path, image_ids: Collection[int] | N
     }
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything ``objdisc eval`` takes (see :func:`eval_file`)."""
+
+    predictions: Path
+    dataset: str
+    data_root: Path | None = None
+    images: Path | None = None
+    annotations: Path | None = None
+    split: str = "trainval"
+    no_hard: bool = False
+    images_of: Path | None = None
+    name: str | None = None
+    out: Path | None = None
+
+
+def eval_file(config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
+    """``objdisc eval``: score the file on the dataset (or on the images of ``images_of``), write
+    ``out`` when asked.
+
+    Returns:
+        The metrics (:func:`evaluate`) and notes for the user (e.g. the file is a ``--limit`` run's).
+
+    Raises:
+        ObjdiscError: a bad dataset, predictions file, ``images_of`` or ``out``.
+    """
+    from objdisc.datasets import load_dataset
+
+    data = load_dataset(
+        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
+    )
+    ids, notes = None, []
+    if config.images_of is not None:
+        run_dataset, ids = run_images(config.images_of)
+        if run_dataset != data.name:
+            raise ObjdiscError(f"--images-of {config.images_of}: a run of {run_dataset}, not of {data.name}")
+        select_records(data, ids, f"--images-of {config.images_of}")
+    else:
+        note = limited_run_note(config.predictions, data)
+        notes += [note] if note else []
+    metrics = evaluate(data, config.predictions, ids)
+    if config.out is not None:
+        label = config.name or Path(config.predictions).stem
+        write_eval(config.out, metrics, config.predictions, label, config.images_of)
+    return metrics, notes
+
+
 def write_eval(
     out: Path, metrics: dict[str, Any], predictions: Path, label: str, images_of: Path | None = None
 ) -> None:
@@ -224,7 +282,9 @@ def is_eval_folder(folder: Path) -> bool:
 
 
 __all__ = [
+    "EvalConfig",
     "PredictionsError",
+    "eval_file",
     "evaluate",
     "is_eval_folder",
     "limited_run_note",

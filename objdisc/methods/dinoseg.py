@@ -9,7 +9,10 @@ tokens dropped by the model's own count, :mod:`objdisc.models.features`), for on
 2. a patch is kept when the cumulated mass up to it exceeds ``1 - keep_mass``: the smallest set
    of most-attended patches holding ``keep_mass`` (0.6) of the attention;
 3. 4-connected components of the kept patches (scipy's labelling, raster order);
-4. the component, and its grid box times the patch size, clipped to the unpadded image.
+4. the component, and its grid box times the patch size; as LOST's code, the box is not
+   clipped to the image (``clip``, default off): a component touching the zero padding gives a
+   box up to ``patch - 1`` pixels past the image's right or bottom edge, and the IoU is
+   computed with that box, as LOST's evaluation did.
 
 Step 4's choice of component, ``component``:
 
@@ -22,9 +25,8 @@ Step 4's choice of component, ``component``:
 - ``largest``: the largest of all components ``1 .. n`` (the first on equal sizes), i.e. what
   the code means to do.
 
-Known difference, measured in ``benchmarks/fidelity.py``: LOST's ``dino_seg`` does not clip the
-box to the image, so a component touching the zero padding gives a box up to ``patch - 1`` pixels
-outside it; objdisc's boxes always lie inside the image.
+``clip`` cuts the box at the image's edges, as LOST's own method does (the other methods' boxes
+always lie inside the image); ``benchmarks/fidelity.py`` counts the images where it matters.
 
 DINO-seg gives no seed (``seeds`` are -1) and no score (1.0). The map kept for pictures is the
 head's attention: for register models, the map the registers paper shows.
@@ -60,6 +62,7 @@ class DinoSeg(MethodBase):
         "lost", "DINO-seg: which component: lost (as LOST's code, published numbers) or largest.",
         choices=("lost", "largest"), short="c",
     )
+    clip: bool = option(False, "DINO-seg: clip the box to the image (LOST's dino_seg does not).")
 
     name: ClassVar[str] = "dinoseg"
     title: ClassVar[str] = "DINO-seg (LOST's baseline): largest blob of the CLS attention of one head"
@@ -69,7 +72,9 @@ class DinoSeg(MethodBase):
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
     ) -> ObjectsBatch:
-        return dinoseg_batch(feats, grid_hw, patch_size, image_hws, self.head, self.keep_mass, self.component)
+        return dinoseg_batch(
+            feats, grid_hw, patch_size, image_hws, self.head, self.keep_mass, self.component, self.clip
+        )
 
 
 def kept_patches(attention: torch.Tensor, keep_mass: float = 0.6) -> torch.Tensor:
@@ -110,6 +115,7 @@ def dinoseg_batch(
     head: int = 4,
     keep_mass: float = 0.6,
     component: str = "lost",
+    clip: bool = False,
 ) -> ObjectsBatch:
     """DINO-seg on a batch of images sharing one patch grid (on the host: a sync, like TokenCut).
 
@@ -121,6 +127,7 @@ def dinoseg_batch(
         head: which head.
         keep_mass: share of the attention mass to keep.
         component: ``lost`` or ``largest`` (module docstring).
+        clip: cut the boxes at the unpadded image's edges (LOST's code does not).
 
     Returns:
         :class:`~objdisc.objects.ObjectsBatch` on the host, ``K = 1``, seed -1, score 1,
@@ -146,7 +153,8 @@ def dinoseg_batch(
     for i in range(b):
         kept = kept_patches(per_head[i], keep_mass)[head].numpy().reshape(h, w)
         masks[i, 0] = pick_component(kept, component)
-        boxes[i, 0] = component_box(masks[i, 0], patch_size, (int(hws[i][0]), int(hws[i][1])))
+        limit = (int(hws[i][0]), int(hws[i][1])) if clip else (h * patch_size, w * patch_size)
+        boxes[i, 0] = component_box(masks[i, 0], patch_size, limit)
     from objdisc.objects import ObjectsBatch
 
     return ObjectsBatch(

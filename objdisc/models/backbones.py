@@ -362,34 +362,55 @@ class Backbone:
         return int(self.model.num_prefix_tokens)
 
 
-def build_model(spec: BackboneSpec, **model_kwargs: Any) -> torch.nn.Module:
+def build_model(spec: BackboneSpec, init: bool = True, **model_kwargs: Any) -> torch.nn.Module:
     """Random-init timm model for ``spec``: no head, ``dynamic_img_size=True``, position
     embeddings resized as the family's release code does (:attr:`BackboneSpec.pos_embed`).
 
-    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=2`` in tests).
+    Args:
+        spec: the backbone.
+        init: run timm's weight initialisation; ``False`` skips it where the model allows
+            (timm's ``VisionTransformer``: ``weight_init="skip"``), for a model whose every weight
+            is loaded from a file next (half the build time of a ViT-S).
+        model_kwargs: go to ``timm.create_model`` (e.g. ``depth=2`` in tests).
     """
-    import timm
-
     from objdisc.models.position_embeddings import RECIPES, apply_recipe
 
     kwargs: dict[str, Any] = {"num_classes": 0, "dynamic_img_size": True, **model_kwargs}
-    model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    model = _create(spec.timm_name, init, kwargs)
     apply_recipe(model, RECIPES[spec.pos_embed])
     return model
 
 
+def _create(timm_name: str, init: bool, kwargs: dict[str, Any]) -> Any:
+    """``timm.create_model`` without weights; without its initialisation when ``init`` is off and
+    the model class takes ``weight_init`` (others build as usual)."""
+    import timm
+
+    if not init and "weight_init" not in kwargs:
+        try:
+            return timm.create_model(timm_name, pretrained=False, weight_init="skip", **kwargs)
+        except TypeError:  # no weight_init argument (EVA and others)
+            pass
+    return timm.create_model(timm_name, pretrained=False, **kwargs)
+
+
 def model_depth(spec: BackboneSpec, **model_kwargs: Any) -> int:
-    """How many blocks the model has, read off it built on the meta device (no memory, no weights).
+    """How many blocks the model has, read off it built on the meta device (no memory, no weights),
+    remembered per model and arguments for the process's life.
 
     ``model_kwargs``: the extra ``timm.create_model`` arguments the run uses (``depth=2`` in tests).
     """
-    import timm
     import torch
 
-    kwargs: dict[str, Any] = {"num_classes": 0, **model_kwargs}
-    with torch.device("meta"):
-        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-    return len(model.blocks)
+    key = (spec.timm_name, repr(sorted(model_kwargs.items())))
+    if key not in _DEPTHS:
+        with torch.device("meta"):
+            model = _create(spec.timm_name, False, {"num_classes": 0, **model_kwargs})
+        _DEPTHS[key] = len(model.blocks)
+    return _DEPTHS[key]
+
+
+_DEPTHS: dict[tuple[str, str], int] = {}
 
 
 def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None = None) -> WeightsInfo:
@@ -426,6 +447,7 @@ def create_backbone(
     weights: str | Path | WeightsInfo | None = None,
     device: str | torch.device = "cpu",
     test_time_registers: RegisterNeurons | None = None,
+    resample_weights: bool = False,
     **model_kwargs: Any,
 ) -> Backbone:
     """Build a backbone and load its weights.
@@ -438,6 +460,8 @@ def create_backbone(
         device: where the model lives.
         test_time_registers: register neurons to give the model a test-time register
             (:class:`objdisc.registers.test_time.TestTimeRegisters`), or ``None``.
+        resample_weights: load a file of another patch size or position grid by letting timm
+            resample it (refused otherwise, naming the backbones that fit).
         model_kwargs: extra ``timm.create_model`` arguments.
 
     Returns:
@@ -447,8 +471,8 @@ def create_backbone(
 
     spec = get_spec(name)
     info = resolve_weights(spec, weights)
-    model = build_model(spec, **model_kwargs)
-    load_weights_file(model, Path(info.path))
+    model = build_model(spec, init=False, **model_kwargs)  # every weight comes from the file
+    load_weights_file(model, Path(info.path), resample=resample_weights)
     model.eval().requires_grad_(False).to(device)
     if test_time_registers is not None:
         from objdisc.registers.test_time import TestTimeRegisters

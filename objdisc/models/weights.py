@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
+import pickle
+import re
 import socket
 import urllib.parse
 import urllib.request
@@ -81,6 +84,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             )
     except WeightsError:
         raise
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # not a pickle of objects: a damaged or foreign file
+            raise WeightsError(f"{path}: cannot read weights (UnpicklingError: {exc})") from exc
+        # torch's restricted unpickler met a class: a pickled model or payload
+        what = _pickled_global(str(exc))
+        raise WeightsError(
+            f"{path}: holds pickled Python objects, not a state dict of tensors ({what}); objdisc never "
+            "unpickles code. If it is a whole model saved with torch.save(model), load it where it was made and "
+            "save its weights instead: torch.save(model.state_dict(), 'weights.pth')"
+        ) from exc
     except Exception as exc:  # safetensors and torch raise many types for a bad file
         raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
     for wrapper in ("teacher", "model", "state_dict"):
@@ -94,6 +107,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if is_hf_layout(state):  # transformers' Dinov2Model: to the release layout timm converts from
         state = hf_to_release(state)
     return state
+
+
+def _pickled_global(message: str) -> str:
+    """The class a refused pickle names (torch says ``Unsupported global: GLOBAL module.Class``)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return f"it pickles {found.group(1)}" if found else "it pickles a Python class"
 
 
 def convert_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -110,13 +129,23 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
-def load_weights_file(model: torch.nn.Module, path: Path) -> None:
+def load_weights_file(model: torch.nn.Module, path: Path, resample: bool = False) -> None:
     """Load ``path`` into ``model`` strictly, converting the upstream layout when needed.
 
+    Args:
+        model: the built model.
+        path: the weights file.
+        resample: let timm's filter resample a file of another patch size or position table
+            (refused otherwise: the features would silently be those of another model).
+
     Raises:
-        WeightsError: naming the file and the missing / unexpected / mis-shaped keys.
+        WeightsError: naming the file and the missing / unexpected / mis-shaped keys, non-finite
+            values, or another patch size / position grid (with the backbones that fit).
     """
     raw = read_state_dict(path)
+    check_finite(raw, path)
+    if not resample:
+        check_geometry(raw, model, path)
     state = convert_state_dict(raw, model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -135,6 +164,93 @@ def load_weights_file(model: torch.nn.Module, path: Path) -> None:
         )
     model.load_state_dict(state, strict=True)
     _load_rope_periods(model, raw)
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse a state dict holding NaN or infinite values (every box would be the first patch).
+
+    Raises:
+        WeightsError: naming the file and the first tensors that hold them.
+    """
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(
+            f"{path}: {len(bad)} tensors hold NaN or infinite values ({_short(bad, 4)}); the file is damaged "
+            "or was saved from a diverged training: use another checkpoint"
+        )
+
+
+def _grid_side(positions: int) -> int | None:
+    """The side of the square patch grid of a position table of ``positions`` rows (prefix rows
+    of CLS and up to 8 registers allowed), or ``None``."""
+    for prefix in range(0, 9):
+        side = math.isqrt(max(positions - prefix, 0))
+        if side > 0 and side * side == positions - prefix:
+            return side
+    return None
+
+
+def file_geometry(state: dict[str, torch.Tensor]) -> tuple[int | None, int | None]:
+    """``(patch size, position-grid side)`` of a state dict in timm's or a release layout (``None``
+    where the file has no such tensor, e.g. RoPE models have no position table)."""
+    kernel = state.get("patch_embed.proj.weight")
+    patch = int(kernel.shape[-1]) if kernel is not None and kernel.ndim == 4 else None
+    table = state.get("pos_embed")
+    side = _grid_side(int(table.shape[-2])) if table is not None and table.ndim == 3 else None
+    return patch, side
+
+
+def model_geometry(model: torch.nn.Module) -> tuple[int, int | None]:
+    """``(patch size, position-grid side)`` of a built timm ViT."""
+    patch = int(model.patch_embed.patch_size[0])
+    table = getattr(model, "pos_embed", None)
+    side = int(model.patch_embed.grid_size[0]) if table is not None else None
+    return patch, side
+
+
+def check_geometry(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    """Refuse a file of another patch size or position grid than the model's: timm's filter would
+    resample it silently (a ViT-S/8 file into a ViT-S/16, a 384-px table into a 224-px model).
+
+    Raises:
+        WeightsError: naming both geometries, the table backbones that fit the file, and
+            ``--resample-weights`` for a resampling asked for on purpose.
+    """
+    file_patch, file_side = file_geometry(state)
+    patch, side = model_geometry(model)
+    if (file_patch is None or file_patch == patch) and (file_side is None or side is None or file_side == side):
+        return
+    fits = fitting_backbones(file_patch, file_side, state)
+    hint = f"use -b {' or -b '.join(fits)}" if fits else "use the backbone it was trained as"
+    raise WeightsError(
+        f"{path}: weights of a patch-{file_patch} model with a {file_side}x{file_side} position grid, but the "
+        f"backbone has patch {patch} and a {side}x{side} grid; {hint} (or pass --resample-weights to let timm "
+        "resample the patch kernel and position table on purpose)"
+    )
+
+
+def fitting_backbones(patch: int | None, side: int | None, state: dict[str, torch.Tensor]) -> list[str]:
+    """Table backbones whose patch size, position grid and width are the file's (built on the meta device)."""
+    from objdisc.models.backbones import BACKBONES
+
+    kernel = state.get("patch_embed.proj.weight")
+    width = int(kernel.shape[0]) if kernel is not None else None
+    tokens = state.get("reg_token", state.get("register_tokens"))  # timm's name, the DINOv2 release's
+    registers = int(tokens.shape[1]) if tokens is not None and tokens.ndim == 3 else 0
+    out = []
+    for spec in BACKBONES.values():
+        if (patch is not None and spec.patch_size != patch) or spec.num_registers != registers:
+            continue
+        import timm
+
+        with torch.device("meta"):
+            model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+        if width is not None and int(model.patch_embed.proj.weight.shape[0]) != width:
+            continue
+        if side is not None and model_geometry(model)[1] not in (None, side):
+            continue
+        out.append(spec.name)
+    return out
 
 
 def _load_rope_periods(model: torch.nn.Module, raw: dict[str, torch.Tensor]) -> None:

@@ -18,6 +18,7 @@ test-time registers.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -270,6 +271,17 @@ class FindConfig:
     max_side: int | None = None
     device: str = "auto"
     precision: str = "fp32"
+    resample_weights: bool = False
+    overwrite: bool = False
+
+
+def is_neurons_file(path: Path) -> bool:
+    """Whether ``path`` is a file ``objdisc registers find`` wrote."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and str(data.get("method", "")).startswith("register neurons") and "ranked" in data
 
 
 def find(config: FindConfig, progress: bool | None = None) -> dict[str, Any]:
@@ -279,10 +291,12 @@ def find(config: FindConfig, progress: bool | None = None) -> dict[str, Any]:
         The file's content (:func:`find_register_neurons` plus ``producer`` and ``method``).
 
     Raises:
-        ObjdiscError: a bad option, dataset, backbone or weights file; ``out`` that is a folder.
+        ObjdiscError: a bad option, dataset, backbone or weights file; an ``out`` that is a folder,
+            a file ``registers find`` did not write, or its own earlier file without ``overwrite``.
     """
     from objdisc.datasets import load_dataset
     from objdisc.engine.discover import resolve_device, resolve_precision
+    from objdisc.engine.out_folder import claim_file
     from objdisc.models.backbones import create_backbone
     from objdisc.utils.jsonio import write_json_atomic
     from objdisc.utils.provenance import producer
@@ -290,12 +304,11 @@ def find(config: FindConfig, progress: bool | None = None) -> dict[str, Any]:
     out = Path(config.out)
     if config.threshold is not None and not (config.threshold > 0 and config.threshold < float("inf")):
         raise OptionError(f"--threshold {config.threshold}: a positive finite number or auto")
-    if out.is_dir():
-        raise OptionError(f"--out {out}: is a folder; give the file to write")
+    claim_file(out, "objdisc registers find", config.overwrite, is_neurons_file)  # before the slow work
     data = load_dataset(config.dataset, config.data_root, config.images, config.annotations, config.split)
     where = resolve_device(config.device)
     used = resolve_precision(config.precision, where)
-    model = create_backbone(config.backbone, config.weights, where)
+    model = create_backbone(config.backbone, config.weights, where, resample_weights=config.resample_weights)
     found = find_register_neurons(
         model, data.records[: config.limit], where, config.layer, config.threshold, config.top, used,
         config.max_side, progress,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -348,19 +349,39 @@ class NormsConfig:
     device: str = "auto"
     test_time_registers: str | None = None
     ttr_top: int | None = None
+    resample_weights: bool = False
+    overwrite: bool = False
+
+
+NORMS_FILES = ("norms.json", "layers.csv", "histogram.png", "layers.png", "histogram_layers.png")
+
+
+def is_norms_folder(out: Path) -> bool:
+    """Whether ``out`` holds an ``objdisc norms`` output written before output manifests existed."""
+    try:
+        data = json.loads((out / "norms.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = {p.name for p in out.iterdir()}
+    return isinstance(data, dict) and "threshold_source" in data and names <= {*NORMS_FILES, ".objdisc.lock"}
 
 
 def norms(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
     """``objdisc norms``: build the model, collect the first ``limit`` images' norms, write the files.
 
+    ``out`` must be new, empty, or an earlier ``objdisc norms`` output (replaced with ``overwrite``
+    only): a folder holding anything else is refused before any work
+    (:func:`objdisc.engine.out_folder.claim_folder`).
+
     Returns:
         The summary written to ``norms.json``.
 
     Raises:
-        ObjdiscError: a bad option, dataset, backbone or weights file.
+        ObjdiscError: a bad option, dataset, backbone, weights file or ``out``.
     """
     from objdisc.datasets import load_dataset
     from objdisc.engine.discover import resolve_device
+    from objdisc.engine.out_folder import claim_folder, lock_out, record_outputs
     from objdisc.errors import OptionError
     from objdisc.models.backbones import create_backbone, get_spec
     from objdisc.registers.test_time import load_register_neurons
@@ -374,24 +395,29 @@ def norms(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
     if config.threshold is not None and not (math.isfinite(config.threshold) and config.threshold > 0):
         raise OptionError(f"--threshold {config.threshold}: a norm threshold is a finite number > 0")
     data = load_dataset(
-        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
+        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard, config.out
     )
-    where = resolve_device(config.device)
-    model = create_backbone(config.backbone, config.weights, where, neurons)
-    made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": config.limit}
-    if neurons is not None:
-        made_by["test_time_registers"] = neurons.describe()
-    return run_norms(
-        model,
-        data.records[: config.limit],
-        config.out,
-        where,
-        config.threshold,
-        config.all_layers,
-        config.max_side,
-        made_by,
-        progress,
-    )
+    out = Path(config.out)
+    with lock_out(out, "objdisc norms"):
+        claim_folder(out, "objdisc norms", config.overwrite, legacy=is_norms_folder)  # before the slow work
+        where = resolve_device(config.device)
+        model = create_backbone(config.backbone, config.weights, where, neurons, config.resample_weights)
+        made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": config.limit}
+        if neurons is not None:
+            made_by["test_time_registers"] = neurons.describe()
+        summary = run_norms(
+            model,
+            data.records[: config.limit],
+            out,
+            where,
+            config.threshold,
+            config.all_layers,
+            config.max_side,
+            made_by,
+            progress,
+        )
+        record_outputs(out, "objdisc norms", [out / n for n in NORMS_FILES if (out / n).exists()])
+    return summary
 
 
 __all__ = [

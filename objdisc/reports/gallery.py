@@ -96,7 +96,7 @@ def render(title: str, runs: list[str], rows: list[tuple[str, list[Cell | None]]
         tds = [f'<td data-value="{esc(name)}">{esc(name)}</td>']
         for cell in cells:
             if cell is None:
-                tds += ['<td data-value="">—</td>', '<td data-value=""></td>', '<td data-value=""></td>']
+                tds += ['<td data-value="">missing</td>', '<td data-value=""></td>', '<td data-value=""></td>']
                 continue
             note = f'<div class="note">{esc(cell.note)}</div>' if cell.note else ""
             tds.append(

@@ -81,7 +81,7 @@ def select(view: RunView, only: str | None, limit: int | None) -> list[str]:
 class Redrawer:
     """Recomputes one run's method on chosen images and draws them."""
 
-    def __init__(self, view: RunView, device: str = "cpu") -> None:
+    def __init__(self, view: RunView, device: str = "cpu", weights_file: Path | None = None) -> None:
         import torch
 
         from objdisc.engine.runner import RunConfig
@@ -93,12 +93,22 @@ class Redrawer:
         made_by = view.info["producer"]
         self.config = RunConfig.from_options(dict(view.info["options"]))
         weights = made_by["weights"]
-        path = weights["path"] if weights["source"] == "local" else None
+        path = weights_file or (weights["path"] if weights["source"] == "local" else None)
+        if path is not None and not Path(path).is_file():
+            raise ObjdiscError(
+                f"{view.folder}: the run's weights file {path} is gone; pass visualize --weights FILE "
+                f"with the same file (sha256 {weights['sha256'][:12]}…)"
+            )
         self.device = torch.device(device)
         ttr = made_by.get("test_time_registers")  # the run's own neurons, not whatever a file holds now
         neurons = RegisterNeurons.from_record(ttr) if ttr else None
         self.backbone = create_backbone(
-            get_spec(made_by["backbone"]).name, path, self.device, neurons, **self.config.model_kwargs
+            get_spec(made_by["backbone"]).name,
+            path,
+            self.device,
+            neurons,
+            self.config.resample_weights,
+            **self.config.model_kwargs,
         )
         if self.backbone.weights.sha256 != weights["sha256"]:
             raise ObjdiscError(
@@ -199,9 +209,23 @@ def visualize(
     only: str | None = None,
     limit: int | None = None,
     device: str = "cpu",
+    weights: list[Path] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Pictures and ``index.html`` for one run, or two side by side (images of the first run's
-    selection that the second run also has). Returns the page's path."""
+    selection that the second run also has). Returns the page's path.
+
+    Args:
+        weights: weights files to use where a run's own file has moved; each run takes the one
+            whose sha256 is the run's.
+        overwrite: replace an earlier ``objdisc visualize`` output in ``out`` (a folder holding
+            anything else is refused, :func:`objdisc.engine.out_folder.claim_folder`).
+
+    An image that can no longer be read is listed on the page as missing; the others are drawn.
+    """
+    from objdisc.engine.images import ImageError
+    from objdisc.engine.out_folder import claim_folder, lock_out, record_outputs
+
     if not 1 <= len(runs) <= 2:
         raise ObjdiscError("visualize takes one run folder, or two to compare")
     views = [RunView.read(r) for r in runs]
@@ -213,22 +237,63 @@ def visualize(
         names = [n for n in names if n in views[1].images and "objects" in views[1].images[n]][:limit]
     if not names:
         raise ObjdiscError(f"{views[0].folder}: no images to draw (check --only)")
-    rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]
-    for view in views:
-        redrawer = Redrawer(view, device)
-        folder = out / view.label
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            for name, cells in rows:
-                cells.append(redrawer.draw(name, folder))
-        finally:
-            redrawer.close()
-    labels = [v.label for v in views]
-    hits = [sum(bool(c.hit) for _, cells in rows for c in [cells[i]] if c is not None) for i in range(len(views))]
-    summary = ", ".join(f"{label}: {h}/{len(rows)} hits" for label, h in zip(labels, hits, strict=True))
-    page = gallery.render(" vs ".join(labels), labels, rows, summary)
-    gallery.write(out / "index.html", page)
+    files = {view.folder: _weights_for(view, weights or []) for view in views}
+    with lock_out(out, "objdisc visualize"):
+        claim_folder(out, "objdisc visualize", overwrite, legacy=_is_gallery_folder)
+        rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]
+        written: list[Path] = []
+        missing: list[str] = []
+        for view in views:
+            redrawer = Redrawer(view, device, files[view.folder])
+            folder = out / view.label
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                for name, cells in rows:
+                    try:
+                        cell = redrawer.draw(name, folder)
+                    except ImageError as exc:
+                        logger.warning("%s", exc)
+                        missing.append(str(exc))
+                        cells.append(None)
+                        continue
+                    cells.append(cell)
+                    written += [out / cell.picture, out / cell.thumbnail]
+            finally:
+                redrawer.close()
+        labels = [v.label for v in views]
+        hits = [sum(bool(c.hit) for _, cells in rows for c in [cells[i]] if c is not None) for i in range(len(views))]
+        summary = ", ".join(f"{label}: {h}/{len(rows)} hits" for label, h in zip(labels, hits, strict=True))
+        if missing:
+            summary += "; missing: " + "; ".join(missing)
+        page = gallery.render(" vs ".join(labels), labels, rows, summary)
+        gallery.write(out / "index.html", page)
+        record_outputs(out, "objdisc visualize", [*written, out / "index.html"])
     return out / "index.html"
+
+
+def _weights_for(view: RunView, given: list[Path]) -> Path | None:
+    """The given weights file whose sha256 is the run's (``None``: use the run's own)."""
+    from objdisc.utils.hashing import sha256_file
+
+    wanted = view.info["producer"]["weights"]["sha256"]
+    for path in given:
+        if Path(path).is_file() and sha256_file(path) == wanted:
+            return Path(path)
+    if given:
+        names = ", ".join(str(p) for p in given)
+        raise ObjdiscError(
+            f"{view.folder}: none of --weights {names} is the run's weights file (sha256 {wanted[:12]}…)"
+        )
+    return None
+
+
+def _is_gallery_folder(out: Path) -> bool:
+    """Whether ``out`` holds a gallery written before output manifests existed (only its files)."""
+    page = out / "index.html"
+    if not page.is_file() or "Click a column header to sort" not in page.read_text(errors="replace"):
+        return False
+    allowed = {".png", ".jpg", ".html", ".lock"}
+    return all(p.suffix in allowed or p.is_dir() for p in out.rglob("*"))
 
 
 __all__ = ["Redrawer", "RunView", "select", "visualize"]

@@ -202,3 +202,51 @@ def test_annotations_that_give_no_image_a_box_are_refused(weights_file, coco, tm
     assert not (out / "journal").exists()
     data = ["-d", "coco", "--images", str(images), "--annotations", str(annotations)]
     refused(invoke("eval", "-p", str(tmp_path / "p.json"), *data), needle)
+
+
+def test_a_split_file_with_a_byte_order_mark_is_read(tmp_path: Path):
+    make_voc(tmp_path)
+    split = tmp_path / "VOCdevkit/VOC2007/ImageSets/Main/trainval.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes().replace(b"\n", b"\r\n"))
+    assert [r.image_id for r in load_dataset("voc07", tmp_path).records] == [5, 7, 9, 12]
+
+
+@pytest.mark.parametrize(("line", "needle"), [("000007 -1", "line 2"), ("hello", "line 2"), ("../x", "line 2")])
+def test_a_split_line_that_is_no_image_id_names_the_file_and_line(tmp_path: Path, weights_file, line: str, needle):
+    make_voc(tmp_path)
+    split = tmp_path / "VOCdevkit/VOC2007/ImageSets/Main/trainval.txt"
+    split.write_text(f"000005\n{line}\n000009\n")
+    args = ["run", "-b", "dinov2_reg", "--weights", weights_file("dinov2_reg"), "-d", "voc07", "--data-root", tmp_path]
+    refused(invoke(*args, "--out", tmp_path / "o"), str(split), needle, "not a VOC image id")
+
+
+@pytest.mark.parametrize(
+    ("bbox", "needle"),
+    [
+        ("12 30 40 50", "bbox must be 4 finite numbers [x, y, w, h], got '12 30 40 50'"),
+        ([1, 2, 3], "got [1, 2, 3]"),
+        ([1, 2, float("nan"), 4], "got [1, 2, nan, 4]"),
+        ([1, 2, True, 4], "got [1, 2, True, 4]"),
+    ],
+)
+def test_malformed_coco_boxes_name_the_annotation_and_field(tmp_path: Path, weights_file, bbox, needle):
+    images, annotations, data = make_coco(tmp_path, [3, 4])
+    data["annotations"][1]["bbox"] = bbox
+    annotations.write_text(json.dumps(data))
+    args = ["-b", "dinov2_reg", "--weights", weights_file("dinov2_reg"), "-d", "coco", "--images", images]
+    result = invoke("run", *args, "--annotations", annotations, "--out", tmp_path / "o")
+    refused(result, str(annotations), f"annotation id {data['annotations'][1]['id']}", needle)
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "needle"),
+    [
+        ("voc07", ["--images", "."], "--dataset voc07 does not take --images"),
+        ("folder", ["--images", ".", "--annotations", "a.json"], "--dataset folder does not take --annotations"),
+        ("coco20k", ["--split", "val"], "--dataset coco20k does not take --split"),
+        ("folder", ["--images", ".", "--no-hard"], "does not take --no-hard"),
+    ],
+)
+def test_arguments_a_dataset_does_not_take_are_refused(tmp_path: Path, kind: str, extra: list, needle: str):
+    result = invoke("run", "-b", "dino", "-d", kind, "--data-root", tmp_path, *extra, "--out", tmp_path / "o")
+    refused(result, needle)

@@ -115,3 +115,29 @@ def test_a_run_with_another_layer_builds_the_model(backbone, tmp_path: Path, mon
     monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     run(voc_run(tmp_path, "b", cache=tmp_path / "cache", weights=weights, layer=-2))
     assert built == [1]
+
+
+def test_an_entry_damaged_behind_a_valid_header_goes_back_to_the_model(backbone, tmp_path: Path, weights_file):
+    make_voc(tmp_path)
+    weights = weights_file("dinov2_reg")
+    cache = tmp_path / "cache"
+    run(voc_run(tmp_path, "a", cache=cache, weights=weights), backbone)
+    damaged = sorted(cache.rglob("*.safetensors"))[0]
+    data = bytearray(damaged.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")  # safetensors: u64 header length, JSON header, data
+    half = header + (len(data) - header) // 2
+    data[half:] = bytes(len(data) - half)  # the second half of the tensor zeroed, the header intact
+    damaged.write_bytes(bytes(data))
+    digest = FeatureCache(cache, {}).digest
+    record = next(r for r in load_dataset("voc07", tmp_path).records if digest(r.path) in damaged.name)
+    identity = {
+        "timm_model": backbone.spec.timm_name,
+        "weights_sha256": backbone.weights.sha256,
+        "precision": "fp32",
+        "max_side": None,
+        "model_kwargs": {},
+    }
+    assert FeatureCache(cache, identity).get(record.path, FeatureSpec()) is None
+    run(voc_run(tmp_path, "b", cache=cache, weights=weights))
+    assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
+    assert FeatureCache(cache, identity).get(record.path, FeatureSpec()) is not None  # rewritten whole

@@ -4,6 +4,8 @@ and the fix, and the files already there left as they should be."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -118,3 +120,74 @@ def test_two_real_runs_racing_for_one_folder(tmp_path: Path, weights_file):
     assert invoke(*base, "--out", str(single), "--workers", "0").exit_code == 0
     for name in ("predictions.json", "per_image.json", "gt.json"):
         assert (out / name).read_bytes() == (single / name).read_bytes(), name
+
+
+def norms_args(weights: Path, images: Path) -> list:
+    return ["norms", "-b", "dinov2_reg", "--weights", weights, "-d", "folder", "--images", images]
+
+
+# Every command that writes follows run's rule: never over a file objdisc did not write, one clear
+# refusal, --overwrite to replace its own.
+
+
+def test_registers_find_never_writes_over_a_file_it_did_not_make(tmp_path: Path, weights_file, two_images, finished):
+    run = tmp_path / "run"
+    shutil.copytree(finished["full"], run)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    args = ["registers", "find", "-b", "dinov2_reg", "--weights", weights_file("dinov2_reg"), "--images", two_images]
+    for target in (run / "predictions.json", notes):
+        before = target.read_bytes()
+        refused(invoke(*args, "--out", target), str(target), "did not write it", "another file name")
+        assert target.read_bytes() == before
+    own = tmp_path / "neurons.json"
+    own.write_text(json.dumps({"method": "register neurons (Jiang et al., NeurIPS 2025)", "ranked": []}))
+    refused(invoke(*args, "--out", own), str(own), "earlier objdisc registers find output", "--overwrite")
+
+
+@pytest.mark.parametrize("kind", ["user", "run"])
+def test_norms_never_writes_into_a_folder_it_did_not_make(tmp_path: Path, weights_file, two_images, finished, kind):
+    if kind == "user":
+        out = tmp_path / "mine"
+        out.mkdir()
+        (out / "histogram.png").write_bytes(b"my picture")
+    else:
+        out = tmp_path / "run"
+        shutil.copytree(finished["full"], out)
+    before = snapshot(out)
+    args = norms_args(weights_file("dinov2_reg"), two_images)
+    needle = "holds an objdisc run" if kind == "run" else "files objdisc norms did not write"
+    refused(invoke(*args, "--out", out), str(out), needle, "new or empty folder")
+    after = snapshot(out)
+    after.pop(LOCK_NAME, None)
+    before.pop(LOCK_NAME, None)
+    assert after == before
+
+
+def test_norms_replaces_its_own_output_only_with_overwrite(tmp_path: Path, weights_file, two_images):
+    args = norms_args(weights_file("dinov2_reg"), two_images)
+    out = tmp_path / "n"
+    assert invoke(*args, "--out", out, "--threshold", "5").exit_code == 0
+    (out / "mine.txt").write_text("mine")  # a file of the user's among norms' own
+    refused(invoke(*args, "--out", out), "earlier objdisc norms output", "--overwrite")
+    assert invoke(*args, "--out", out, "--overwrite").exit_code == 0
+    assert (out / "mine.txt").read_text() == "mine" and (out / "norms.json").exists()
+
+
+def test_norms_refuses_a_threshold_below_zero_before_writing(tmp_path: Path, weights_file, two_images):
+    args = norms_args(weights_file("dinov2_reg"), two_images)
+    refused(invoke(*args, "--out", tmp_path / "n", "--threshold", "-5"), "--threshold -5.0", "finite number > 0")
+    assert not (tmp_path / "n").exists()
+
+
+def test_visualize_never_writes_into_a_folder_it_did_not_make(tmp_path: Path, finished):
+    run = tmp_path / "run"
+    shutil.copytree(finished["full"], run)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("<p>my page</p>")
+    refused(invoke("visualize", run, "--out", mine, "--limit", "1"), str(mine), "did not write")
+    assert (mine / "index.html").read_text() == "<p>my page</p>"
+    assert invoke("visualize", run, "--limit", "1").exit_code == 0
+    refused(invoke("visualize", run, "--limit", "1"), "earlier objdisc visualize output", "--overwrite")
+    assert invoke("visualize", run, "--limit", "1", "--overwrite").exit_code == 0

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import tqdm
-from conftest import coco_instances, coco_run, corloc, invoke, write_image
+from conftest import coco_instances, coco_run, corloc, folder_run, invoke, refused, write_image
 
 import objdisc.engine.runner as runner
 from objdisc.engine.journal import JournalMismatchError, read_journals
@@ -210,3 +211,121 @@ def test_a_journal_of_objdisc_0_1_resumes(reference, tmp_path: Path):
     assert [(p["image_id"], p["bbox"]) for p in ours] == [(p["image_id"], p["bbox"]) for p in theirs]
     assert all("segmentation" in p for p in theirs) and not any("segmentation" in p for p in ours)
     assert (out / "per_image.json").read_bytes() == (ref / "per_image.json").read_bytes()
+
+
+def test_a_rerun_on_other_images_under_the_same_names_redoes_them(tmp_path: Path, weights_file, monkeypatch):
+    """Resume never mixes image sets: setA then setB (same folder name, same file names, other
+    pixels) into one --out, and the default --out too, give setB's boxes."""
+    weights = str(weights_file("dinov2_reg"))
+    sets = {}
+    for name, seed in (("setA", 0), ("setB", 50)):
+        images = tmp_path / name / "images"
+        for i in range(3):
+            h, w = (56 + 14 * i, 70)
+            write_image(images / f"{i}.jpg", (h, w), (5 + 10 * i, 5, 40, 30 + 5 * i), seed=seed + i)
+        sets[name] = images
+    base = ["run", "-b", "dinov2_reg", "--weights", weights, "-d", "folder", "--workers", "0"]
+    fresh = tmp_path / "fresh-b"
+    assert invoke(*base, "--images", sets["setB"], "--out", fresh).exit_code == 0
+    monkeypatch.chdir(tmp_path)  # the default --out: runs/dinov2_reg-folder, the same for both sets
+    for out in ([], ["--out", tmp_path / "o"]):
+        assert invoke(*base, "--images", sets["setA"], *out).exit_code == 0
+        second = invoke(*base, "--images", sets["setB"], *out)
+        assert second.exit_code == 0, second.output
+        folder = tmp_path / ("o" if out else "runs/dinov2_reg-folder")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["n_resumed"] == 0 and metrics["n_processed"] == 3
+        assert (folder / "predictions.json").read_bytes() == (fresh / "predictions.json").read_bytes()
+    # An edited photo alone is redone; the others resume.
+    photo = sets["setB"] / "1.jpg"
+    write_image(photo, (70, 70), (10, 10, 60, 60), seed=99)
+    third = invoke(*base, "--images", sets["setB"], "--out", tmp_path / "o")
+    assert third.exit_code == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["n_resumed"] == 2 and metrics["n_processed"] == 1
+
+
+def test_out_inside_the_image_folder_is_never_read_as_images(tmp_path: Path, weights_file):
+    images = tmp_path / "images"
+    for i in range(3):
+        write_image(images / f"{i}.jpg", (56, 70), (10, 10, 40, 40), seed=i)
+    args = ["run", "-b", "dinov2_reg", "--weights", weights_file("dinov2_reg"), "-d", "folder", "--images", images]
+    for _ in range(2):  # the second run would see the first one's pictures
+        result = invoke(*args, "--out", images / "run", "--workers", "0", "--visualize", "3")
+        assert result.exit_code == 0, result.output
+        assert json.loads((images / "run" / "metrics.json").read_text())["n_images"] == 3
+
+
+def test_images_of_other_sizes_than_annotated_are_refused_or_counted(tmp_path: Path, weights_file, coco):
+    _, _, data = coco
+    halves = tmp_path / "halves"
+    for i, entry in enumerate(data["images"][:4]):
+        write_image(halves / entry["file_name"], (entry["height"] // 2, entry["width"] // 2), (2, 2, 20, 20), seed=i)
+    annotations = tmp_path / "instances.json"
+    annotations.write_text(json.dumps({**data, "images": data["images"][:4]}))
+    out = tmp_path / "o"
+    result = coco_run(weights_file("dinov2_reg"), halves, annotations, out)
+    refused(result, str(annotations), "4 of 4 images read", "annotated", "resized")
+    assert not (out / "journal").exists()
+    # one image of four resized: a warning naming it, and a count in metrics.json
+    images, _, _ = coco
+    mixed = tmp_path / "mixed"
+    shutil.copytree(images, mixed)
+    first = data["images"][0]
+    write_image(mixed / first["file_name"], (first["height"] // 2, first["width"] // 2), (2, 2, 20, 20))
+    result = coco_run(weights_file("dinov2_reg"), mixed, annotations, out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    mismatch = metrics["size_mismatch"]
+    assert mismatch["n"] == 1 and mismatch["images"][0]["file_name"] == first["file_name"]
+
+
+def test_every_image_non_finite_is_an_error_and_one_is_a_skip(tmp_path: Path, weights_file, monkeypatch):
+    """NaN weights that get past the file check (a hook, a custom layer) make every box the first
+    patch: each image with non-finite features is skipped, and a run of only those fails loudly."""
+    from safetensors.torch import load_file, save_file
+
+    import objdisc.models.weights as weights_module
+
+    state = load_file(str(weights_file("dinov2_reg")))
+    state["blocks.5.mlp.fc1.weight"][0, 0] = float("nan")
+    nan = tmp_path / "nan.safetensors"
+    save_file(state, str(nan))
+    monkeypatch.setattr(weights_module, "check_finite", lambda *a: None)
+    images = tmp_path / "images"
+    for i in range(2):
+        write_image(images / f"{i}.jpg", (56, 70), (10, 10, 40, 40), seed=i)
+    args = ["run", "-b", "dinov2_reg", "--weights", nan, "-d", "folder", "--images", images, "--workers", "0"]
+    message = refused(invoke(*args, "--out", tmp_path / "o"), "every one of the 2 images gave non-finite features")
+    assert "--precision fp32" in message
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["n_skipped"] == 2 and "non-finite features (NaN or inf) in k_l-1" in metrics["skipped"][0]["reason"]
+
+
+def test_a_full_disk_is_one_message_and_the_rerun_resumes(tmp_path: Path, weights_file, two_images, monkeypatch):
+    import errno
+    import os
+
+    import objdisc.utils.jsonio as jsonio
+    from objdisc.engine.journal import Journal
+
+    out = tmp_path / "o"
+    weights = weights_file("dinov2_reg")
+    # The journal on a full disk: /dev/full answers every write with "No space left on device".
+    monkeypatch.setattr(Journal, "_open", lambda self: setattr(self, "_file", open("/dev/full", "a")))
+    message = refused(folder_run(weights, two_images, out), str(out / "journal"), "No space left", "rerun")
+    assert "resumes" in message
+    monkeypatch.undo()
+    real = jsonio.write_text_atomic
+
+    def full(path, text):
+        if Path(path).name == "predictions.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(jsonio, "write_text_atomic", full)
+    refused(folder_run(weights, two_images, out), str(out), "cannot write the run's files", "No space left")
+    monkeypatch.setattr(jsonio, "write_text_atomic", real)
+    result = folder_run(weights, two_images, out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["n_resumed"] == 2  # nothing computed again

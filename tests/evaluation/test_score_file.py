@@ -181,3 +181,12 @@ def test_eval_out_refuses_a_run_folder_and_leaves_it_whole(finished, coco, tmp_p
         )
     assert json.loads((ev / "metrics.json").read_text())["producer"]["backbone"] == "b"
     refused(invoke("visualize", str(ev), "--out", str(tmp_path / "vis-ev")), str(ev), "not a finished objdisc run")
+
+
+def test_a_ground_truth_file_is_not_scored_as_predictions(finished, coco, tmp_path):
+    images, annotations, data = coco
+    args = ["-d", "coco", "--images", images, "--annotations", annotations]
+    refused(invoke("eval", "-p", finished["full"] / "gt.json", *args), "gt.json", "ground-truth (instances) file")
+    refused(invoke("eval", "-p", annotations, *args), str(annotations), "not results")
+    (tmp_path / "anns.json").write_text(json.dumps(data["annotations"]))
+    refused(invoke("eval", "-p", tmp_path / "anns.json", *args), "ground-truth annotations (id, iscrowd, no score)")

@@ -72,14 +72,16 @@ def test_equal_sizes_go_to_the_first_label():
     assert pick_component(kept, "lost").tolist() == grid("#....").tolist()
 
 
-def test_the_box_of_the_component_is_clipped_to_the_image():
+def test_the_box_reaches_into_the_padding_as_lost_does_unless_clipped():
     h, w, heads = 3, 4, 2
     attn = torch.full((1, h * w, heads), 0.01)
     attn[0, [7, 11], 1] = 1.0  # head 1: the right column's two lower patches
     attn[0, [0, 1], 0] = 1.0
     found = dinoseg_batch(attn, (h, w), 16, torch.tensor([[40, 60]]), head=1, component="largest")
     (objects,) = found.to_host(16, [(40, 60)])
-    assert objects.boxes.tolist() == [[48, 16, 60, 40]]  # grid box (48, 16, 64, 48) clipped to 60 x 40
+    assert objects.boxes.tolist() == [[48, 16, 64, 48]]  # the grid box, past the 60 x 40 image
+    clipped = dinoseg_batch(attn, (h, w), 16, torch.tensor([[40, 60]]), head=1, component="largest", clip=True)
+    assert clipped.boxes[0].tolist() == [[48, 16, 60, 40]]
     assert objects.seeds.tolist() == [-1] and objects.scores.tolist() == [1.0]
     np.testing.assert_array_equal(objects.score_map, attn[0, :, 1].reshape(h, w).numpy())
 

@@ -20,11 +20,11 @@ from objdisc.models.features import KeyExtractor
 
 # (timm model, patch, prefix tokens, registers, CLS): families beyond objdisc's own table.
 FAMILIES = [
-    ("vit_base_patch16_siglip_224.webli", 16, 0, 0, False),  # SigLIP: no CLS, attention pooling
+    pytest.param("vit_base_patch16_siglip_224.webli", 16, 0, 0, False, marks=pytest.mark.slow),  # SigLIP: no CLS
     ("eva02_tiny_patch14_224.mim_in22k", 14, 1, 0, True),  # EVA-02: RoPE, separate q/k/v projections
     ("deit_tiny_distilled_patch16_224.fb_in1k", 16, 2, 0, True),  # DeiT: CLS + distillation token
     ("vit_base_patch32_clip_224.openai", 32, 1, 0, True),  # OpenAI CLIP: pre-norm
-    ("aimv2_large_patch14_224.apple_pt", 14, 0, 0, False),  # AIMv2: no CLS
+    pytest.param("aimv2_large_patch14_224.apple_pt", 14, 0, 0, False, marks=pytest.mark.slow),  # AIMv2: no CLS
     ("vit_little_patch16_reg1_gap_256.sbb_in12k", 16, 1, 1, False),  # one register, no CLS
     ("vit_medium_patch16_rope_reg1_gap_256.sbb_in1k", 16, 1, 1, False),  # EVA blocks, RoPE, register
 ]

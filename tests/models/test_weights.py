@@ -43,7 +43,9 @@ def test_timm_layout_files_load_exactly(tmp_path: Path, suffix: str):
     assert backbone.weights.path == str(path)
 
 
-@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_reg_vits14", "dinov2_reg_vitg14"])
+@pytest.mark.parametrize(
+    "name", ["dinov2_vits14", "dinov2_reg_vits14", pytest.param("dinov2_reg_vitg14", marks=pytest.mark.slow)]
+)
 def test_upstream_dinov2_layout_is_converted(tmp_path: Path, name: str):
     torch.manual_seed(0)
     source = build_model(get_spec(name), depth=1)
@@ -138,7 +140,7 @@ def test_a_pickled_payload_never_runs(tmp_path: Path, where: str):
     else:  # hidden inside the one allowed non-tensor type
         content = {"teacher": state, "args": argparse.Namespace(lr=0.1, evil=_Payload(marker))}
     torch.save(content, tmp_path / "checkpoint.pth")
-    with pytest.raises(WeightsError, match="cannot read weights") as info:
+    with pytest.raises(WeightsError, match="holds pickled Python objects, not a state dict") as info:
         create_backbone("dino", tmp_path / "checkpoint.pth", depth=1)
     assert "checkpoint.pth" in str(info.value)
     assert not marker.exists()
@@ -146,8 +148,10 @@ def test_a_pickled_payload_never_runs(tmp_path: Path, where: str):
 
 def test_a_file_that_fits_neither_layout_names_the_keys(tmp_path: Path):
     save_file(build_model(get_spec("dinov2_reg"), depth=1).state_dict(), str(tmp_path / "reg.safetensors"))
-    with pytest.raises(WeightsError) as info:
+    with pytest.raises(WeightsError, match=r"a patch-14 model .* use -b dinov2_reg_vits14"):
         create_backbone("dino", tmp_path / "reg.safetensors", depth=1)
+    with pytest.raises(WeightsError) as info:  # resampled on purpose, the keys still do not fit
+        create_backbone("dino", tmp_path / "reg.safetensors", resample_weights=True, depth=1)
     message = str(info.value)
     assert "reg.safetensors" in message
     assert "unexpected keys: " in message and "reg_token" in message
@@ -375,3 +379,46 @@ def test_no_weights_offline_is_one_message_naming_what_to_do(tmp_path: Path, mon
     result = invoke("run", "-b", "dinov2_reg", "-d", "folder", "--images", str(images), "--out", str(tmp_path / "o"))
     refused(result, "--weights FILE", "dinov2_vits14_reg4_pretrain.pth", "HF_HUB_OFFLINE", "empty-cache")
     assert time.perf_counter() - start < 20
+
+
+# Weights of another model, damaged weights, a whole pickled model: refused through the CLI.
+
+
+def _save(model: torch.nn.Module, path: Path) -> Path:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("timm_name", "needles"),
+    [
+        ("vit_small_patch8_224.dino", ("a patch-8 model", "has patch 16", "-b dino_vits8")),
+        ("vit_small_patch16_384.augreg_in21k_ft_in1k", ("24x24 position grid", "a 14x14 grid", "--resample-weights")),
+    ],
+)
+def test_weights_of_another_patch_size_or_grid_are_refused(tmp_path: Path, two_images, timm_name, needles):
+    import timm
+
+    path = _save(timm.create_model(timm_name, pretrained=False, num_classes=0, depth=1), tmp_path / "other.safetensors")
+    args = ["run", "-b", "dino", "--weights", path, "-d", "folder", "--images", two_images, "--workers", "0"]
+    refused(invoke(*args, "--out", tmp_path / "o"), str(path), *needles)
+    assert not (tmp_path / "o" / "journal").exists()
+    backbone = create_backbone("dino", path, resample_weights=True, depth=1)  # asked for: resampled
+    assert backbone.patch_size == 16
+
+
+def test_weights_with_nan_are_refused(tmp_path: Path, two_images):
+    model = build_model(get_spec("dinov2_reg"), depth=1)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight[3, 3] = float("nan")
+    path = _save(model, tmp_path / "nan.safetensors")
+    args = ["run", "-b", "dinov2_reg", "--weights", path, "-d", "folder", "--images", two_images]
+    refused(invoke(*args, "--out", tmp_path / "o"), str(path), "NaN or infinite", "blocks.0.mlp.fc1.weight")
+
+
+def test_a_whole_pickled_model_is_refused_with_what_to_save(tmp_path: Path, two_images):
+    model = build_model(get_spec("dino"), depth=1)
+    torch.save(model, tmp_path / "model.pth")
+    args = ["run", "-b", "dino", "--weights", tmp_path / "model.pth", "-d", "folder", "--images", two_images]
+    message = refused(invoke(*args, "--out", tmp_path / "o"), "model.pth", "torch.save(model.state_dict()")
+    assert "VisionTransformer" in message and "weights_only" not in message

@@ -12,15 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import make_voc
+from conftest import invoke, make_voc, refused
 
-from objdisc.cli import cli
 from objdisc.reports.panels import PANEL_HEIGHT, figure
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def on_voc(command: str, root: Path, weights_file, *extra: str):
@@ -105,7 +99,7 @@ def test_visualize_one_run_lists_every_image_and_links_resolve(two_runs):
         target = page.parent / link
         assert target.is_file(), link
         assert cv2.imread(str(target)) is not None, link
-    assert "recomputed box" not in page.read_text()  # the redraw reproduced every box of the run
+    assert "differ from the run" not in page.read_text()  # the redraw reproduced every box of the run
 
 
 def test_visualize_only_misses(two_runs):
@@ -146,6 +140,37 @@ def test_run_visualize_draws_the_first_n(tmp_path: Path, weights_file):
         assert image is not None and image.shape[0] == PANEL_HEIGHT + 60
 
 
+def test_dinoseg_pictures_show_the_heads_cls_attention(tmp_path: Path, weights_file, monkeypatch):
+    """visualize draws DINO-seg's map: the CLS attention of its head, the registers paper's map."""
+    import torch
+
+    import objdisc.reports.pictures as pictures
+    from objdisc.datasets import load_dataset
+    from objdisc.engine.images import load_image, make_batch
+    from objdisc.methods import DinoSeg
+    from objdisc.models.backbones import create_backbone
+    from objdisc.models.feature_spec import FeatureSpec
+    from objdisc.models.features import FeatureExtractor
+
+    make_voc(tmp_path)
+    result = on_voc("run", tmp_path, weights_file, "-o", str(tmp_path / "o"), "--workers", "0", "--method", "dinoseg")
+    assert result.exit_code == 0, result.output
+    drawn = []
+    real = pictures.figure
+    monkeypatch.setattr(pictures, "figure", lambda *a: drawn.append(a) or real(*a))
+    assert invoke("visualize", str(tmp_path / "o"), "--limit", "1").exit_code == 0
+    (args,) = drawn
+    seeds, score_map, label = args[3], args[5], args[9]
+    assert label == DinoSeg.map_label and seeds == [-1]
+    backbone = create_backbone("dinov2_reg", weights_file("dinov2_reg"))
+    image, _ = load_image(load_dataset("voc07", tmp_path).records[0].path)
+    x = make_batch([torch.from_numpy(image)], 14, backbone.spec.mean, backbone.spec.std)
+    with FeatureExtractor(backbone.model, [FeatureSpec("attn")]) as extract, torch.no_grad():
+        attention = extract(x)[0, :, 4].reshape(x.shape[2] // 14, x.shape[3] // 14)
+    np.testing.assert_allclose(score_map, attention.numpy(), rtol=1e-5, atol=1e-7)
+    assert "differ from the run" not in (tmp_path / "o/vis/index.html").read_text()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -173,3 +198,27 @@ def test_chromium_renders_the_gallery_without_console_errors(two_runs, tmp_path:
     assert console == []
 
 
+
+
+def test_visualize_draws_the_others_when_an_image_is_gone_and_takes_moved_weights(tmp_path: Path, weights_file):
+    from objdisc.engine.runner import RunConfig, run
+
+    make_voc(tmp_path / "data")
+    moved = tmp_path / "w.safetensors"
+    shutil.copy(weights_file("dinov2_reg"), moved)
+    config = RunConfig("dinov2_reg", "voc07", tmp_path / "r", data_root=tmp_path / "data", weights=moved, workers=0)
+    run(config)
+    gone = tmp_path / "data/VOCdevkit/VOC2007/JPEGImages/000007.jpg"
+    gone.unlink()
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    moved.rename(elsewhere)
+    message = refused(invoke("visualize", tmp_path / "r"), str(moved), "pass visualize --weights FILE")
+    assert "is gone" in message
+    wrong = tmp_path / "other.safetensors"
+    shutil.copy(weights_file("dinov2"), wrong)
+    refused(invoke("visualize", tmp_path / "r", "--weights", wrong), "none of --weights", "is the run's weights file")
+    result = invoke("visualize", tmp_path / "r", "--weights", wrong, "--weights", elsewhere)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r/vis/index.html").read_text()
+    assert "missing" in page and "000007.jpg" in page and str(gone) in page
+    assert len(list((tmp_path / "r/vis/r").glob("*.png"))) == 3

@@ -133,7 +133,9 @@ def _recognise(path: Path, known: Mapping[str, tuple[str | None, int | None, str
     )
 
 
-def _archive(source: Source, local: Mapping[str, Path], downloads: Path, progress: bool | None) -> tuple[Path, str]:
+def _archive(
+    source: Source, local: Mapping[str, Path], downloads: Path, progress: bool | None, kind: str = "voc07"
+) -> tuple[Path, str]:
     """A verified copy of ``source``: the local archive given for it, or a download."""
     if source.filename in local:
         path = local[source.filename]
@@ -145,9 +147,12 @@ def _archive(source: Source, local: Mapping[str, Path], downloads: Path, progres
     try:
         path = download(source.urls, downloads / source.filename, md5=source.md5, size=source.size, progress=progress)
     except DownloadError as exc:
+        root = downloads.parent
         raise DownloadError(
-            f"{exc}. To go on: fetch {source.filename} another way and pass --archive FILE, or pass --mirror URL "
-            f"(or set OBJDISC_MIRROR) naming a server that holds it; a rerun resumes a partial download"
+            f"{exc}. To go on: fetch {source.filename} another way and run `objdisc data download {kind} "
+            f"--data-root {root} --archive FILE`, or name a server that holds it with `objdisc data download "
+            f"{kind} --mirror URL` (or OBJDISC_MIRROR=URL, which `objdisc run --download` reads too); a rerun "
+            "resumes a partial download"
         ) from exc
     return path, source.urls[0]
 
@@ -157,7 +162,7 @@ def _mark(folder: Path, entries: list[dict[str, Any]]) -> None:
 
 
 def _get_voc(kind: str, root: Path, source: Source, local: Mapping[str, Path], progress: bool | None) -> str:
-    path, origin = _archive(source, local, root / "downloads", progress)
+    path, origin = _archive(source, local, root / "downloads", progress, kind)
     extract(path, root)
     folder = dataset_dir(kind, root)
     if not (folder / "ImageSets" / "Main" / "trainval.txt").is_file():
@@ -185,7 +190,7 @@ def _get_coco20k(
         instances = annotations / "instances_train2014.json"
         if not instances.is_file():
             source = coco_annotations_source(mirror)
-            path, origin = _archive(source, local, downloads, progress)
+            path, origin = _archive(source, local, downloads, progress, "coco20k")
             extract(path, coco)
             files.append({"file": source.filename, "from": origin, "md5": source.md5})
             if source.filename not in local:
@@ -196,7 +201,7 @@ def _get_coco20k(
     images_dir = coco / "images" / "train2014"
     if full_zip:
         source = coco_train_images_source(mirror)
-        path, origin = _archive(source, local, downloads, progress)
+        path, origin = _archive(source, local, downloads, progress, "coco20k")
         extract(path, coco / "images")
         files.append({"file": source.filename, "from": origin, "md5": source.md5})
         if source.filename not in local:

@@ -284,10 +284,15 @@ def closed_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_failed_voc_download_names_archive_and_mirror(tmp_path: Path):
+def test_failed_voc_download_names_archive_and_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights_file):
+    fix = f"objdisc data download voc07 --data-root {tmp_path} --archive FILE"
     with serve(Behaviour()) as base:  # answers 404 to everything
         result = invoke("data", "download", "voc07", "--data-root", str(tmp_path), "--mirror", base, "--no-progress")
-    refused(result, "VOCtrainval_06-Nov-2007.tar", "--archive FILE", "--mirror URL", "OBJDISC_MIRROR")
+        refused(result, "VOCtrainval_06-Nov-2007.tar", fix, "--mirror URL", "OBJDISC_MIRROR")
+        # the main job's --download names the command that has --archive (run has none)
+        monkeypatch.setenv("OBJDISC_MIRROR", base)
+        args = ["run", "-b", "dinov2_reg", "--weights", weights_file("dinov2_reg"), "-d", "voc07", "--download"]
+        refused(invoke(*args, "--data-root", tmp_path, "--out", tmp_path / "o", "--no-progress"), fix)
     assert not (tmp_path / "VOCdevkit").exists()
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 from pathlib import Path
 
 import pytest
@@ -9,7 +9,7 @@ from httpserver import Behaviour, serve
 
 from objdisc.datasets.download.http import DownloadError, download
 
-BODY = os.urandom(3 * (1 << 20) + 12345)  # several chunks
+BODY = random.Random(0).randbytes(3 * (1 << 20) + 12345)  # several chunks, the same every run
 MD5 = hashlib.md5(BODY).hexdigest()
 
 
@@ -68,7 +68,8 @@ def test_server_errors_past_the_retries_fail_clearly(tmp_path: Path):
 def test_wrong_checksum_is_rejected_and_nothing_replaced(tmp_path: Path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "file.tar").write_bytes(b"the good old copy")
-    behaviour = Behaviour(files={"/data/file.tar": BODY[:-1] + b"!"})
+    damaged = BODY[:-1] + bytes([BODY[-1] ^ 0xFF])  # the last byte always differs
+    behaviour = Behaviour(files={"/data/file.tar": damaged})
     with serve(behaviour) as base, pytest.raises(DownloadError, match="does not match the known"):
         fetch(base, tmp_path)
     assert (tmp_path / "out" / "file.tar").read_bytes() == b"the good old copy"
