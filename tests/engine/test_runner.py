@@ -123,7 +123,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, tmp_path: P
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = len(read_journals(out / "journal", json.loads(journal.read_text().splitlines()[0])["settings"]))
+    finished = len(read_journals(out / "journal", json.loads(journal.read_text().splitlines()[0])["settings"])[0])
     assert 3 <= finished < 10, "the kill should land mid-run"
     assert not (out / "predictions.json").exists()
     resumed = subprocess.run(cli(*args), capture_output=True, text=True, timeout=300)
