@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from objdisc.datasets import DATASETS
+from objdisc.datasets.download.sources import DOWNLOADABLE
 from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
 from objdisc.errors import ObjdiscError
 from objdisc.methods import METHODS, all_options
@@ -139,6 +140,13 @@ _MODEL = _options(
     ),
 )
 
+_METRICS = click.option(
+    "--metrics",
+    default=None,
+    callback=lambda ctx, param, value: None if value is None else tuple(v for v in value.split(",") if v),
+    help="Metrics to compute, e.g. corloc,ap,mask_ap [default: every one the dataset allows].",
+)
+
 # Options shared by `run` and `sweep`: what to run on, and how.
 _COMMON = _options(
     _MODEL,
@@ -176,6 +184,7 @@ _COMMON = _options(
     click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it."),
     click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."),
+    _METRICS,
 )
 
 
@@ -239,6 +248,12 @@ _FEATURES_HELP = (
 @click.option("--layer", default=-1, show_default=True, type=int, help="Block index (negative: from the end).")
 @click.option("--cache", type=_PATH, default=None, help="Feature cache folder: reuse features across runs.")
 @click.option("--visualize", "n_pictures", default=0, type=click.IntRange(min=0), help="Draw the first N images.")
+@click.option(
+    "--pseudo-labels",
+    type=_PATH,
+    default=None,
+    help="Also write the objects as a COCO instances file (category fg, RLE masks) for training a detector.",
+)
 def run_command(n_pictures: int, **options: Any) -> None:
     """Objects in every image (LOST, TokenCut, DINO-seg), CorLoc, and COCO files in --out."""
     from objdisc.engine.runner import default_out, run, summary
@@ -324,6 +339,7 @@ def sweep_command(methods: list[str], features_: list[str] | None, layers: list[
     help="Score only the images this objdisc run folder scored (e.g. a --limit run).",
 )
 @click.option("--name", default=None, help="Row label for `objdisc table` [default: the file's stem].")
+@_METRICS
 @click.option("--out", "-o", type=_PATH, default=None, help="Write metrics.json + run.json here (for `objdisc table`).")
 def eval_command(**options: Any) -> None:
     """Every metric of any COCO-results file (CorLoc: best-scoring box per image, no prediction = miss)."""
@@ -508,7 +524,7 @@ _DATA_ROOT = click.option(
 
 
 @data.command(name="download")
-@click.argument("kinds", nargs=-1, required=True, type=click.Choice(["voc07", "voc12", "coco20k", "all"]))
+@click.argument("kinds", nargs=-1, required=True, type=click.Choice([*DOWNLOADABLE, "all"]))
 @_DATA_ROOT
 @click.option("--mirror", default=None, help="One base URL holding every file, flat [env: OBJDISC_MIRROR].")
 @click.option(

@@ -31,6 +31,7 @@ def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.Complet
         ("get_voc.sh", ["2007"], "/VOCtrainval_06-Nov-2007.tar", "expected 460032000"),
         ("get_voc.sh", ["2012"], "/VOCtrainval_11-May-2012.tar", "expected 1999639040"),
         ("get_coco20k.sh", [], "/coco_20k_filenames.txt", "expected 832314"),
+        ("get_coco_val2017.sh", [], "/annotations_trainval2017.zip", "expected 252907541"),
     ],
 )
 def test_scripts_fetch_and_check_the_real_sources(tmp_path: Path, script, args, served, known):

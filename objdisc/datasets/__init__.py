@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, resolve_data_root
-from objdisc.datasets.coco import load_coco, load_coco20k
+from objdisc.datasets.coco import load_coco, load_coco20k, load_coco_val2017
 from objdisc.datasets.folder import load_folder
 from objdisc.datasets.voc import load_voc
 
@@ -66,6 +66,11 @@ DATASETS: dict[str, DatasetKind] = {
         lambda a: load_coco20k(resolve_data_root(a.data_root)),
         frozenset({"data_root"}),
         "LOST's COCO20k (under --data-root)",
+    ),
+    "coco_val2017": DatasetKind(
+        lambda a: load_coco_val2017(resolve_data_root(a.data_root)),
+        frozenset({"data_root"}),
+        "COCO val2017, 5,000 images with masks (under --data-root)",
     ),
     "coco": DatasetKind(
         lambda a: load_coco(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,10 @@ class ImageRecord:
         height: annotated height in pixels, or ``None``.
         error: why this image cannot be evaluated (e.g. a malformed annotation); the run
             lists it as skipped and counts it as a miss instead of crashing.
+        instances: the image's objects as COCO annotations, for AP: ``bbox`` ``[x, y, w, h]``
+            pixels, ``area``, ``iscrowd`` (COCO's crowd regions; VOC's difficult objects) and,
+            where the dataset has masks, ``segmentation`` (polygons or RLE, as in the file);
+            ``None`` for datasets without ground truth.
     """
 
     image_id: int
@@ -36,6 +41,7 @@ class ImageRecord:
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    instances: tuple[dict[str, Any], ...] | None = None
 
     @property
     def no_ground_truth(self) -> bool:
@@ -59,6 +65,7 @@ class Dataset:
             are not counted in CorLoc, as in LOST.
         warnings: odd but usable annotations (ground truth outside the image, an image listed
             twice), each ``{"file_name", "message"}``; reported in metrics.json.
+        has_masks: the ground truth has object masks (COCO's segmentations): mask AP applies.
     """
 
     name: str
@@ -67,6 +74,7 @@ class Dataset:
     has_gt: bool
     excluded: list[dict[str, object]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    has_masks: bool = False
 
 
 def box_warnings(file_name: str, boxes: np.ndarray, width: int | None, height: int | None) -> list[dict[str, str]]:

@@ -53,9 +53,13 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def gt_boxes_by_image(data: dict[str, Any], image_ids: set[int] | None = None) -> dict[int, np.ndarray]:
-    """Non-crowd ground-truth boxes ``(M, 4)`` int64 xyxy per image id, in one pass."""
+def gt_boxes_by_image(
+    data: dict[str, Any], image_ids: set[int] | None = None
+) -> tuple[dict[int, np.ndarray], dict[int, list[dict[str, Any]]]]:
+    """In one pass: non-crowd ground-truth boxes ``(M, 4)`` int64 xyxy per image id (CorLoc, LOST's
+    convention), and every annotation per image id as an AP instance (crowd regions included)."""
     lists: dict[int, list[list[int]]] = {}
+    instances: dict[int, list[dict[str, Any]]] = {}
     for n, ann in enumerate(data.get("annotations", [])):
         if not isinstance(ann, dict):
             raise _BadEntry(f"annotation {n} is not an object but {ann!r:.40}")
@@ -69,18 +73,33 @@ def gt_boxes_by_image(data: dict[str, Any], image_ids: set[int] | None = None) -
         bbox = ann.get("bbox")
         if not isinstance(bbox, list | tuple) or len(bbox) != 4 or not all(_number(v) for v in bbox):
             raise _BadEntry(f"{where} (image {image_id}): bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
-        if ann.get("iscrowd", 0) == 1:
+        crowd = int(ann.get("iscrowd", 0) == 1)
+        instance: dict[str, Any] = {"bbox": [float(v) for v in bbox], "iscrowd": crowd}
+        instance["area"] = float(ann["area"]) if _number(ann.get("area")) else float(bbox[2] * bbox[3])
+        if ann.get("segmentation"):
+            instance["segmentation"] = ann["segmentation"]
+        instances.setdefault(image_id, []).append(instance)
+        if crowd:
             continue
         x, y, w, h = bbox
         lists.setdefault(image_id, []).append([round(v) for v in (x, y, x + w, y + h)])
-    return {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
+    return {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}, instances
 
 
-def _record(entry: dict[str, Any], image_root: Path, boxes: dict[int, np.ndarray]) -> ImageRecord:
+def _record(
+    entry: dict[str, Any], image_root: Path, boxes: dict[int, np.ndarray], instances: dict[int, list[dict[str, Any]]]
+) -> ImageRecord:
     image_id = int(entry["id"])
     name = str(entry["file_name"])
     box = boxes.get(image_id, no_boxes())
-    return ImageRecord(image_id, image_root / name, name, box, entry.get("width"), entry.get("height"))
+    objects = tuple(instances.get(image_id, ()))
+    return ImageRecord(image_id, image_root / name, name, box, entry.get("width"), entry.get("height"), None, objects)
+
+
+def _has_masks(instances: dict[int, list[dict[str, Any]]]) -> bool:
+    """Whether every non-crowd instance carries a segmentation (mask AP needs them all)."""
+    found = [i for items in instances.values() for i in items if not i["iscrowd"]]
+    return bool(found) and all("segmentation" in i for i in found)
 
 
 def load_coco(images: Path, annotations: Path) -> Dataset:
@@ -88,7 +107,7 @@ def load_coco(images: Path, annotations: Path) -> Dataset:
     require(images, "the image folder of the COCO annotations")
     data = read_coco_json(annotations)
     with _malformed(annotations):
-        boxes = gt_boxes_by_image(data)
+        boxes, instances = gt_boxes_by_image(data)
         records, seen, warnings = [], set(), []
         for entry in data["images"]:
             if int(entry["id"]) in seen:  # a duplicated image entry is evaluated once
@@ -96,9 +115,16 @@ def load_coco(images: Path, annotations: Path) -> Dataset:
                 warnings.append({"file_name": str(entry["file_name"]), "message": message})
                 continue
             seen.add(int(entry["id"]))
-            records.append(_record(entry, images, boxes))
+            records.append(_record(entry, images, boxes, instances))
     require_ground_truth(annotations, data, records)
-    return Dataset(f"coco/{annotations.stem}", images, records, has_gt=True, warnings=warnings + _warnings(records))
+    return Dataset(
+        f"coco/{annotations.stem}",
+        images,
+        records,
+        has_gt=True,
+        warnings=warnings + _warnings(records),
+        has_masks=_has_masks(instances),
+    )
 
 
 def require_ground_truth(path: Path, data: dict[str, Any], records: list[ImageRecord]) -> None:
@@ -134,6 +160,22 @@ def _warnings(records: list[ImageRecord]) -> list[dict[str, str]]:
     ]
 
 
+COCO_VAL2017_ANNOTATIONS = "instances_val2017.json"
+
+
+def load_coco_val2017(data_root: Path) -> Dataset:
+    """COCO val2017 (5,000 images, 80 categories, segmentations): ``COCO/images/val2017`` and
+    ``COCO/annotations/instances_val2017.json`` under the data root, in the file's order."""
+    coco = require(data_root / "COCO", "the COCO folder (COCO/images/val2017, COCO/annotations)")
+    images = require(coco / "images" / "val2017", "the COCO val2017 images (objdisc data download coco_val2017)")
+    annotations = require(
+        coco / "annotations" / COCO_VAL2017_ANNOTATIONS, "the COCO 2017 instances annotations (instances_val2017.json)"
+    )
+    dataset = load_coco(images, annotations)
+    dataset.name = "coco_val2017/val2017"
+    return dataset
+
+
 def coco20k_image_id(line: str) -> int:
     """``train2014/COCO_train2014_000000000009.jpg`` -> ``9``."""
     return int(Path(line).stem.rsplit("_", 1)[-1])
@@ -166,16 +208,18 @@ def load_coco20k(data_root: Path) -> Dataset:
     data = read_coco_json(annotations)
     with _malformed(annotations):
         by_id = {int(entry["id"]): entry for entry in data["images"]}
-        boxes = gt_boxes_by_image(data, {image_id for image_id, _ in listed})
+        boxes, instances = gt_boxes_by_image(data, {image_id for image_id, _ in listed})
     records, seen = [], set()
     for image_id, name in listed:
         if image_id in seen:
             continue
         seen.add(image_id)
         if image_id in by_id:
-            records.append(_record(by_id[image_id], images, boxes))
+            records.append(_record(by_id[image_id], images, boxes, instances))
         else:
             error = f"{annotations}: no image entry for id {image_id}"
             records.append(ImageRecord(image_id, images / name, name, no_boxes(), error=error))
     require_ground_truth(annotations, data, records)
-    return Dataset("coco20k/train2014", images, records, has_gt=True, warnings=_warnings(records))
+    return Dataset(
+        "coco20k/train2014", images, records, has_gt=True, warnings=_warnings(records), has_masks=_has_masks(instances)
+    )

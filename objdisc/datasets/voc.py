@@ -1,10 +1,11 @@
 """PASCAL VOC 2007 / 2012 (LOST's ground-truth convention).
 
 Layout under the data root: ``VOCdevkit/VOC2007|VOC2012/{JPEGImages, Annotations,
-ImageSets/Main/<split>.txt}``. Every object is ground truth, difficult and truncated
-included; ``xmin - 1`` and ``ymin - 1`` turn the 1-based inclusive XML boxes into pixel
-coordinates with exclusive ends. With ``no_hard`` difficult and truncated objects are dropped
-and images left with none are excluded.
+ImageSets/Main/<split>.txt}``. Every object is ground truth for CorLoc, difficult and truncated
+included (for AP the difficult ones are ignored, as crowd regions are in COCO); ``xmin - 1`` and
+``ymin - 1`` turn the 1-based inclusive XML boxes into pixel coordinates with exclusive ends.
+With ``no_hard`` difficult and truncated objects are dropped and images left with none are
+excluded.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ def voc_image_id(stem: str) -> int:
     return int(stem.replace("_", ""))
 
 
-def parse_voc_xml(path: Path, no_hard: bool = False) -> tuple[np.ndarray, int | None, int | None]:
+def parse_voc_xml(path: Path, no_hard: bool = False) -> tuple[np.ndarray, int | None, int | None, list[bool]]:
     """Ground-truth boxes and size from one VOC annotation file.
 
     Returns:
-        ``(boxes (M, 4) int64 xyxy pixels, width, height)``.
+        ``(boxes (M, 4) int64 xyxy pixels, width, height, difficult flag per box)``.
 
     Raises:
         DatasetError: naming the file when it is missing or malformed.
@@ -38,7 +39,7 @@ def parse_voc_xml(path: Path, no_hard: bool = False) -> tuple[np.ndarray, int | 
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
         raise DatasetError(f"{path}: cannot read VOC annotation ({exc})") from exc
-    boxes = []
+    boxes, difficult = [], []
     for obj in root.iter("object"):
         if no_hard and (obj.findtext("difficult", "0").strip() == "1" or obj.findtext("truncated", "0").strip() == "1"):
             continue
@@ -50,9 +51,10 @@ def parse_voc_xml(path: Path, no_hard: bool = False) -> tuple[np.ndarray, int | 
         coords[0] -= 1
         coords[1] -= 1
         boxes.append(coords)
+        difficult.append(obj.findtext("difficult", "0").strip() == "1")
     width = _int_or_none(root.findtext("size/width"))
     height = _int_or_none(root.findtext("size/height"))
-    return (np.asarray(boxes, dtype=np.int64).reshape(-1, 4) if boxes else no_boxes()), width, height
+    return (np.asarray(boxes, dtype=np.int64).reshape(-1, 4) if boxes else no_boxes()), width, height, difficult
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -122,7 +124,7 @@ def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool 
             continue
         seen.add(stem)
         try:
-            boxes, width, height = parse_voc_xml(annotations / f"{stem}.xml", no_hard)
+            boxes, width, height, difficult = parse_voc_xml(annotations / f"{stem}.xml", no_hard)
         except DatasetError as exc:
             records.append(ImageRecord(image_id, path, path.name, no_boxes(), error=str(exc)))
             continue
@@ -130,5 +132,10 @@ def load_voc(data_root: Path, kind: str, split: str = "trainval", no_hard: bool 
             excluded.append({"image_id": image_id, "file_name": path.name, "reason": "no object left by --no-hard"})
             continue
         warnings += box_warnings(path.name, boxes, width, height)
-        records.append(ImageRecord(image_id, path, path.name, boxes, width, height))
+        instances = tuple(
+            {"bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "area": float((x2 - x1) * (y2 - y1)),
+             "iscrowd": int(hard)}  # VOC's difficult objects are ignored by AP, as VOC's own evaluation does
+            for (x1, y1, x2, y2), hard in zip(boxes.tolist(), difficult, strict=True)
+        )  # fmt: skip
+        records.append(ImageRecord(image_id, path, path.name, boxes, width, height, None, instances))
     return Dataset(f"{kind}/{split}", images, records, has_gt=True, excluded=excluded, warnings=warnings)

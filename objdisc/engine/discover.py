@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from objdisc.datasets import ImageRecord
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.images import ImageError, SizeBuckets, load_image, make_batch, padded_size
+from objdisc.engine.images import ImageError, SizeBuckets, fixed_model_input, load_image, make_batch, padded_size
 from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
 from objdisc.errors import DeviceError, OptionError
 from objdisc.methods import Lost, Method
@@ -87,10 +88,16 @@ class _DecodeDataset(torch.utils.data.Dataset):
     """Decodes record ``i`` to ``(i, uint8 (h, w, 3) tensor or None, original (H, W), error or None)``."""
 
     def __init__(
-        self, records: Sequence[ImageRecord], max_side: int | None, max_patches: int | None, patch_size: int
+        self,
+        records: Sequence[ImageRecord],
+        max_side: int | None,
+        max_patches: int | None,
+        patch_size: int,
+        fixed_side: int | None = None,
     ) -> None:
         self.records = records
         self.options = {"max_side": max_side, "max_patches": max_patches, "patch_size": patch_size}
+        self.fixed_side = fixed_side
 
     def __len__(self) -> int:
         return len(self.records)
@@ -101,7 +108,9 @@ class _DecodeDataset(torch.utils.data.Dataset):
             return index, None, None, record.error
         try:
             image, original = load_image(record.path, **self.options)
-            return index, torch.from_numpy(image), original, None
+            if self.fixed_side is not None:  # the method's own input size (MaskCut: 480 x 480)
+                image = fixed_model_input(image, self.fixed_side, self.options["patch_size"])
+            return index, torch.from_numpy(np.ascontiguousarray(image)), original, None
         except ImageError as exc:
             return index, None, None, str(exc)
 
@@ -166,7 +175,7 @@ def discover(
     times = times if times is not None else StageTimes()
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(records, max_side, max_patches, backbone.patch_size),
+        _DecodeDataset(records, max_side, max_patches, backbone.patch_size, method.input_side(backbone.patch_size)),
         batch_size=None,
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -263,7 +272,7 @@ class _BatchStep:
         for (index, _, original), item, ok in zip(pending.batch, found, finite, strict=True):
             record = self.records[index]
             if ok:
-                out.append(ImageResult(record, original, item.at_image_size(original)))
+                out.append(ImageResult(record, original, finalize(self.method, item, record, original)))
             else:
                 out.append(ImageResult(record, original, None, non_finite_message(record, self.features)))
         return out
@@ -348,9 +357,15 @@ def discover_cached(
         times.wait_decode += middle - start
         times.lost += time.perf_counter() - middle
         if bool(finite[0]):
-            yield ImageResult(record, entry.original_hw, item.at_image_size(entry.original_hw))
+            yield ImageResult(record, entry.original_hw, finalize(method, item, record, entry.original_hw))
         else:
             yield ImageResult(record, entry.original_hw, None, non_finite_message(record, features))
+
+
+def finalize(method: Method, objects: Objects, record: ImageRecord, original: tuple[int, int]) -> Objects:
+    """The method's objects in the original image's pixels (:meth:`~objdisc.methods.base.MethodBase.finalize`;
+    the image is decoded again only if the method reads it)."""
+    return method.finalize(objects, lambda: load_image(record.path)[0], original)
 
 
 NON_FINITE = "non-finite features"

@@ -127,6 +127,27 @@ def _check_patches(
         )
 
 
+def fixed_square(rgb: np.ndarray, side: int) -> np.ndarray:
+    """An image resized to ``side x side`` pixels with PIL's Lanczos filter, as maskcut.py resizes
+    (the aspect ratio is not kept). ``(H, W, 3)`` uint8 RGB -> ``(side, side, 3)`` uint8 RGB."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((side, side), Image.Resampling.LANCZOS))
+
+
+def fixed_model_input(rgb: np.ndarray, side: int, patch_size: int) -> np.ndarray:
+    """What the model sees under a fixed square size: :func:`fixed_square`, then resized again to
+    the nearest multiple of the patch size (Python's ``round``) when ``side`` is not one, as
+    TokenCut's ``resize_pil`` does for maskcut.py."""
+    from PIL import Image
+
+    square = fixed_square(rgb, side)
+    new = round(side / patch_size) * patch_size
+    if new == side:
+        return square
+    return np.asarray(Image.fromarray(square).resize((new, new), Image.Resampling.LANCZOS))
+
+
 def padded_size(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """``(H, W)`` rounded up to multiples of ``patch_size`` (pixels)."""
     h, w = image_hw

@@ -18,11 +18,12 @@ so runs made before the change stay usable.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from objdisc.errors import ObjdiscError
-from objdisc.evaluation.coco_export import coco_ground_truth, coco_results
+from objdisc.evaluation.coco_export import coco_ground_truth, coco_results, pseudo_labels
 from objdisc.evaluation.corloc import image_set
 from objdisc.evaluation.evaluator import Evaluator, score
 from objdisc.objects import Objects
@@ -48,8 +49,10 @@ def write_outputs(
     entries: dict[int, dict[str, Any]],
     made_by: dict[str, Any],
     evaluators: Sequence[Evaluator],
+    pseudo_label_file: Path | None = None,
 ) -> dict[str, Any]:
-    """``predictions.json``, ``gt.json`` and ``per_image.json`` from the journal entries, in dataset order.
+    """``predictions.json``, ``gt.json`` and ``per_image.json`` from the journal entries, in dataset order
+    (and ``pseudo_label_file``, a COCO instances file of the objects, when given).
 
     Returns:
         The ``metrics.json`` content (without timings): counts and one block per evaluator.
@@ -66,7 +69,10 @@ def write_outputs(
             results[record.image_id] = objects
         if dataset.has_gt and record.no_ground_truth:
             no_gt.append(record.file_name)
-    blocks, details = score(records, results, evaluators)
+    # The evaluators see each image at its decoded size, as gt.json says it (AP's masks need it).
+    decoded = [replace(r, height=sizes[r.image_id][0], width=sizes[r.image_id][1]) if r.image_id in sizes else r
+               for r in records]  # fmt: skip
+    blocks, details = score(decoded, results, evaluators)
     mismatch = [
         {"file_name": r.file_name, "decoded": [h, w], "annotated": [r.height, r.width]}
         for r in records
@@ -95,6 +101,8 @@ def write_outputs(
     write_json_atomic(out / "predictions.json", coco_results(results))
     write_json_atomic(out / "gt.json", coco_ground_truth(records, sizes, info={"producer": made_by}))
     write_json_atomic(out / "per_image.json", {"producer": made_by, "format": 2, "images": per_image})
+    if pseudo_label_file is not None:
+        write_json_atomic(pseudo_label_file, pseudo_labels(records, results, sizes, made_by))
     return {
         "producer": made_by,
         "format": 2,

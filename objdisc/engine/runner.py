@@ -34,9 +34,10 @@ from objdisc.engine.discover import (
 from objdisc.engine.feature_cache import FeatureCache
 from objdisc.engine.journal import Journal, file_stamp, finished, read_journals, same_file
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
-from objdisc.engine.out_folder import OutLock, check_ours, clear_run, lock_out
+from objdisc.engine.out_folder import OutLock, check_ours, claim_file, clear_run, lock_out
 from objdisc.engine.run_files import write_outputs
 from objdisc.errors import ObjdiscError, OptionError
+from objdisc.evaluation.coco_export import is_pseudo_label_file
 from objdisc.evaluation.evaluator import default_evaluators
 from objdisc.methods import MethodBase, make_method, method_class
 from objdisc.methods.options import options_of
@@ -92,6 +93,8 @@ class RunConfig:
     ttr_top: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     resample_weights: bool = False
+    metrics: tuple[str, ...] | None = None
+    pseudo_labels: Path | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:
@@ -215,7 +218,9 @@ def cache_identity(
     spec: BackboneSpec, sha256: str, precision: str, config: RunConfig, neurons: RegisterNeurons | None = None
 ) -> dict[str, Any]:
     """What decides the cached features besides the image (see :mod:`objdisc.engine.feature_cache`)."""
+    side = config.make_method().input_side(spec.patch_size)
     return {
+        **({"input_side": side} if side is not None else {}),  # a method's own input size (MaskCut's 480)
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
         **ttr_setting(neurons),
@@ -282,6 +287,7 @@ def run(
         config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard, config.out
     )
     warn_dataset(dataset)
+    default_evaluators(dataset, config.metrics)  # an asked metric the dataset cannot give, before any work
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
     warn_no_ground_truth(dataset, records)
     check_annotated_sizes(records, config.annotations or config.data_root)
@@ -292,6 +298,8 @@ def run(
         if rank.main:  # one writer per folder; other ranks write only their own journal in it
             lock = lock_out(Path(config.out))
             check_ours(Path(config.out))
+            if config.pseudo_labels is not None:  # objdisc's own file is replaced; any other refused
+                claim_file(Path(config.pseudo_labels), "objdisc run --pseudo-labels", True, is_pseudo_label_file)
         plan = _plan(config, dataset, rank, backbone, cache_features)
         try:
             return _execute(plan, records, progress, label)
@@ -448,6 +456,10 @@ def _plan(
     spec = backbone.spec if backbone is not None else get_spec(config.backbone)
     depth = len(backbone.model.blocks) if backbone is not None else model_depth(spec, **config.model_kwargs)
     config.feature_spec.block(depth)  # the layer exists, before anything is written
+    if config.make_method().input_side(spec.patch_size) is not None and config.max_side is not None:
+        raise OptionError(
+            f"--max-side does not apply to {config.method}, which resizes every image itself (--fixed-size)"
+        )
     weights = backbone.weights if backbone is not None else resolve_weights(spec, config.weights)
     neurons = backbone.test_time_registers if backbone is not None else config.register_neurons()
     made_by = producer(spec, weights, device, precision)
@@ -574,7 +586,7 @@ def _process(
     """Drain the engine, journaling each image as it finishes; the bar shows the evaluators' progress."""
     rank = plan.rank
     show = rank.main and (sys.stderr.isatty() if progress is None else progress)
-    evaluators = default_evaluators(plan.dataset)
+    evaluators = [e for e in default_evaluators(plan.dataset, plan.config.metrics) if e.name == "corloc"]
     for evaluator in evaluators:
         evaluator.reset()
     mismatched = 0
@@ -615,7 +627,9 @@ def _finish(plan: _Plan, records: list[ImageRecord], stamps: dict[int, list[int]
     missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
     if missing:
         raise ObjdiscError(f"{len(missing)} images have no result in {plan.journal_dir} (first: {missing[0]})")
-    return write_outputs(plan.out, plan.dataset, records, entries, plan.made_by, default_evaluators(plan.dataset))
+    evaluators = default_evaluators(plan.dataset, plan.config.metrics)
+    pseudo = Path(plan.config.pseudo_labels) if plan.config.pseudo_labels is not None else None
+    return write_outputs(plan.out, plan.dataset, records, entries, plan.made_by, evaluators, pseudo)
 
 
 def summary(result: RunResult) -> str:

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from objdisc.evaluation.coco_ap import BoxAPEvaluator, MaskAPEvaluator
 from objdisc.evaluation.corloc import CorLocEvaluator
 
-EVALUATORS: dict[str, type] = {"corloc": CorLocEvaluator}
+EVALUATORS: dict[str, type] = {"corloc": CorLocEvaluator, "ap": BoxAPEvaluator, "mask_ap": MaskAPEvaluator}
 
 __all__ = ["EVALUATORS"]

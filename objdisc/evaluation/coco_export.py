@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from objdisc.evaluation.boxes import xyxy_to_xywh
@@ -39,18 +40,26 @@ def coco_results(results: Mapping[int, Objects]) -> list[dict[str, Any]]:
 def coco_ground_truth(
     records: Iterable[ImageRecord], sizes: dict[int, tuple[int, int]], info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """COCO ground truth of the evaluated images, one class-agnostic category.
+    """COCO ground truth of the evaluated images, one class-agnostic category: the ground truth the
+    AP evaluators score against (crowd regions with ``iscrowd``, segmentations where the dataset
+    has them), so that COCOeval on this file and ``predictions.json`` gives ``metrics.json``'s AP.
 
     Args:
-        records: the images, in order; those with ``gt_boxes`` get annotations.
+        records: the images, in order; their ``instances`` (else their ``gt_boxes``) become
+            annotations.
         sizes: decoded ``(H, W)`` per image id; images never decoded fall back to the
             annotated size (0 when unknown).
         info: written as the file's ``info``.
     """
+    from objdisc.evaluation.coco_ap import ground_truth_annotations
+
     images, annotations = [], []
     for record in records:
         height, width = sizes.get(record.image_id, (record.height or 0, record.width or 0))
         images.append({"id": record.image_id, "file_name": record.file_name, "width": width, "height": height})
+        if record.instances is not None:
+            annotations += ground_truth_annotations(record, len(annotations) + 1)
+            continue
         for box in record.gt_boxes if record.gt_boxes is not None else []:
             x, y, w, h = (int(v) for v in xyxy_to_xywh(box))
             annotations.append(
@@ -64,3 +73,71 @@ def coco_ground_truth(
                 }
             )
     return {"info": info or {}, "images": images, "annotations": annotations, "categories": [CATEGORY]}
+
+
+PSEUDO_LABELS = "objdisc pseudo-labels"
+FOREGROUND = {"id": 1, "name": "fg", "supercategory": "fg"}
+
+
+def pseudo_labels(
+    records: Iterable[ImageRecord],
+    results: Mapping[int, Objects],
+    sizes: Mapping[int, tuple[int, int]],
+    producer: dict[str, Any],
+) -> dict[str, Any]:
+    """A COCO instances file of the objects found, for training a detector on them (as maskcut.py
+    writes CutLER's): one category ``fg``; per object its RLE ``segmentation``, ``bbox``
+    ``[x, y, w, h]``, ``area`` (the mask's pixels, else the box's), ``iscrowd`` 0; every image
+    processed, with or without objects. pycocotools' ``COCO`` and detectron2 load it.
+
+    Args:
+        records: the images, in order.
+        results: objects per image id (images without a result are left out).
+        sizes: decoded ``(H, W)`` per image id.
+        producer: what made the objects (the run's ``producer`` block), kept in ``info``.
+    """
+    from pycocotools import mask as mask_utils
+
+    images, annotations = [], []
+    for record in records:
+        if record.image_id not in results or record.image_id not in sizes:
+            continue
+        height, width = sizes[record.image_id]
+        images.append({"id": record.image_id, "file_name": record.file_name, "width": width, "height": height})
+        objects = results[record.image_id]
+        rles = objects.rles() if objects.has_masks else [None] * len(objects)
+        for box, score, rle in zip(objects.boxes.tolist(), objects.scores.tolist(), rles, strict=True):
+            xywh = [float(v) for v in xyxy_to_xywh(box)]
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": record.image_id,
+                "category_id": FOREGROUND["id"],
+                "iscrowd": 0,
+                "bbox": xywh,
+                "area": float(xywh[2] * xywh[3]),
+                "score": float(score),
+                "width": width,
+                "height": height,
+            }
+            if rle is not None:
+                ann["segmentation"] = rle
+                ann["area"] = float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode()}))
+            annotations.append(ann)
+    return {
+        "info": {"description": PSEUDO_LABELS, "producer": producer},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [FOREGROUND],
+    }
+
+
+def is_pseudo_label_file(path: Path) -> bool:
+    """Whether ``path`` holds pseudo-labels objdisc wrote (:func:`pseudo_labels`)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and (data.get("info") or {}).get("description") == PSEUDO_LABELS

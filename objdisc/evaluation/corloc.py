@@ -108,6 +108,7 @@ class CorLocEvaluator:
     """
 
     name: ClassVar[str] = "corloc"
+    requirement: ClassVar[str] = "ground-truth boxes"
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.metric = CorLoc(threshold)

@@ -30,6 +30,7 @@ class Evaluator(Protocol):
     """Accumulates a metric image by image."""
 
     name: ClassVar[str]
+    requirement: ClassVar[str]  # what the dataset must have, for the message when it lacks it
 
     def applies(self, dataset: Dataset) -> bool:
         """Whether the dataset has what this metric needs (e.g. ground-truth boxes)."""
@@ -66,12 +67,28 @@ class Evaluator(Protocol):
         ...
 
 
-def default_evaluators(dataset: Dataset) -> list[Evaluator]:
-    """A fresh instance of every registered evaluator that applies to ``dataset``."""
+def default_evaluators(dataset: Dataset, names: Sequence[str] | None = None) -> list[Evaluator]:
+    """Fresh evaluators for ``dataset``: the ones named (``--metrics``), or every registered one
+    that applies.
+
+    Raises:
+        OptionError: an unknown name, or a named metric the dataset cannot give (mask AP on VOC).
+    """
+    from objdisc.errors import OptionError
     from objdisc.evaluation import EVALUATORS
 
-    made = [cls() for cls in EVALUATORS.values()]
-    return [e for e in made if e.applies(dataset)]
+    if names is None:
+        made = [cls() for cls in EVALUATORS.values()]
+        return [e for e in made if e.applies(dataset)]
+    out = []
+    for name in dict.fromkeys(names):
+        if name not in EVALUATORS:
+            raise OptionError(f"--metrics {name}: unknown; known: {', '.join(EVALUATORS)}")
+        evaluator = EVALUATORS[name]()
+        if not evaluator.applies(dataset):
+            raise OptionError(f"--metrics {name}: {dataset.name} has no {evaluator.requirement}")
+        out.append(evaluator)
+    return out
 
 
 def score(

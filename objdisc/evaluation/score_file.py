@@ -161,7 +161,12 @@ def limited_run_note(predictions: Path, dataset: Dataset) -> str | None:
     )
 
 
-def evaluate(dataset: Dataset, predictions: Path, image_ids: Collection[int] | None = None) -> dict[str, Any]:
+def evaluate(
+    dataset: Dataset,
+    predictions: Path,
+    image_ids: Collection[int] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Every metric that applies to ``dataset`` for ``predictions`` (or on its images ``image_ids`` only).
 
     Returns:
@@ -177,7 +182,7 @@ def evaluate(dataset: Dataset, predictions: Path, image_ids: Collection[int] | N
         raise ObjdiscError(f"{dataset.name} has no ground truth to score against")
     records = dataset.records if image_ids is None else select_records(dataset, image_ids, "the image list")
     results = read_predictions(predictions)
-    blocks, _ = score(records, results, default_evaluators(dataset))
+    blocks, _ = score(records, results, default_evaluators(dataset, metrics))
     ids = {r.image_id for r in records}
     return {
         "dataset": dataset.name,
@@ -204,6 +209,7 @@ class EvalConfig:
     images_of: Path | None = None
     name: str | None = None
     out: Path | None = None
+    metrics: tuple[str, ...] | None = None
 
 
 def eval_file(config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
@@ -230,7 +236,7 @@ def eval_file(config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
     else:
         note = limited_run_note(config.predictions, data)
         notes += [note] if note else []
-    metrics = evaluate(data, config.predictions, ids)
+    metrics = evaluate(data, config.predictions, ids, config.metrics)
     if config.out is not None:
         label = config.name or Path(config.predictions).stem
         write_eval(config.out, metrics, config.predictions, label, config.images_of)

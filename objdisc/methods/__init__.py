@@ -16,10 +16,16 @@ from objdisc.errors import OptionError
 from objdisc.methods.base import Method, MethodBase
 from objdisc.methods.dinoseg import DinoSeg
 from objdisc.methods.lost import Lost
+from objdisc.methods.maskcut import MaskCut
 from objdisc.methods.options import OptionInfo, options_of
 from objdisc.methods.tokencut import TokenCut
 
-METHODS: dict[str, type[MethodBase]] = {"lost": Lost, "tokencut": TokenCut, "dinoseg": DinoSeg}
+METHODS: dict[str, type[MethodBase]] = {
+    "lost": Lost,
+    "tokencut": TokenCut,
+    "dinoseg": DinoSeg,
+    "maskcut": MaskCut,
+}
 
 
 def method_class(name: str) -> type[MethodBase]:
@@ -77,6 +83,7 @@ __all__ = [
     "METHODS",
     "DinoSeg",
     "Lost",
+    "MaskCut",
     "Method",
     "MethodBase",
     "TokenCut",

@@ -9,6 +9,7 @@ Called as ``method(feats, grid_hw, patch_size, image_hws)`` it returns an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -18,7 +19,7 @@ from objdisc.methods.options import check_options, options_of
 if TYPE_CHECKING:
     import torch
 
-    from objdisc.objects import ObjectsBatch
+    from objdisc.objects import Objects, ObjectsBatch
 
 
 class Method(Protocol):
@@ -36,6 +37,10 @@ class Method(Protocol):
 
     def display_map(self, score_map: np.ndarray) -> np.ndarray: ...
 
+    def input_side(self, patch_size: int) -> int | None: ...
+
+    def finalize(self, objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int]) -> Objects: ...
+
 
 class MethodBase:
     """Shared behaviour of the method dataclasses (subclasses are ``@dataclass(frozen=True)``).
@@ -46,12 +51,15 @@ class MethodBase:
         feature_kinds: the feature kinds it reads (:data:`objdisc.models.features.FEATURE_KINDS`),
             the first being its default.
         map_label: what :meth:`display_map` shows, for ``objdisc visualize``.
+        needs_image: :meth:`finalize` reads the image's pixels (the engine then decodes it
+            again for cached features).
     """
 
     name: ClassVar[str]
     title: ClassVar[str] = ""
     feature_kinds: ClassVar[tuple[str, ...]] = ("k", "q", "v")
     map_label: ClassVar[str] = "score map"
+    needs_image: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -63,6 +71,26 @@ class MethodBase:
     def display_map(self, score_map: np.ndarray) -> np.ndarray:
         """The per-patch map as ``objdisc visualize`` draws it (brighter = more object)."""
         return score_map
+
+    def input_side(self, patch_size: int) -> int | None:
+        """A square side in pixels every image is resized to before the model, or ``None`` (the
+        engine's own sizing: native, or ``--max-side``)."""
+        return None
+
+    def finalize(self, objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int]) -> Objects:
+        """The objects of one image in its original pixels.
+
+        Args:
+            objects: what the call found, boxes in model-input pixels.
+            load: decodes the original image (``(H, W, 3)`` uint8 RGB), for methods that refine
+                at pixel level (:attr:`needs_image`).
+            image_hw: ``(H, W)`` of the original image.
+
+        Returns:
+            By default the boxes mapped to the original size (``--max-side``); the masks stay on
+            the grid, their geometry says how they map.
+        """
+        return objects.at_image_size(image_hw)
 
 
 __all__ = ["Method", "MethodBase"]

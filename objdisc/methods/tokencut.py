@@ -127,22 +127,29 @@ def tokencut_device(
 
 
 def second_eigenvector(weights: np.ndarray) -> np.ndarray:
-    """``x`` of the second smallest eigenvalue of ``(D - W) x = lambda D x``.
+    """``x`` of the second smallest eigenvalue of ``(D - W) x = lambda D x`` (:func:`second_eigenpair`)."""
+    return second_eigenpair(weights)[0]
+
+
+def second_eigenpair(weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(x, lambda)``: the second smallest eigenvalue of ``(D - W) x = lambda D x`` and its vector.
 
     Args:
         weights: ``(N, N)`` symmetric float64 graph with positive entries.
 
     Returns:
-        ``(N,)`` float64 eigenvector (scale and sign arbitrary); zeros where the graph is
+        ``(N,)`` float64 eigenvector (scale and sign arbitrary) and ``lambda`` in ``[0, 1]`` (the
+        normalised cut's value: small for a clean cut); zeros and ``1.0`` where the graph is
         degenerate (every off-diagonal weight equal: no cut exists, see the module docstring).
     """
     import scipy.linalg
     import scipy.sparse.linalg
+
     n = len(weights)
     if n < 2:
-        return np.ones(n)
+        return np.ones(n), 1.0
     if uniform_graph(weights):
-        return np.zeros(n)
+        return np.zeros(n), 1.0
     degree = weights.sum(1)
     if n >= _DENSE_BELOW:
         scale = 1.0 / np.sqrt(degree)
@@ -157,12 +164,12 @@ def second_eigenvector(weights: np.ndarray) -> np.ndarray:
         start = np.random.default_rng(0).standard_normal(n)
         start -= top * (top @ start)  # nothing along the deflated vector
         try:
-            _, vec = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-10)
-            return vec[:, 0] * scale
+            values, vec = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-10)
+            return vec[:, 0] * scale, float(1.0 - values[0])  # M's eigenvalue is 1 - lambda
         except scipy.sparse.linalg.ArpackError:  # no convergence, or any other ARPACK failure
             pass
-    _, vec = scipy.linalg.eigh(np.diag(degree) - weights, np.diag(degree), subset_by_index=[1, 1])
-    return vec[:, 0]
+    values, vec = scipy.linalg.eigh(np.diag(degree) - weights, np.diag(degree), subset_by_index=[1, 1])
+    return vec[:, 0], float(values[0])
 
 
 def uniform_graph(weights: np.ndarray) -> bool:
@@ -173,4 +180,4 @@ def uniform_graph(weights: np.ndarray) -> bool:
     return bool(off_diagonal_equal == n * (n - 1))
 
 
-__all__ = ["TokenCut", "second_eigenvector", "tokencut_device", "uniform_graph"]
+__all__ = ["TokenCut", "second_eigenpair", "second_eigenvector", "tokencut_device", "uniform_graph"]

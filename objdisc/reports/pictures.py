@@ -57,6 +57,8 @@ class RunView:
             )
         boxes: dict[int, list[list[float]]] = {}
         for ann in gt.get("annotations", []):
+            if ann.get("iscrowd"):  # a crowd region is no object to find
+                continue
             x, y, w, h = ann["bbox"]
             boxes.setdefault(ann["image_id"], []).append([x, y, x + w, y + h])
         return cls(folder, folder.name, info, {e["file_name"]: e for e in per_image}, boxes)

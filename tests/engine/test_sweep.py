@@ -52,7 +52,8 @@ def test_sweep_makes_one_run_per_point_with_one_forward_pass(tmp_path: Path, wei
         assert options["method_options"] == ({"gram_bias": row["gram_bias"]} if row["method"] == "lost" else {})
     assert len((out / "summary.csv").read_text().splitlines()) == 13
     table = (out / "summary.md").read_text()
-    assert table.startswith("| backbone | VOC07 |") and "method=tokencut, features=q, layer=-2" in table
+    assert table.startswith("| backbone | VOC07 CorLoc | VOC07 AP50 (box) | VOC07 AR100 (box) |")
+    assert "method=tokencut, features=q, layer=-2" in table
 
 
 def test_the_grid_comes_from_each_methods_own_options():
@@ -75,7 +76,7 @@ def test_the_grid_comes_from_each_methods_own_options():
         (["lost"], [], [-1], {}, "--features: no feature kind given"),
         (["lost"], None, [], {}, "--layer: no layer given"),
         (["lost"], None, [-1], {"k_patches": []}, "--k-patches: no value given"),
-        (["lost"], None, [-1], {"tau": [0.1]}, "--tau is an option of tokencut, none of which is swept (lost)"),
+        (["lost"], None, [-1], {"tau": [0.1]}, "--tau is an option of tokencut, maskcut, none of which is swept"),
         (["dinoseg"], ["k"], [-1], {}, "--features k: dinoseg reads attn"),
         (["lost"], None, [-1], {"k_patches": [0]}, "--k-patches must be at least 1"),
         (["ncut"], None, [-1], {}, "unknown method 'ncut'"),

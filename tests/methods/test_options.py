@@ -20,7 +20,10 @@ def test_every_option_is_declared_with_help_and_a_default_that_passes_its_checks
             assert info.help and info.type in (int, float, str, bool)
             assert info.check(info.default) == info.default
         assert cls().options() == {"method": name, **{i.name: i.default for i in infos}}
-    assert set(all_options()) == {"k_patches", "gram_bias", "tau", "eps", "head", "keep_mass", "component", "clip"}
+    assert set(all_options()) == {
+        *("k_patches", "gram_bias", "tau", "eps", "head", "keep_mass", "component", "clip"),
+        *("masks", "fixed_size", "crf"),
+    }
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,8 @@ def test_table_rows_from_real_runs(weights_file, tmp_path: Path):
     ]
     rows, columns = build_rows([read_run(r.out) for r in made])
     tag = f"[local {backbone.weights.sha256[:8]}]"  # not the pretrained model: the label says so
-    assert columns == [("voc07", "corloc")] and [r.label for r in rows] == [
+    assert columns == [("voc07", "corloc"), ("voc07", "box_AP50"), ("voc07", "box_AR100")]
+    assert [r.label for r in rows] == [
         f"dinov2_reg_vits14 {tag}",
         f"dinov2_reg_vits14 {tag} (method=tokencut)",
     ]

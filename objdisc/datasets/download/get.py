@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from objdisc.datasets.coco import COCO20K_LIST, COCO20K_SEL
+from objdisc.datasets.coco import COCO20K_LIST, COCO20K_SEL, COCO_VAL2017_ANNOTATIONS
 from objdisc.datasets.download.coco20k import build_coco20k, fetch_images, read_list
 from objdisc.datasets.download.extract import extract
 from objdisc.datasets.download.http import DownloadError, download, md5_file
 from objdisc.datasets.download.sources import (
+    DOWNLOADABLE,
     Source,
     coco20k_list_source,
+    coco_2017_sources,
     coco_annotations_source,
     coco_train_images_source,
     known_archives,
@@ -32,13 +34,14 @@ from objdisc.utils.provenance import now_iso
 
 logger = logging.getLogger(__name__)
 
-DOWNLOADABLE = ("voc07", "voc12", "coco20k")
-EXPECTED_IMAGES = {"voc07": 5011, "voc12": 11540, "coco20k": 19817}
+EXPECTED_IMAGES = {"voc07": 5011, "voc12": 11540, "coco20k": 19817, "coco_val2017": 5000}
 MARKER = ".objdisc-download.json"
 
 
 def dataset_dir(kind: str, root: Path) -> Path:
-    """Where a dataset lives under the data root."""
+    """Where a dataset lives under the data root (where its download marker is)."""
+    if kind == "coco_val2017":
+        return root / "COCO" / "images" / "val2017"
     return root / "VOCdevkit" / f"VOC{YEARS[kind]}" if kind in YEARS else root / "COCO"
 
 
@@ -78,6 +81,8 @@ def get_dataset(
     local = archives if isinstance(archives, Mapping) else match_archives(archives)
     if kind in YEARS:
         return _get_voc(kind, root, voc_source(YEARS[kind], mirror), local, progress)
+    if kind == "coco_val2017":
+        return _get_coco_val2017(root, mirror, local, progress)
     return _get_coco20k(root, mirror, local, full_zip, workers, progress)
 
 
@@ -216,6 +221,27 @@ def _get_coco20k(
     return f"coco20k: {how}; annotations in {selected}"
 
 
+def _get_coco_val2017(root: Path, mirror: str | None, local: Mapping[str, Path], progress: bool | None) -> str:
+    coco, downloads = root / "COCO", root / "downloads"
+    files = []
+    annotations_source, images_source = coco_2017_sources(mirror)
+    if not (coco / "annotations" / COCO_VAL2017_ANNOTATIONS).is_file():
+        path, origin = _archive(annotations_source, local, downloads, progress, "coco_val2017")
+        extract(path, coco)  # annotations/instances_val2017.json (and train2017's, captions, keypoints)
+        files.append({"file": annotations_source.filename, "from": origin, "md5": annotations_source.md5})
+        if annotations_source.filename not in local:
+            path.unlink()
+    folder = dataset_dir("coco_val2017", root)
+    if dataset_status("coco_val2017", root).found_images < EXPECTED_IMAGES["coco_val2017"]:
+        path, origin = _archive(images_source, local, downloads, progress, "coco_val2017")
+        extract(path, coco / "images")  # images/val2017/*.jpg
+        files.append({"file": images_source.filename, "from": origin, "md5": images_source.md5})
+        if images_source.filename not in local:
+            path.unlink()
+    _mark(folder, files)
+    return f"coco_val2017: verified and unpacked in {folder}"
+
+
 @dataclass(frozen=True)
 class DatasetStatus:
     """What is on disk for one dataset.
@@ -264,6 +290,12 @@ def dataset_status(kind: str, root: Path) -> DatasetStatus:
         found_images = sum(s in images for s in stems)
         found_xml = sum(s in xmls for s in stems)
         return DatasetStatus(kind, folder, expected, len(stems), found_images, expected, found_xml, verified)
+    if kind == "coco_val2017":
+        annotations = root / "COCO" / "annotations" / COCO_VAL2017_ANNOTATIONS
+        names = [i["file_name"] for i in read_json(annotations)["images"]] if annotations.is_file() else []
+        present = {p.name for p in folder.glob("*.jpg")}
+        found = sum(n in present for n in names)
+        return DatasetStatus(kind, folder, expected, len(names), found, expected, len(names), verified)
     list_path = folder / COCO20K_LIST
     ids = read_list(list_path) if list_path.is_file() else []
     present = {p.name for p in (folder / "images" / "train2014").glob("*.jpg")} if ids else set()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+DOWNLOADABLE = ("voc07", "voc12", "coco20k", "coco_val2017")  # the kinds `objdisc data download` fetches
+
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC"  # the host torchvision uses
 VOC_MIRROR = "https://pjreddie.com/media/files"  # the widely used mirror
 COCO_URL = "http://images.cocodataset.org"
@@ -46,6 +48,8 @@ VOC_ARCHIVES = {
 COCO_ANNOTATIONS = ("annotations_trainval2014.zip", "0a379cfc70b0e71301e0f377548639bd", 252_872_794)
 COCO_TRAIN_IMAGES = ("train2014.zip", "0da8c0bd3d6becc4dcb32757491aca88", None)
 COCO20K_LIST = ("coco_20k_filenames.txt", "133cea5ffcea93dccbaeb62c38b24e7c", 832_314)
+COCO_ANNOTATIONS_2017 = ("annotations_trainval2017.zip", "f4bbac642086de4f52a3fdda2de5fa2c", 252_907_541)
+COCO_VAL2017_IMAGES = ("val2017.zip", "442b8da7639aecaf257c1dceb8ba8c80", 815_585_330)
 
 
 def known_archives() -> dict[str, tuple[str | None, int | None, str]]:
@@ -55,6 +59,8 @@ def known_archives() -> dict[str, tuple[str | None, int | None, str]]:
         out[filename] = (md5, size, "voc07" if year == "2007" else "voc12")
     for filename, md5, size in (COCO_ANNOTATIONS, COCO_TRAIN_IMAGES):
         out[filename] = (md5, size, "coco20k")
+    for filename, md5, size in (COCO_ANNOTATIONS_2017, COCO_VAL2017_IMAGES):
+        out[filename] = (md5, size, "coco_val2017")
     return out
 
 
@@ -86,6 +92,15 @@ def coco_train_images_source(mirror: str | None = None) -> Source:
     filename, md5, size = COCO_TRAIN_IMAGES
     url = f"{coco_base(mirror)}/{filename}" if mirror else f"{coco_base()}/zips/{filename}"
     return Source(filename, (url,), md5, size)
+
+
+def coco_2017_sources(mirror: str | None = None) -> tuple[Source, Source]:
+    """``annotations_trainval2017.zip`` and ``val2017.zip`` (COCO val2017: 5,000 images)."""
+    out = []
+    for (filename, md5, size), folder in ((COCO_ANNOTATIONS_2017, "annotations"), (COCO_VAL2017_IMAGES, "zips")):
+        url = f"{coco_base(mirror)}/{filename}" if mirror else f"{coco_base()}/{folder}/{filename}"
+        out.append(Source(filename, (url,), md5, size))
+    return out[0], out[1]
 
 
 def coco20k_list_source(mirror: str | None = None) -> Source:

@@ -1,0 +1,217 @@
+"""Class-agnostic detection metrics through pycocotools' COCOeval: box AP / AR and mask AP / AR.
+
+Every ground-truth object counts as one class, as CutLER's class-agnostic files do: the dataset's
+instances (:attr:`objdisc.datasets.base.ImageRecord.instances`) with their category replaced by
+1, crowd regions kept with ``iscrowd`` (COCOeval ignores detections matched to them; VOC's
+difficult objects are marked so too). The detections are the objects of every image with
+their scores, read through ``COCO.loadRes`` as any COCO results file is; the numbers are
+COCOeval's own (``evaluate``, ``accumulate``, ``summarize``, 100 detections per image at most),
+in percent. ``objdisc run`` writes the same ground truth to ``gt.json`` and the same detections
+to ``predictions.json``, so COCOeval on those files gives the numbers of ``metrics.json``.
+
+AP ranks all detections by score: for the one-object methods (score 1) the ranking among images
+is COCOeval's stable order, for MaskCut its ``1 - lambda`` (:mod:`objdisc.methods.maskcut`).
+A run without any detection scores 0 everywhere; COCOeval's -1 (no ground truth at all) is
+written as ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from objdisc.evaluation.boxes import xyxy_to_xywh
+
+if TYPE_CHECKING:
+    from objdisc.datasets.base import Dataset, ImageRecord
+    from objdisc.objects import Objects
+
+# COCOeval's stats, in its order, and the ones shown by default.
+_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_SHOWN = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
+CATEGORY_ID = 1
+
+
+def ground_truth_annotations(record: ImageRecord, start_id: int) -> list[dict[str, Any]]:
+    """A record's instances as class-agnostic COCO annotations, ids from ``start_id``."""
+    out = []
+    for n, instance in enumerate(record.instances or ()):
+        ann = {
+            "id": start_id + n,
+            "image_id": record.image_id,
+            "category_id": CATEGORY_ID,
+            "bbox": list(instance["bbox"]),
+            "area": instance["area"],
+            "iscrowd": instance["iscrowd"],
+        }
+        if "segmentation" in instance:
+            ann["segmentation"] = instance["segmentation"]
+        out.append(ann)
+    return out
+
+
+def detections(image_id: int, objects: Objects, with_masks: bool) -> list[dict[str, Any]]:
+    """One image's objects as COCO results (category 1, ``[x, y, w, h]``, score, RLE mask)."""
+    rles = objects.rles() if with_masks and objects.has_masks else None
+    out = []
+    for k, box in enumerate(objects.boxes.tolist()):
+        det: dict[str, Any] = {
+            "image_id": image_id,
+            "category_id": CATEGORY_ID,
+            "bbox": [float(v) for v in xyxy_to_xywh(box)],
+            "score": float(objects.scores[k]),
+        }
+        if rles is not None:
+            det["segmentation"] = rles[k]
+        out.append(det)
+    return out
+
+
+def coco_eval(
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    iou_type: str,
+) -> dict[str, float | None]:
+    """COCOeval's 12 numbers (percent; ``None`` where it says -1) for one IoU type.
+
+    Args:
+        images: ``{"id", "width", "height"}`` of every image scored.
+        annotations: class-agnostic ground truth (:func:`ground_truth_annotations`).
+        results: COCO results (:func:`detections`), read with ``COCO.loadRes``.
+        iou_type: ``bbox`` or ``segm``.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {name: 0.0 for name in _STATS}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+        gt = COCO()
+        gt.dataset = {
+            "images": images,
+            "annotations": copy.deepcopy(annotations),
+            "categories": [{"id": CATEGORY_ID, "name": "object"}],
+        }
+        gt.createIndex()
+        dt = gt.loadRes(copy.deepcopy(results))
+        evaluation = COCOeval(gt, dt, iou_type)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return {
+        name: (None if value < 0 else round(100.0 * float(value), 4))
+        for name, value in zip(_STATS, evaluation.stats, strict=True)
+    }
+
+
+class _APEvaluator:
+    """Shared by box and mask AP: collects ground truth and detections, runs COCOeval once."""
+
+    name: ClassVar[str]
+    iou_type: ClassVar[str]
+    prefix: ClassVar[str]
+    headline: ClassVar[tuple[str, ...]]
+    requirement: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+
+    def process(self, record: ImageRecord, objects: Objects | None) -> dict[str, Any] | None:
+        height, width = record.height, record.width
+        if (not height or not width) and objects is not None and objects.geometry is not None:
+            height, width = objects.geometry.image_hw
+        self.images.append({"id": record.image_id, "width": width or 0, "height": height or 0})
+        self.annotations += ground_truth_annotations(record, len(self.annotations) + 1)
+        if objects is not None:
+            self.results += detections(record.image_id, objects, self.iou_type == "segm")
+        return None
+
+    def progress(self) -> str:
+        return ""
+
+    def evaluate(self) -> dict[str, Any]:
+        stats = coco_eval(self.images, self.annotations, self.results, self.iou_type)
+        kind = "box" if self.iou_type == "bbox" else "mask"
+        return {
+            "values": {f"{self.prefix}{name}": stats[name] for name in _SHOWN},
+            "labels": {f"{self.prefix}{name}": f"{name} ({kind})" for name in _SHOWN},
+            "higher_is_better": {f"{self.prefix}{name}": True for name in _SHOWN},
+            "headline": [f"{self.prefix}{name}" for name in self.headline],
+            "all_stats": {f"{self.prefix}{name}": stats[name] for name in _STATS},
+            "n_images": len(self.images),
+            "n_detections": len(self.results),
+            "n_ground_truth": sum(not a["iscrowd"] for a in self.annotations),
+            "n_crowd": sum(bool(a["iscrowd"]) for a in self.annotations),
+            "iou_type": self.iou_type,
+            "max_detections": 100,
+        }
+
+    @classmethod
+    def summary_line(cls, block: Mapping[str, Any]) -> str:
+        values = block.get("values") or {}
+        shown = " · ".join(
+            f"{name[len(cls.prefix):]} {'--' if values.get(name) is None else format(values[name], '.2f')}"
+            for name in (f"{cls.prefix}AP", f"{cls.prefix}AP50", f"{cls.prefix}AR100")
+        )
+        kind = "box AP" if cls.iou_type == "bbox" else "mask AP"
+        return f"{kind:<11}{shown}  ({block.get('n_detections')} detections, {block.get('n_ground_truth')} objects)"
+
+    @staticmethod
+    def check(block: Mapping[str, Any]) -> str | None:
+        """Every value a percentage; counts whole numbers."""
+        for name, value in (block.get("values") or {}).items():
+            if value is not None and not 0.0 <= float(value) <= 100.0:
+                return f"{name} {value} is not a percentage"
+        for key in ("n_images", "n_detections", "n_ground_truth"):
+            value = block.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"{key} {value!r} is not a count"
+        return None
+
+
+class BoxAPEvaluator(_APEvaluator):
+    """Class-agnostic box AP / AR (COCOeval ``bbox``): ``metrics.json`` ``metrics.ap``."""
+
+    name: ClassVar[str] = "ap"
+    iou_type: ClassVar[str] = "bbox"
+    prefix: ClassVar[str] = "box_"
+    headline: ClassVar[tuple[str, ...]] = ("AP50", "AR100")
+    requirement: ClassVar[str] = "ground-truth boxes"
+
+    def applies(self, dataset: Dataset) -> bool:
+        return dataset.has_gt
+
+
+class MaskAPEvaluator(_APEvaluator):
+    """Class-agnostic mask AP / AR (COCOeval ``segm``): ``metrics.json`` ``metrics.mask_ap``."""
+
+    name: ClassVar[str] = "mask_ap"
+    iou_type: ClassVar[str] = "segm"
+    prefix: ClassVar[str] = "mask_"
+    headline: ClassVar[tuple[str, ...]] = ("AP50",)
+    requirement: ClassVar[str] = "ground-truth masks (COCO's segmentations)"
+
+    def applies(self, dataset: Dataset) -> bool:
+        return dataset.has_gt and dataset.has_masks
+
+    def evaluate(self) -> dict[str, Any]:
+        bare = sum("segmentation" not in r for r in self.results)
+        if not bare:
+            return super().evaluate()
+        block = super().evaluate()  # counts and labels; no numbers from boxes standing in for masks
+        block["values"] = {name: None for name in block["values"]}
+        block["all_stats"] = {name: None for name in block["all_stats"]}
+        block["reason"] = f"{bare} of the {len(self.results)} detections carry no mask"
+        return block
+
+
+__all__ = ["BoxAPEvaluator", "MaskAPEvaluator", "coco_eval", "detections", "ground_truth_annotations"]

@@ -1,0 +1,1 @@
+"""Pixel-level refinement of masks found on the patch grid (MaskCut's dense CRF)."""
