@@ -9,7 +9,9 @@ reasonable time, a GPU. Runs the matrix
     DINO ViT-S/16, ViT-B/16;  DINOv2 ViT-S/14, B/14, L/14 with and without registers
     x  VOC07 trainval, VOC12 trainval, COCO20k
 
-with plain LOST (last-layer keys, k = 100, no Gram bias), plus TokenCut on DINO ViT-S/16 (its
+with plain LOST (last-layer keys, k = 100, no Gram bias), plus MaskCut (box AP50 on COCO val2017,
+COCO20k and VOC07; DINO ViT-B/8 as CutLER, DINOv2 ViT-L/14 without, with and with test-time
+registers: no MaskCut number is filled in, none quoted in the tracker), plus TokenCut on DINO ViT-S/16 (its
 paper's setting), plus DINO-seg (LOST's baseline: head 4 of the last block's CLS attention) on
 DINO ViT-S/16 (LOST's Table 1) and on DINOv2 ViT-L/14 with and without registers (no published
 number: the open question of what registers do beyond LOST), plus LOST on DINOv2 ViT-L/14 with
@@ -47,6 +49,11 @@ BACKBONES = [
 DATASETS = ["voc07", "voc12", "coco20k"]
 TOKENCUT_BACKBONES = ["dino_vits16"]
 DINOSEG_BACKBONES = ["dino_vits16", "dinov2_vitl14", "dinov2_reg_vitl14"]
+# MaskCut: DINO ViT-B/8 as CutLER, DINOv2 L/14 without / with registers / with test-time registers;
+# scored by class-agnostic box AP50 on COCO val2017, COCO20k and VOC07.
+MASKCUT_BACKBONES = ["dino_vitb8", "dinov2_vitl14", "dinov2_reg_vitl14"]
+MASKCUT_DATASETS = ["coco_val2017", "coco20k", "voc07"]
+MASKCUT_METRIC = "box_AP50"
 TTR_BACKBONES = ["dinov2_vitl14"]  # the backbone with a published register-neuron list
 
 # (backbone, method, dataset) -> (CorLoc, source)
@@ -84,6 +91,10 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         out += [(b, "tokencut", dataset) for b in TOKENCUT_BACKBONES if b in args.backbones and not args.no_tokencut]
         out += [(b, "dinoseg", dataset) for b in DINOSEG_BACKBONES if b in args.backbones and not args.no_dinoseg]
         out += [(b, "lost+ttr", dataset) for b in TTR_BACKBONES if b in args.backbones and not args.no_ttr]
+    if not args.no_maskcut:
+        for dataset in MASKCUT_DATASETS:
+            out += [(b, "maskcut", dataset) for b in MASKCUT_BACKBONES]
+            out += [(b, "maskcut+ttr", dataset) for b in TTR_BACKBONES]
     return out
 
 
@@ -92,7 +103,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     out = []
     for backbone, method, dataset in cells(args):
         cmd = ["objdisc", "run", "-b", backbone, "-d", dataset, "--method", method.split("+")[0]]
-        cmd += ["--test-time-registers", "builtin"] if method == "lost+ttr" else []
+        cmd += ["--test-time-registers", "builtin"] if method.endswith("+ttr") else []
         cmd += ["-o", str(out_dir(args.out, backbone, method, dataset))]
         cmd += ["--data-root", str(args.data_root), "--device", args.device]
         out.append(cmd + (["--download"] if args.download else []))
@@ -100,17 +111,22 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
 
 
 def comparison(root: Path, runs: list[tuple[str, str, str]]) -> str:
-    """Markdown: measured vs published CorLoc per cell (blank where a run or a number is missing)."""
+    """Markdown: measured vs published per cell, CorLoc (MaskCut: box AP50), blank where a run or a
+    number is missing."""
     from objdisc.engine.run_files import read_metrics
 
-    lines = ["| backbone | method | dataset | measured | published | source |", "|:---|:---|:---|---:|---:|:---|"]
+    lines = [
+        "| backbone | method | dataset | metric | measured | published | source |",
+        "|:---|:---|:---|:---|---:|---:|:---|",
+    ]
     for backbone, method, dataset in runs:
         folder = out_dir(root, backbone, method, dataset)
-        block = read_metrics(folder)["metrics"].get("corloc") if (folder / "metrics.json").exists() else None
-        measured = block["values"]["corloc"] if block else None
+        block_name, value = ("ap", MASKCUT_METRIC) if method.startswith("maskcut") else ("corloc", "corloc")
+        blocks = read_metrics(folder)["metrics"] if (folder / "metrics.json").exists() else {}
+        measured = (blocks.get(block_name) or {}).get("values", {}).get(value)
         published, source = PUBLISHED.get((backbone, method, dataset), (None, ""))
         values = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
-        lines.append(f"| {backbone} | {method} | {dataset} | {values[0]} | {values[1]} | {source} |")
+        lines.append(f"| {backbone} | {method} | {dataset} | {value} | {values[0]} | {values[1]} | {source} |")
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--no-tokencut", action="store_true", help="no TokenCut cells")
     parser.add_argument("--no-dinoseg", action="store_true", help="no DINO-seg cells")
+    parser.add_argument("--no-maskcut", action="store_true", help="no MaskCut cells")
     parser.add_argument("--no-ttr", action="store_true", help="no test-time-register cells")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)

@@ -132,7 +132,7 @@ def fixed_square(rgb: np.ndarray, side: int) -> np.ndarray:
     (the aspect ratio is not kept). ``(H, W, 3)`` uint8 RGB -> ``(side, side, 3)`` uint8 RGB."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((side, side), Image.Resampling.LANCZOS))
+    return np.array(Image.fromarray(np.ascontiguousarray(rgb)).resize((side, side), Image.Resampling.LANCZOS))
 
 
 def fixed_model_input(rgb: np.ndarray, side: int, patch_size: int) -> np.ndarray:
@@ -145,7 +145,7 @@ def fixed_model_input(rgb: np.ndarray, side: int, patch_size: int) -> np.ndarray
     new = round(side / patch_size) * patch_size
     if new == side:
         return square
-    return np.asarray(Image.fromarray(square).resize((new, new), Image.Resampling.LANCZOS))
+    return np.array(Image.fromarray(square).resize((new, new), Image.Resampling.LANCZOS))
 
 
 def padded_size(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:

@@ -24,8 +24,8 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     assert reproduce.main(["--dry-run", "--data-root", "/data", "--out", "/runs"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     # eight backbones with LOST, DINO ViT-S/16 with TokenCut, DINO-seg on three backbones,
-    # DINOv2 ViT-L/14 with test-time registers
-    assert len(lines) == (8 + 1 + 3 + 1) * 3
+    # DINOv2 ViT-L/14 with test-time registers; MaskCut on three backbones and with test-time registers
+    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3
     import shlex
 
     from objdisc.models.backbones import get_spec
@@ -41,7 +41,7 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
             assert ctx.params["test_time_registers"] == "builtin" and ctx.params["backbone"] == "dinov2_vitl14"
             ttr.add(ctx.params["dataset"])
     assert set(reproduce.PUBLISHED) <= cells
-    assert ttr == {"voc07", "voc12", "coco20k"}
+    assert ttr == {"voc07", "voc12", "coco20k", "coco_val2017"}
 
 
 def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):
@@ -52,7 +52,7 @@ def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):
     cells = [("dino_vits16", "lost", "voc07"), ("dino_vits16", "lost", "voc12"), ("dino_vits16", "tokencut", "voc07")]
     cells.append(("dino_vits16", "dinoseg", "voc07"))
     text = reproduce.comparison(tmp_path, cells)
-    assert "| dino_vits16 | lost | voc07 | 60.5 | 61.9 | LOST README |" in text
-    assert "| dino_vits16 | lost | voc12 |  | 64.0 | LOST README |" in text
-    assert "| dino_vits16 | tokencut | voc07 | 67.0 | 68.8 | TokenCut paper |" in text
-    assert "| dino_vits16 | dinoseg | voc07 | 45.1 | 45.8 | LOST paper, Table 1 |" in text
+    assert "| dino_vits16 | lost | voc07 | corloc | 60.5 | 61.9 | LOST README |" in text
+    assert "| dino_vits16 | lost | voc12 | corloc |  | 64.0 | LOST README |" in text
+    assert "| dino_vits16 | tokencut | voc07 | corloc | 67.0 | 68.8 | TokenCut paper |" in text
+    assert "| dino_vits16 | dinoseg | voc07 | corloc | 45.1 | 45.8 | LOST paper, Table 1 |" in text

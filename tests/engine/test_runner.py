@@ -329,3 +329,34 @@ def test_a_full_disk_is_one_message_and_the_rerun_resumes(tmp_path: Path, weight
     result = folder_run(weights, two_images, out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["n_resumed"] == 2  # nothing computed again
+
+
+MASKCUT = ("--method", "maskcut", "--fixed-size", "112")
+
+
+@pytest.mark.slow
+def test_maskcut_survives_sigkill_and_shards_like_lost(reference, tmp_path: Path):
+    """MaskCut under the journal and torchrun unchanged: a run killed and resumed, and two gloo
+    ranks, write the files of an uninterrupted run (K objects per image, masks refined by the CRF)."""
+    images, weights, _ = reference
+    ref = tmp_path / "ref"
+    assert subprocess.run(cli(*folder_args(images, weights, ref, *MASKCUT)), capture_output=True).returncode == 0
+    assert json.loads((ref / "metrics.json").read_text())["n_objects"] >= 10  # at least one object per image
+    out = tmp_path / "killed"
+    args = folder_args(images, weights, out, *MASKCUT, "--batch-size", "1")
+    process = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "journal" / "rank0.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) >= 4):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert subprocess.run(cli(*args), capture_output=True).returncode == 0
+    assert_same_outputs(ref, out)
+    sharded = tmp_path / "sharded"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "objdisc"]
+    command = [*launcher, "run", *folder_args(images, weights, sharded, *MASKCUT, "--device", "cpu")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_outputs(ref, sharded)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import coco_instances, invoke, make_voc, pin, refused, voc_tar
+from conftest import coco_instances, invoke, make_coco, make_voc, pin, refused, voc_tar
 from httpserver import Behaviour, serve
 
 import objdisc.datasets.download.sources as sources
@@ -336,3 +336,49 @@ def test_unrecognised_archive_is_refused_before_any_download(
 def test_missing_archive_is_refused(tmp_path: Path):
     gone = tmp_path / "VOCtrainval_06-Nov-2007.tar"
     refused(invoke("data", "download", "voc07", "--data-root", str(tmp_path), "--archive", str(gone)), str(gone))
+
+
+def coco_val2017_zips(tmp_path: Path) -> tuple[bytes, bytes, dict]:
+    """Small stand-ins of val2017.zip and annotations_trainval2017.zip in the real layouts."""
+    images_dir, _, data = make_coco(tmp_path / "src", [139, 285])
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    images_zip, annotations_zip = io.BytesIO(), io.BytesIO()
+    with zipfile.ZipFile(images_zip, "w") as zf:
+        for entry in data["images"]:
+            zf.writestr(f"val2017/{entry['file_name']}", (images_dir / entry["file_name"]).read_bytes())
+    with zipfile.ZipFile(annotations_zip, "w") as zf:
+        zf.writestr("annotations/instances_val2017.json", json.dumps(data))
+        zf.writestr("annotations/captions_val2017.json", "{}")
+    return images_zip.getvalue(), annotations_zip.getvalue(), data
+
+
+def test_coco_val2017_download_verify_unpack_then_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import objdisc.datasets.download.get as get_module
+
+    images_zip, annotations_zip, _ = coco_val2017_zips(tmp_path)
+    pin(monkeypatch, "COCO_VAL2017_IMAGES", None, images_zip)
+    pin(monkeypatch, "COCO_ANNOTATIONS_2017", None, annotations_zip)
+    monkeypatch.setitem(get_module.EXPECTED_IMAGES, "coco_val2017", 2)  # the stand-in holds 2 of the 5,000
+    files = {"/zips/val2017.zip": images_zip, "/annotations/annotations_trainval2017.zip": annotations_zip}
+    behaviour = Behaviour(files=files)
+    root = tmp_path / "data"
+    with serve(behaviour) as base:
+        monkeypatch.setenv("OBJDISC_COCO_URL", base)
+        assert "verified and unpacked" in get_dataset("coco_val2017", root, progress=False)
+        assert sorted(behaviour.requests) == ["GET /annotations/annotations_trainval2017.zip", "GET /zips/val2017.zip"]
+        assert "already complete" in get_dataset("coco_val2017", root, progress=False)
+    dataset = load_dataset("coco_val2017", root)
+    assert dataset.name == "coco_val2017/val2017" and dataset.has_masks
+    assert [r.image_id for r in dataset.records] == [139, 285]
+    status = dataset_status("coco_val2017", root)
+    assert status.verified and status.complete and not (root / "downloads" / "val2017.zip").exists()
+
+
+def test_coco_val2017_known_sources_are_the_published_ones():
+    annotations, images = sources.coco_2017_sources()
+    assert images.urls == ("http://images.cocodataset.org/zips/val2017.zip",)
+    assert (images.md5, images.size) == ("442b8da7639aecaf257c1dceb8ba8c80", 815_585_330)
+    assert annotations.urls == ("http://images.cocodataset.org/annotations/annotations_trainval2017.zip",)
+    assert (annotations.md5, annotations.size) == ("f4bbac642086de4f52a3fdda2de5fa2c", 252_907_541)
