@@ -456,6 +456,7 @@ def _plan(
     spec = backbone.spec if backbone is not None else get_spec(config.backbone)
     depth = len(backbone.model.blocks) if backbone is not None else model_depth(spec, **config.model_kwargs)
     config.feature_spec.block(depth)  # the layer exists, before anything is written
+    config.make_method().check_ready()
     if config.make_method().input_side(spec.patch_size) is not None and config.max_side is not None:
         raise OptionError(
             f"--max-side does not apply to {config.method}, which resizes every image itself (--fixed-size)"

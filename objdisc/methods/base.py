@@ -39,6 +39,8 @@ class Method(Protocol):
 
     def input_side(self, patch_size: int) -> int | None: ...
 
+    def check_ready(self) -> None: ...
+
     def finalize(self, objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int]) -> Objects: ...
 
 
@@ -76,6 +78,14 @@ class MethodBase:
         """A square side in pixels every image is resized to before the model, or ``None`` (the
         engine's own sizing: native, or ``--max-side``)."""
         return None
+
+    def check_ready(self) -> None:
+        """Refuse, before any model is built, a run this machine cannot finish (a missing optional
+        dependency); by default every method is ready.
+
+        Raises:
+            OptionError: naming what to install, or the option that avoids it.
+        """
 
     def finalize(self, objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int]) -> Objects:
         """The objects of one image in its original pixels.

@@ -67,13 +67,16 @@ class MaskCut(MethodBase):
 
     masks: int = option(3, "MaskCut: masks per image at most (CutLER's N).", checks=[at_least(1)], short="n")
     tau: float = option(
-        0.15, "MaskCut: cosine similarity above which two patches are linked (CutLER's paper and README: 0.15).",
+        0.15,
+        "MaskCut: cosine similarity above which two patches are linked (CutLER's paper and README: 0.15).",
         checks=[finite],
     )
     eps: float = option(1e-5, "MaskCut: weight of every other pair of patches.", checks=[finite, positive])
     fixed_size: int = option(
-        480, "MaskCut: resize every image to this square side in pixels first, as maskcut.py (0: native size).",
-        checks=[at_least(0)], short="fs",
+        480,
+        "MaskCut: resize every image to this square side in pixels first, as maskcut.py (0: native size).",
+        checks=[at_least(0)],
+        short="fs",
     )
     crf: bool = option(True, "MaskCut: refine each mask with the dense CRF (needs pip install 'objdisc[crf]').")
 
@@ -100,6 +103,17 @@ class MaskCut(MethodBase):
                 f"--fixed-size {self.fixed_size}: below one patch ({patch_size} px); use 0 for native size"
             )
         return self.fixed_size
+
+    def check_ready(self) -> None:
+        """With the CRF on, pydensecrf must import.
+
+        Raises:
+            OptionError: it does not, naming the extra that installs it and ``--no-crf``.
+        """
+        from objdisc.refinement.crf import CRF_MISSING, crf_available
+
+        if self.crf and not crf_available():
+            raise OptionError(f"--crf: {CRF_MISSING}")
 
     def display_map(self, score_map: np.ndarray) -> np.ndarray:
         """|x| of the first cut."""

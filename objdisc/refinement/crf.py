@@ -22,6 +22,10 @@ MAX_ITER = 10
 GAUSSIAN_SXY, GAUSSIAN_WEIGHT = 3, 7
 BILATERAL_SXY, BILATERAL_SRGB, BILATERAL_WEIGHT = 50, 5, 10
 CLIP = 1e-5
+CRF_MISSING = (
+    "MaskCut's CRF needs pydensecrf: pip install 'objdisc[crf]' (builds pydensecrf2 from source with a "
+    "C++ compiler), or pass --no-crf"
+)
 
 
 class CRFUnavailableError(ImportError):
@@ -47,10 +51,7 @@ def dense_crf(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     try:
         import pydensecrf.densecrf as dcrf
     except ImportError as exc:
-        raise CRFUnavailableError(
-            "MaskCut's CRF needs pydensecrf: pip install 'objdisc[crf]' (builds pydensecrf2 from source with a "
-            "C++ compiler), or pass --no-crf"
-        ) from exc
+        raise CRFUnavailableError(CRF_MISSING) from exc
     height, width = image.shape[:2]
     fg = np.asarray(mask, dtype=np.float64)[None]
     logits = torch.from_numpy(np.concatenate((1.0 - fg, fg), axis=0))
@@ -75,4 +76,4 @@ def crf_available() -> bool:
     return True
 
 
-__all__ = ["CRFUnavailableError", "crf_available", "dense_crf"]
+__all__ = ["CRF_MISSING", "CRFUnavailableError", "crf_available", "dense_crf"]

@@ -165,6 +165,20 @@ def test_without_pydensecrf_the_message_names_the_extra(monkeypatch: pytest.Monk
         dense_crf(np.zeros((4, 4, 3), dtype=np.uint8), np.ones((4, 4)))
 
 
+def test_a_run_without_pydensecrf_is_refused_before_the_model(tmp_path, weights_file, two_images, monkeypatch):
+    import objdisc.refinement.crf as crf
+
+    monkeypatch.setattr(crf, "crf_available", lambda: False)
+    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "folder", "--images", two_images]
+    result = invoke(*args, "--method", "maskcut", "--workers", "0", "--out", tmp_path / "o")
+    refused(result, "--crf", "pip install 'objdisc[crf]'", "--no-crf")
+    assert not (tmp_path / "o" / "journal").exists()
+    result = invoke(
+        *args, "--method", "maskcut", "--no-crf", "--fixed-size", "64", "--workers", "0", "--out", tmp_path / "p"
+    )
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
