@@ -182,16 +182,30 @@ _COMMON = _options(
         help=f"Refuse images with more patches (NxN affinity; {DEFAULT_MAX_PATCHES:,} is 1 GiB) unless --max-side.",
     ),
     click.option("--overwrite", is_flag=True, help="Discard the journal in --out instead of resuming from it."),
-    click.option("--download", is_flag=True, help="Fetch the dataset first if it is missing (voc07, voc12, coco20k)."),
+    click.option(
+        "--download",
+        is_flag=True,
+        help="Fetch the dataset first if it is missing (voc07, voc12, coco20k, coco_val2017).",
+    ),
     click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."),
     _METRICS,
 )
+
+
+_NO = "no__"  # parameter-name prefix of sweep's --no-X flags
 
 
 def _method_flag(name: str, items: list[tuple[str, OptionInfo]], grid: bool) -> Callable[[F], F]:
     """One flag for a method option name that one or more methods declare (``grid``: comma lists)."""
     info = items[0][1]
     helps = " ".join(f"{i.help} [{m} default: {i.default}]" for m, i in items)
+    if grid and info.type is bool:  # an axis of true/false values, and --no-X for the one value false
+
+        def both(f: F) -> F:
+            f = click.option(f"--no-{info.flag[2:]}", f"{_NO}{name}", is_flag=True, help=f"{info.flag} false.")(f)
+            return click.option(info.flag, name, default=None, callback=_csv(bool), help=helps + " Comma list.")(f)
+
+        return both
     if grid:
         return click.option(info.flag, name, default=None, callback=_csv(info.type), help=helps + " Comma list.")
     if info.type is bool:
@@ -208,8 +222,12 @@ def _method_options(grid: bool = False) -> Callable[[F], F]:
 def _take_method_options(options: dict[str, Any]) -> dict[str, Any]:
     """Pop the method options given on the command line (the others stay the method's defaults)."""
     given = {}
-    for name in all_options():
+    for name, items in all_options().items():
         value = options.pop(name)
+        if options.pop(f"{_NO}{name}", False):  # sweep's --no-X: the axis [False]
+            if value is not None:
+                raise click.UsageError(f"{items[0][1].flag} and --no-{items[0][1].flag[2:]} together; give one")
+            value = [False]
         if value is not None:
             given[name] = value
     return given
@@ -255,7 +273,7 @@ _FEATURES_HELP = (
     help="Also write the objects as a COCO instances file (category fg, RLE masks) for training a detector.",
 )
 def run_command(n_pictures: int, **options: Any) -> None:
-    """Objects in every image (LOST, TokenCut, DINO-seg), CorLoc, and COCO files in --out."""
+    """Objects in every image (LOST, TokenCut, DINO-seg, MaskCut), their metrics, and COCO files in --out."""
     from objdisc.engine.runner import default_out, run, summary
 
     options["method_options"] = _take_method_options(options)

@@ -199,24 +199,41 @@ def _read_manifest(out: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def claim_file(path: Path, command: str, overwrite: bool, ours: Callable[[Path], bool]) -> None:
+def claim_file(
+    path: Path, command: str, overwrite: bool, ours: Callable[[Path], bool], flag: str = "--out"
+) -> None:
     """Make ``path`` writable for ``command``: refuse a file it did not write, and its own without ``overwrite``.
 
     Raises:
         OptionError: ``path`` is a folder, a file ``ours`` does not recognise, or an earlier
-            output with ``overwrite`` off.
+            output with ``overwrite`` off (each naming ``flag``).
     """
     if path.is_dir():
-        raise OptionError(f"--out {path}: is a folder; give the file to write")
+        raise OptionError(f"{flag} {path}: is a folder; give the file to write")
     if not path.exists():
         return
     if not ours(path):
         raise OptionError(
-            f"--out {path}: the file exists and {command} did not write it; give another file name "
+            f"{flag} {path}: the file exists and {command} did not write it; give another file name "
             "(objdisc never writes over other files)"
         )
     if not overwrite:
-        raise OptionError(f"--out {path}: holds an earlier {command} output; pass --overwrite to replace it")
+        raise OptionError(f"{flag} {path}: holds an earlier {command} output; pass --overwrite to replace it")
+
+
+def check_not_a_run_file(path: Path, out: Path, flag: str) -> None:
+    """Refuse an extra output file that would land on one of the run's own files in ``out``
+    (``predictions.json``, the journal, the lock, the pictures).
+
+    Raises:
+        OptionError: it would, naming the flag and the file.
+    """
+    try:
+        inside = path.resolve().relative_to(out.resolve())
+    except ValueError:
+        return
+    if inside.parts and inside.parts[0] in (*RUN_FILES, "journal", "vis", LOCK_NAME, MANIFEST):
+        raise OptionError(f"{flag} {path}: is one of the run's own files in {out}; give another file name")
 
 
 __all__ = [
@@ -224,6 +241,7 @@ __all__ = [
     "MANIFEST",
     "RUN_FILES",
     "OutLock",
+    "check_not_a_run_file",
     "check_ours",
     "claim_file",
     "claim_folder",

@@ -34,7 +34,7 @@ from objdisc.engine.discover import (
 from objdisc.engine.feature_cache import FeatureCache
 from objdisc.engine.journal import Journal, file_stamp, finished, read_journals, same_file
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
-from objdisc.engine.out_folder import OutLock, check_ours, claim_file, clear_run, lock_out
+from objdisc.engine.out_folder import OutLock, check_not_a_run_file, check_ours, claim_file, clear_run, lock_out
 from objdisc.engine.run_files import write_outputs
 from objdisc.errors import ObjdiscError, OptionError
 from objdisc.evaluation.coco_export import is_pseudo_label_file
@@ -299,7 +299,9 @@ def run(
             lock = lock_out(Path(config.out))
             check_ours(Path(config.out))
             if config.pseudo_labels is not None:  # objdisc's own file is replaced; any other refused
-                claim_file(Path(config.pseudo_labels), "objdisc run --pseudo-labels", True, is_pseudo_label_file)
+                pseudo = Path(config.pseudo_labels)
+                check_not_a_run_file(pseudo, Path(config.out), "--pseudo-labels")
+                claim_file(pseudo, "objdisc run --pseudo-labels", True, is_pseudo_label_file, "--pseudo-labels")
         plan = _plan(config, dataset, rank, backbone, cache_features)
         try:
             return _execute(plan, records, progress, label)

@@ -80,6 +80,8 @@ def default_evaluators(dataset: Dataset, names: Sequence[str] | None = None) -> 
     if names is None:
         made = [cls() for cls in EVALUATORS.values()]
         return [e for e in made if e.applies(dataset)]
+    if not names:
+        raise OptionError(f"--metrics: empty; name one or more of {', '.join(EVALUATORS)}, or leave it out for all")
     out = []
     for name in dict.fromkeys(names):
         if name not in EVALUATORS:

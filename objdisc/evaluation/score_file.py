@@ -182,7 +182,15 @@ def evaluate(
         raise ObjdiscError(f"{dataset.name} has no ground truth to score against")
     records = dataset.records if image_ids is None else select_records(dataset, image_ids, "the image list")
     results = read_predictions(predictions)
-    blocks, _ = score(records, results, default_evaluators(dataset, metrics))
+    evaluators = default_evaluators(dataset, metrics)
+    if not any(objects.has_masks for objects in results.values()):  # boxes only: no mask AP to give
+        if metrics is not None and "mask_ap" in metrics:
+            raise ObjdiscError(
+                f"{predictions}: --metrics mask_ap needs masks, and no prediction has a segmentation (an RLE); "
+                "score its boxes with --metrics ap"
+            )
+        evaluators = [e for e in evaluators if e.name != "mask_ap"]
+    blocks, _ = score(records, results, evaluators)
     ids = {r.image_id for r in records}
     return {
         "dataset": dataset.name,

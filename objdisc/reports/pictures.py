@@ -138,7 +138,7 @@ class Redrawer:
         import torch
 
         from objdisc.engine.discover import compute_context
-        from objdisc.engine.images import load_image, make_batch
+        from objdisc.engine.images import fixed_model_input, load_image, make_batch
 
         entry = self.view.images[name]
         ran = sorted(entry["objects"], key=lambda o: -o["score"])  # the run's objects, best first
@@ -150,6 +150,9 @@ class Redrawer:
             if self.config.max_side is None
             else load_image(path, max_side=self.config.max_side, patch_size=patch)[0]
         )
+        side = self.method.input_side(patch)
+        if side is not None:  # the method's own input size, as the run made it (MaskCut: 480 x 480)
+            image = fixed_model_input(original, side, patch)
         model_hw = (image.shape[0], image.shape[1])
         with torch.inference_mode():
             x = make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std, self.device)
@@ -159,7 +162,7 @@ class Redrawer:
                 (norms,) = self.probe.read(x.shape)
             sizes = torch.tensor([model_hw], dtype=torch.long, device=self.device)
             (found,) = self.method(feats, grid, patch, sizes).to_host(patch, [model_hw])
-        found = found.at_image_size(original.shape[:2])
+        found = self.method.finalize(found, lambda: original, original.shape[:2])  # as the run did
         order = np.argsort(-found.scores, kind="stable")
         boxes = found.boxes[order].tolist()
         note = (

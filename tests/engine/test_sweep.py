@@ -109,3 +109,17 @@ def test_sweep_progress_names_the_grid_point(weights_file, tmp_path: Path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "1/2 lost_k_l-1_gb0: 100%" in result.stderr and "2/2 lost_k_l-1_gb0.5: 100%" in result.stderr
+
+
+def test_a_boolean_option_is_an_axis_and_no_flag_is_its_false(tmp_path: Path, weights_file, two_images):
+    base = ["sweep", "-b", "dino", "--weights", str(weights_file("dino")), "-d", "folder", "--images", str(two_images),
+            "--workers", "0", "--method", "maskcut", "--fixed-size", "64"]  # fmt: skip
+    result = invoke(*base, "--no-crf", "--masks", "1,2", "--out", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    runs = sorted(p.parent for p in (tmp_path / "s").glob("*/run.json"))
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((run / "run.json").read_text())["producer"]["discovery"]["crf"] is False
+    both = invoke(*base, "--crf", "true", "--no-crf", "--out", str(tmp_path / "t"))
+    assert both.exit_code == 2 and "--crf and --no-crf together" in both.output
+    assert not (tmp_path / "t").exists()

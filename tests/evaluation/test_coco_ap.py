@@ -109,9 +109,29 @@ def test_mask_ap_needs_masks_on_both_sides(tmp_path: Path, weights_file):
     (tmp_path / "boxes.json").write_text(json.dumps([{"image_id": 21, "bbox": [1, 1, 20, 20], "score": 1.0}]))
     result = invoke("eval", "-p", tmp_path / "boxes.json", "-d", "coco", "--images", masked_images,
                     "--annotations", masked, "--out", tmp_path / "ev")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    block = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["mask_ap"]
+    assert result.exit_code == 0, result.output  # boxes only: scored by box metrics, no mask AP block
+    assert set(json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]) == {"corloc", "ap"}
+    result = invoke("eval", "-p", tmp_path / "boxes.json", "-d", "coco", "--images", masked_images,
+                    "--annotations", masked, "--metrics", "mask_ap", "--out", tmp_path / "ev2")  # fmt: skip
+    refused(result, str(tmp_path / "boxes.json"), "no prediction has a segmentation", "--metrics ap")
+    from objdisc.objects import Geometry
+
+    evaluator = MaskAPEvaluator()  # some detections with a mask, some without: no number from boxes
+    records = load_dataset("coco", images=masked_images, annotations=masked).records[:2]
+    for record, masks in zip(records, (True, False), strict=True):
+        hw = (record.height, record.width)
+        where = Geometry(max(hw), (1, 1), hw, hw)  # one patch covering the image
+        grid = np.ones((1, 1, 1), dtype=bool) if masks else None
+        evaluator.process(record, Objects(np.array([[0, 0, 8, 8]]), np.ones(1), np.zeros(1, int), grid, geometry=where))
+    block = evaluator.evaluate()
     assert all(v is None for v in block["values"].values()) and "carry no mask" in block["reason"]
+
+
+def test_an_empty_metric_list_is_refused(tmp_path: Path, weights_file):
+    images, annotations, _ = make_coco(tmp_path, [31, 32])
+    result = coco_run(weights_file("dinov2_reg"), images, annotations, tmp_path / "o", "--metrics", "")
+    refused(result, "--metrics: empty", "corloc, ap, mask_ap")
+    assert not (tmp_path / "o" / "journal").exists()
 
 
 def test_objects_become_results_with_their_scores_and_masks():

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import coco_run, refused
+from conftest import coco_run, refused, snapshot
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -85,3 +85,14 @@ def test_run_writes_pseudo_labels_and_refuses_a_foreign_file(tmp_path: Path, wei
     result = coco_run(weights_file("dinov2_reg"), images, annotations, tmp_path / "p", "--pseudo-labels", mine)
     refused(result, str(mine), "did not write it")
     assert mine.read_text() == '{"images": []}'
+
+
+def test_pseudo_labels_onto_the_runs_own_files_are_refused(tmp_path: Path, weights_file, coco):
+    images, annotations, _ = coco
+    out = tmp_path / "o"
+    assert coco_run(weights_file("dinov2_reg"), images, annotations, out).exit_code == 0
+    before = snapshot(out)
+    for inside in ("predictions.json", "journal/rank0.jsonl", "metrics.json"):
+        result = coco_run(weights_file("dinov2_reg"), images, annotations, out, "--pseudo-labels", out / inside)
+        refused(result, f"--pseudo-labels {out / inside}", "the run's own files")
+    assert snapshot(out) == before
