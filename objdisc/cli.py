@@ -188,6 +188,20 @@ _COMMON = _options(
         help="Fetch the dataset first if it is missing (voc07, voc12, coco20k, coco_val2017).",
     ),
     click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."),
+    click.option(
+        "--patch-resize/--no-patch-resize",
+        default=None,
+        help="Resize each image to the nearest patch multiple (Lanczos) instead of padding it, as TokenCut's "
+        "saliency code [default: on for the saliency datasets].",
+    ),
+    click.option(
+        "--refine",
+        default="none",
+        show_default=True,
+        type=click.Choice(["none", "bilateral"]),
+        help="Refine each image's saliency map with the bilateral solver (TokenCut's settings); it is scored "
+        "soft, and written to OUT/masks and OUT/soft.",
+    ),
     _METRICS,
 )
 
@@ -348,7 +362,13 @@ def sweep_command(methods: list[str], features_: list[str] | None, layers: list[
 
 
 @cli.command(name="eval")
-@click.option("--predictions", "-p", type=_PATH, required=True, help="COCO results JSON (any tool).")
+@click.option(
+    "--predictions",
+    "-p",
+    type=_PATH,
+    required=True,
+    help="COCO results JSON (any tool); for a saliency dataset also a folder of PNG maps, one per image stem.",
+)
 @_DATA
 @click.option(
     "--images-of",

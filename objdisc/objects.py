@@ -18,14 +18,18 @@ Conventions:
   one way only: patch ``(r, c)`` covers the model-input pixels ``[r p, (r + 1) p) x [c p, (c + 1) p)``,
   cut to the unpadded model input ``(H', W')``; when the model saw a resized image (``--max-side``),
   original pixel ``(y, x)`` takes the value of model pixel ``(floor((y + 0.5) H' / H),
-  floor((x + 0.5) W' / W))``. A method that refines masks at pixel level (MaskCut's CRF) gives
-  them as COCO RLEs (``segmentation``), which then take precedence.
+  floor((x + 0.5) W' / W))``; when the model saw the image resized to a patch multiple without
+  padding (``--patch-resize``, as TokenCut's saliency code), the grid is brought to the original
+  size as ``torch.nn.functional.interpolate(mode="nearest")`` does (TokenCut's ``ncut``): row
+  ``floor(y h / H)`` in float32, the same for columns (``Geometry.sampling == "nearest"``). A
+  method that refines masks at pixel level (MaskCut's CRF) gives them as COCO RLEs
+  (``segmentation``), which then take precedence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,12 +47,16 @@ class Geometry:
         grid_hw: ``(h, w)`` patch grid of the padded model input.
         model_hw: ``(H', W')`` pixels the model saw, unpadded (after any ``--max-side`` resize).
         image_hw: ``(H, W)`` pixels of the original image.
+        sampling: how a resized model input maps back (module docstring): ``"centre"`` (pixel
+            centres, ``--max-side``) or ``"nearest"`` (the grid straight to the image as torch's
+            nearest interpolation, ``--patch-resize``).
     """
 
     patch_size: int
     grid_hw: tuple[int, int]
     model_hw: tuple[int, int]
     image_hw: tuple[int, int]
+    sampling: str = "centre"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class Objects:
         score_map: ``(h, w)`` float32, the method's per-patch map (LOST: degree; TokenCut: the
             eigenvector; DINO-seg: the CLS attention), or ``None``.
         geometry: the grid's place in the pixels; needed to turn ``masks`` into pixel masks.
+        saliency: the image's saliency counts (:func:`objdisc.evaluation.saliency.counts`),
+            made by the run where the full-resolution map was in memory; ``None`` elsewhere.
     """
 
     boxes: np.ndarray
@@ -75,6 +85,7 @@ class Objects:
     segmentation: list[dict[str, Any]] | None = None
     score_map: np.ndarray | None = None
     geometry: Geometry | None = field(default=None, compare=False)
+    saliency: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         k = len(self.boxes)
@@ -132,6 +143,8 @@ class Objects:
             out["seeds"] = [int(s) for s in self.seeds]
         if with_masks and self.has_masks:
             out["segmentation"] = self.rles()
+        if self.saliency is not None:
+            out["saliency"] = self.saliency
         return out
 
     @classmethod
@@ -139,7 +152,8 @@ class Objects:
         """Inverse of :meth:`to_json` (no grid masks, no score map: those are not stored)."""
         boxes = np.asarray(data["boxes"], dtype=np.int64).reshape(-1, 4)
         seeds = np.asarray(data["seeds"], dtype=np.int64) if "seeds" in data else None
-        return cls(boxes, np.asarray(data["scores"], dtype=np.float64), seeds, segmentation=data.get("segmentation"))
+        scores = np.asarray(data["scores"], dtype=np.float64)
+        return cls(boxes, scores, seeds, segmentation=data.get("segmentation"), saliency=data.get("saliency"))
 
     @classmethod
     def empty(cls) -> Objects:
@@ -157,10 +171,11 @@ class Objects:
         if tuple(image_hw) == tuple(model_hw):
             return self
         boxes = np.asarray([map_box(b, model_hw, image_hw) for b in self.boxes.tolist()], dtype=np.int64)
-        geometry = Geometry(self.geometry.patch_size, self.geometry.grid_hw, model_hw, tuple(image_hw))  # type: ignore[arg-type]
+        geometry = replace(self.geometry, image_hw=tuple(image_hw))
         return Objects(
-            boxes.reshape(-1, 4), self.scores, self.seeds, self.masks, self.segmentation, self.score_map, geometry
-        )
+            boxes.reshape(-1, 4), self.scores, self.seeds, self.masks, self.segmentation, self.score_map, geometry,
+            self.saliency,
+        )  # fmt: skip
 
     def take(self, keep: Sequence[int] | np.ndarray) -> Objects:
         """The objects at the indices ``keep``, in that order."""
@@ -173,6 +188,7 @@ class Objects:
             None if self.segmentation is None else [self.segmentation[i] for i in index],
             self.score_map,
             self.geometry,
+            self.saliency,
         )
 
 
@@ -195,17 +211,30 @@ def grid_to_pixels(masks: np.ndarray, geometry: Geometry) -> np.ndarray:
     """``(K, h, w)`` patch-grid masks -> ``(K, H, W)`` bool masks at the original size.
 
     Each patch covers ``patch_size`` model pixels per side; the padded part is cut off; a
-    resized model input is mapped back by sampling pixel centres (see the module docstring).
+    resized model input is mapped back by sampling pixel centres, or as torch's nearest
+    interpolation (``geometry.sampling``; see the module docstring).
     """
     p = geometry.patch_size
     mh, mw = geometry.model_hw
     height, width = geometry.image_hw
-    if (mh, mw) == (height, width):
+    if geometry.sampling == "nearest":
+        rows, cols = nearest_index(geometry.grid_hw[0], height), nearest_index(geometry.grid_hw[1], width)
+    elif (mh, mw) == (height, width):
         rows, cols = np.arange(height) // p, np.arange(width) // p
     else:
         rows = np.floor((np.arange(height) + 0.5) * mh / height).astype(np.int64) // p
         cols = np.floor((np.arange(width) + 0.5) * mw / width).astype(np.int64) // p
     return masks[:, rows[:, None], cols[None, :]].astype(bool)
+
+
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out,)`` int64: the source index of each output index under
+    ``torch.nn.functional.interpolate(size=n_out, mode="nearest")`` (its float32 arithmetic included)."""
+    import torch
+    import torch.nn.functional as F
+
+    source = torch.arange(n_in, dtype=torch.float64).view(1, 1, n_in)
+    return F.interpolate(source, size=n_out, mode="nearest")[0, 0].long().numpy()
 
 
 @dataclass(frozen=True)
@@ -285,4 +314,4 @@ class ObjectsBatch:
         return out
 
 
-__all__ = ["Geometry", "Objects", "ObjectsBatch", "encode_rles", "grid_to_pixels"]
+__all__ = ["Geometry", "Objects", "ObjectsBatch", "encode_rles", "grid_to_pixels", "nearest_index"]

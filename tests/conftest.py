@@ -154,6 +154,26 @@ def make_coco(folder: Path, ids: list[int], name_fmt: str = "{:012d}.jpg") -> tu
     return images, annotations, data
 
 
+def make_saliency(
+    images: Path, masks: Path, n: int = 3, sizes: tuple[tuple[int, int], ...] = ((70, 84), (64, 96), (90, 60))
+) -> list[np.ndarray]:
+    """``n`` JPEGs with a bright object and the PNG of each one's object (0 / 255) under the same
+    stem; returns the ground-truth masks."""
+    from PIL import Image
+
+    masks.mkdir(parents=True, exist_ok=True)
+    truths = []
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        box = (w // 5, h // 4, w // 5 + w // 2, h // 4 + h // 2)
+        write_image(images / f"im{i:02d}.jpg", (h, w), box, seed=40 + i)
+        truth = np.zeros((h, w), dtype=bool)
+        truth[box[1] : box[3], box[0] : box[2]] = True
+        Image.fromarray(truth.astype(np.uint8) * 255).save(masks / f"im{i:02d}.png")
+        truths.append(truth)
+    return truths
+
+
 def make_coco20k(root: Path, ids: list[int], listed: list[int], selected: bool = False) -> dict:
     coco = root / "COCO"
     _, annotations, data = make_coco(coco / "images", ids, "COCO_train2014_{:012d}.jpg")

@@ -15,6 +15,7 @@ from pathlib import Path
 from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, resolve_data_root
 from objdisc.datasets.coco import load_coco, load_coco20k, load_coco_val2017
 from objdisc.datasets.folder import load_folder
+from objdisc.datasets.saliency import SALIENCY_SETS, load_saliency, load_saliency_set
 from objdisc.datasets.voc import load_voc
 
 
@@ -44,11 +45,14 @@ class DatasetKind:
         load: builds the :class:`Dataset` from the arguments.
         takes: which of ``data_root``, ``images``, ``annotations``, ``split``, ``no_hard`` it reads.
         help: one line for ``--help``.
+        saliency: its ground truth is a mask per image (the saliency metrics; images resized to
+            a patch multiple by default, as TokenCut's saliency code).
     """
 
     load: Callable[[DatasetArgs], Dataset]
     takes: frozenset[str]
     help: str
+    saliency: bool = False
 
 
 DATASETS: dict[str, DatasetKind] = {
@@ -79,6 +83,24 @@ DATASETS: dict[str, DatasetKind] = {
         ),
         frozenset({"images", "annotations"}),
         "any COCO instances file (--images, --annotations)",
+    ),
+    **{
+        kind: DatasetKind(
+            lambda a, kind=kind: load_saliency_set(kind, resolve_data_root(a.data_root)),
+            frozenset({"data_root"}),
+            f"saliency: {spec.folders[0]}, {spec.n_images:,} images with ground-truth masks (under --data-root)",
+            saliency=True,
+        )
+        for kind, spec in SALIENCY_SETS.items()
+    },
+    "saliency": DatasetKind(
+        lambda a: load_saliency(
+            _path(a.images, "--images DIR", "saliency", "the image folder"),
+            _path(a.annotations, "--annotations DIR", "saliency", "the folder of ground-truth masks, a PNG per image"),
+        ),
+        frozenset({"images", "annotations"}),
+        "any image folder with a ground-truth mask per image (--images, --annotations: the mask folder)",
+        saliency=True,
     ),
     "folder": DatasetKind(
         lambda a: load_folder(_path(a.images, "--images DIR", "folder", "the image folder"), a.exclude),

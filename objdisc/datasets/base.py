@@ -32,6 +32,8 @@ class ImageRecord:
             pixels, ``area``, ``iscrowd`` (COCO's crowd regions; VOC's difficult objects) and,
             where the dataset has masks, ``segmentation`` (polygons or RLE, as in the file);
             ``None`` for datasets without ground truth.
+        mask_path: the ground-truth saliency mask (a PNG of the image's size), for the
+            saliency datasets; ``None`` elsewhere.
     """
 
     image_id: int
@@ -42,6 +44,7 @@ class ImageRecord:
     height: int | None = None
     error: str | None = None
     instances: tuple[dict[str, Any], ...] | None = None
+    mask_path: Path | None = None
 
     @property
     def no_ground_truth(self) -> bool:
@@ -66,6 +69,8 @@ class Dataset:
         warnings: odd but usable annotations (ground truth outside the image, an image listed
             twice), each ``{"file_name", "message"}``; reported in metrics.json.
         has_masks: the ground truth has object masks (COCO's segmentations): mask AP applies.
+        has_saliency: every record has a ground-truth saliency mask (``mask_path``): the
+            saliency metrics apply.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Dataset:
     excluded: list[dict[str, object]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     has_masks: bool = False
+    has_saliency: bool = False
 
 
 def box_warnings(file_name: str, boxes: np.ndarray, width: int | None, height: int | None) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -18,7 +19,15 @@ import torch
 
 from objdisc.datasets import ImageRecord
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.images import ImageError, SizeBuckets, fixed_model_input, load_image, make_batch, padded_size
+from objdisc.engine.images import (
+    ImageError,
+    SizeBuckets,
+    fixed_model_input,
+    load_image,
+    make_batch,
+    padded_size,
+    patch_multiple,
+)
 from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
 from objdisc.errors import DeviceError, OptionError
 from objdisc.methods import Lost, Method
@@ -94,10 +103,12 @@ class _DecodeDataset(torch.utils.data.Dataset):
         max_patches: int | None,
         patch_size: int,
         fixed_side: int | None = None,
+        patch_resize: bool = False,
     ) -> None:
         self.records = records
         self.options = {"max_side": max_side, "max_patches": max_patches, "patch_size": patch_size}
         self.fixed_side = fixed_side
+        self.patch_resize = patch_resize
 
     def __len__(self) -> int:
         return len(self.records)
@@ -110,6 +121,8 @@ class _DecodeDataset(torch.utils.data.Dataset):
             image, original = load_image(record.path, **self.options)
             if self.fixed_side is not None:  # the method's own input size (MaskCut: 480 x 480)
                 image = fixed_model_input(image, self.fixed_side, self.options["patch_size"])
+            elif self.patch_resize:  # to the nearest patch multiple, as TokenCut's saliency code
+                image = patch_multiple(image, self.options["patch_size"])
             return index, torch.from_numpy(np.ascontiguousarray(image)), original, None
         except ImageError as exc:
             return index, None, None, str(exc)
@@ -144,6 +157,7 @@ def discover(
     max_patches: int | None = DEFAULT_MAX_PATCHES,
     batch_tokens: int | None = None,
     times: StageTimes | None = None,
+    patch_resize: bool = False,
 ) -> Iterator[ImageResult]:
     """The objects of every record: the engine of :func:`objdisc.engine.runner.run`.
 
@@ -166,6 +180,9 @@ def discover(
         method: a method of :data:`objdisc.methods.METHODS` (default: :class:`~objdisc.methods.Lost`).
         cache: where to store each image's features as they are computed (``features`` and
             every spec of ``cache_features``, all from one forward pass).
+        patch_resize: resize each image to the nearest patch multiple instead of padding it
+            (:func:`~objdisc.engine.images.patch_multiple`); its masks map back as torch's
+            nearest interpolation (:mod:`objdisc.objects`).
 
     Yields:
         One :class:`ImageResult` per record, in completion order (not record order).
@@ -175,7 +192,9 @@ def discover(
     times = times if times is not None else StageTimes()
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(records, max_side, max_patches, backbone.patch_size, method.input_side(backbone.patch_size)),
+        _DecodeDataset(
+            records, max_side, max_patches, backbone.patch_size, method.input_side(backbone.patch_size), patch_resize
+        ),
         batch_size=None,
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -189,7 +208,8 @@ def discover(
     )
     specs = [features, *(s for s in cache_features if s != features)] if cache is not None else [features]
     with FeatureExtractor(backbone.model, specs) as extractor:
-        step = _BatchStep(backbone, extractor, features, method, cache, records, device, precision, times)
+        sampling = "nearest" if patch_resize else "centre"
+        step = _BatchStep(backbone, extractor, features, method, cache, records, device, precision, times, sampling)
         pending: _Pending | None = None
         start = time.perf_counter()
         for index, image, original, error in loader:
@@ -238,6 +258,7 @@ class _BatchStep:
     device: torch.device
     precision: str
     times: StageTimes
+    sampling: str = "centre"
 
     def launch(self, batch: list[_Item]) -> _Pending:
         start = time.perf_counter()
@@ -272,7 +293,7 @@ class _BatchStep:
         for (index, _, original), item, ok in zip(pending.batch, found, finite, strict=True):
             record = self.records[index]
             if ok:
-                out.append(ImageResult(record, original, finalize(self.method, item, record, original)))
+                out.append(ImageResult(record, original, finalize(self.method, item, record, original, self.sampling)))
             else:
                 out.append(ImageResult(record, original, None, non_finite_message(record, self.features)))
         return out
@@ -331,6 +352,7 @@ def discover_cached(
     device: torch.device | str = "cpu",
     times: StageTimes | None = None,
     misses: list[ImageRecord] | None = None,
+    patch_resize: bool = False,
 ) -> Iterator[ImageResult]:
     """:func:`discover` for records whose features are in ``cache``: no model, no decoding.
 
@@ -357,14 +379,20 @@ def discover_cached(
         times.wait_decode += middle - start
         times.lost += time.perf_counter() - middle
         if bool(finite[0]):
-            yield ImageResult(record, entry.original_hw, finalize(method, item, record, entry.original_hw))
+            sampling = "nearest" if patch_resize else "centre"
+            yield ImageResult(record, entry.original_hw, finalize(method, item, record, entry.original_hw, sampling))
         else:
             yield ImageResult(record, entry.original_hw, None, non_finite_message(record, features))
 
 
-def finalize(method: Method, objects: Objects, record: ImageRecord, original: tuple[int, int]) -> Objects:
+def finalize(
+    method: Method, objects: Objects, record: ImageRecord, original: tuple[int, int], sampling: str = "centre"
+) -> Objects:
     """The method's objects in the original image's pixels (:meth:`~objdisc.methods.base.MethodBase.finalize`;
-    the image is decoded again only if the method reads it)."""
+    the image is decoded again only if the method reads it); ``sampling`` says how a resized
+    model input maps back (:class:`~objdisc.objects.Geometry`)."""
+    if sampling != "centre" and objects.geometry is not None:
+        objects = dataclasses.replace(objects, geometry=dataclasses.replace(objects.geometry, sampling=sampling))
     return method.finalize(objects, lambda: load_image(record.path)[0], original)
 
 

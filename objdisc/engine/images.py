@@ -148,6 +148,28 @@ def fixed_model_input(rgb: np.ndarray, side: int, patch_size: int) -> np.ndarray
     return np.array(Image.fromarray(square).resize((new, new), Image.Resampling.LANCZOS))
 
 
+def patch_multiple(rgb: np.ndarray, patch_size: int) -> np.ndarray:
+    """The image resized to the nearest multiple of the patch size per side (Python's ``round``,
+    at least one patch) with PIL's Lanczos filter, as TokenCut's ``resize_pil`` for its saliency
+    code (``--patch-resize``); unchanged when it already is one.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8.
+        patch_size: patch side in pixels.
+
+    Returns:
+        ``(H', W', 3)`` uint8, writable, ``H'`` and ``W'`` multiples of ``patch_size``.
+    """
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    new_h = max(1, round(height / patch_size)) * patch_size
+    new_w = max(1, round(width / patch_size)) * patch_size
+    if (new_h, new_w) == (height, width):
+        return np.array(rgb)
+    return np.array(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.LANCZOS))
+
+
 def padded_size(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """``(H, W)`` rounded up to multiples of ``patch_size`` (pixels)."""
     h, w = image_hw

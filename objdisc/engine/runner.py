@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from objdisc.datasets import Dataset, ImageRecord, load_dataset
+from objdisc.datasets import DATASETS, Dataset, ImageRecord, load_dataset
 from objdisc.engine import distributed
 from objdisc.engine.discover import (
     NON_FINITE,
@@ -36,6 +36,7 @@ from objdisc.engine.journal import Journal, file_stamp, finished, read_journals,
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
 from objdisc.engine.out_folder import OutLock, check_not_a_run_file, check_ours, claim_file, clear_run, lock_out
 from objdisc.engine.run_files import write_outputs
+from objdisc.engine.saliency_maps import REFINERS, clear_maps, saliency_result
 from objdisc.errors import ObjdiscError, OptionError
 from objdisc.evaluation.coco_export import is_pseudo_label_file
 from objdisc.evaluation.evaluator import default_evaluators
@@ -95,6 +96,8 @@ class RunConfig:
     resample_weights: bool = False
     metrics: tuple[str, ...] | None = None
     pseudo_labels: Path | None = None
+    patch_resize: bool | None = None
+    refine: str = "none"
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:
@@ -129,8 +132,31 @@ class RunConfig:
         return load_register_neurons(self.test_time_registers, get_spec(self.backbone).name, self.ttr_top)
 
     def discovery(self) -> dict[str, Any]:
-        """Features, layer, method and every option of the method, JSON-able; checks them all."""
-        return {"features": self.feature_spec.kind, "layer": self.layer, **self.make_method().options()}
+        """Features, layer, method and every option of the method (and ``refine`` when on), JSON-able;
+        checks them all."""
+        if self.refine not in REFINERS:
+            raise OptionError(f"--refine {self.refine}: unknown; use one of {', '.join(REFINERS)}")
+        refine = {"refine": self.refine} if self.refine != "none" else {}
+        return {"features": self.feature_spec.kind, "layer": self.layer, **self.make_method().options(), **refine}
+
+    def patch_resized(self, patch_size: int) -> bool:
+        """Whether images are resized to the nearest patch multiple (``--patch-resize``; by default
+        on the saliency datasets, as TokenCut's get_saliency.py, unless the method sizes images itself).
+
+        Raises:
+            OptionError: ``--patch-resize`` with ``--max-side``, or with a method's own input size.
+        """
+        own = self.make_method().input_side(patch_size)
+        if self.patch_resize is None:
+            return DATASETS[self.dataset].saliency and own is None and self.max_side is None
+        if self.patch_resize and self.max_side is not None:
+            raise OptionError("--patch-resize and --max-side: give one (each decides the image's size)")
+        if self.patch_resize and own is not None:
+            raise OptionError(
+                f"--patch-resize: {self.method} resizes every image itself (--fixed-size {own}); "
+                "pass --fixed-size 0 to size the images by --patch-resize"
+            )
+        return self.patch_resize
 
     def options(self) -> dict[str, Any]:
         """JSON-able options, as recorded in ``run.json``."""
@@ -200,6 +226,7 @@ def box_settings(
         "max_side": config.max_side,
         "precision": precision,
         "model_kwargs": config.model_kwargs,
+        **({"patch_resize": True} if config.patch_resized(spec.patch_size) else {}),
         **config.discovery(),
     }
 
@@ -221,6 +248,7 @@ def cache_identity(
     side = config.make_method().input_side(spec.patch_size)
     return {
         **({"input_side": side} if side is not None else {}),  # a method's own input size (MaskCut's 480)
+        **({"patch_resize": True} if config.patch_resized(spec.patch_size) else {}),
         "timm_model": spec.timm_name,
         **pos_embed_setting(spec),
         **ttr_setting(neurons),
@@ -435,6 +463,12 @@ class _Plan:
     backbone: Backbone | None
     cache: FeatureCache | None
     cache_features: Sequence[FeatureSpec]
+    patch_resize: bool = False
+
+    @property
+    def saliency_maps(self) -> bool:
+        """Each image's saliency map is written (and scored where there is ground truth)."""
+        return self.dataset.has_saliency or self.config.refine != "none"
 
     @property
     def out(self) -> Path:
@@ -467,6 +501,8 @@ def _plan(
     neurons = backbone.test_time_registers if backbone is not None else config.register_neurons()
     made_by = producer(spec, weights, device, precision)
     made_by["discovery"] = config.discovery()
+    if config.patch_resized(spec.patch_size):
+        made_by["discovery"]["patch_resize"] = True
     if neurons is not None:
         made_by["test_time_registers"] = neurons.describe()
     cache = (
@@ -478,6 +514,7 @@ def _plan(
     return _Plan(
         config, dataset, rank, device, precision, spec, weights, neurons, settings, made_by,
         config.make_method(), config.feature_spec, backbone, cache, cache_features,
+        config.patch_resized(spec.patch_size),
     )  # fmt: skip
 
 
@@ -486,6 +523,7 @@ def _execute(plan: _Plan, records: list[ImageRecord], progress: bool | None, lab
     rank = plan.rank
     if plan.config.overwrite and rank.main:
         clear_run(plan.out)
+        clear_maps(plan.out)
     distributed.barrier(rank)
     stamps = {r.image_id: file_stamp(r.path) for r in records}
     done, legacy = read_journals(plan.journal_dir, plan.settings, legacy_settings(plan.settings), stamps)
@@ -559,7 +597,7 @@ def _engine(plan: _Plan, todo: list[ImageRecord], times: StageTimes) -> Iterator
         logger.info("rank %d: %d images from the feature cache %s", plan.rank.rank, len(cached), cache.folder)
         yield from discover_cached(
             cached, cache, features=features, method=plan.method, patch_size=plan.spec.patch_size,
-            device=plan.device, times=times, misses=misses,
+            device=plan.device, times=times, misses=misses, patch_resize=plan.patch_resize,
         )  # fmt: skip
     rest = [r for r in todo if r.image_id not in cached_ids] + misses
     if not rest:
@@ -575,6 +613,7 @@ def _engine(plan: _Plan, todo: list[ImageRecord], times: StageTimes) -> Iterator
         plan.backbone, rest, features=features, method=plan.method, cache=cache, cache_features=plan.cache_features,
         batch_size=config.batch_size, workers=config.workers, device=plan.device, precision=plan.precision,
         max_side=config.max_side, max_patches=config.max_patches, batch_tokens=config.batch_tokens, times=times,
+        patch_resize=plan.patch_resize,
     )  # fmt: skip
 
 
@@ -601,6 +640,8 @@ def _process(
         tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
     ):
         for result in engine:
+            if plan.saliency_maps:
+                result = saliency_result(result, plan.out, plan.config.refine)
             journal.append(journal_entry(result, with_masks))
             if result.objects is None:
                 logger.warning("skipped %s", result.error)

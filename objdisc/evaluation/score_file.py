@@ -178,10 +178,13 @@ def evaluate(
     Raises:
         ObjdiscError: the dataset has no ground truth, or the file is not COCO results.
     """
-    if not dataset.has_gt:
+    if not dataset.has_gt and not dataset.has_saliency:
         raise ObjdiscError(f"{dataset.name} has no ground truth to score against")
     records = dataset.records if image_ids is None else select_records(dataset, image_ids, "the image list")
-    results = read_predictions(predictions)
+    if Path(predictions).is_dir():
+        results = read_mask_folder(Path(predictions), dataset, records)
+    else:
+        results = read_predictions(predictions)
     evaluators = default_evaluators(dataset, metrics)
     if not any(objects.has_masks for objects in results.values()):  # boxes only: no mask AP to give
         if metrics is not None and "mask_ap" in metrics:
@@ -201,6 +204,32 @@ def evaluate(
         "image_set": image_set(sorted(ids)),
         "metrics": blocks,
     }
+
+
+def read_mask_folder(folder: Path, dataset: Dataset, records: Sequence[ImageRecord]) -> dict[int, Objects]:
+    """Another tool's saliency maps, one 8-bit PNG per image named by the image's stem (values / 255),
+    each scored against the image's ground-truth mask (:func:`objdisc.evaluation.saliency.counts`).
+
+    Raises:
+        ObjdiscError: the dataset has no saliency masks; a map is missing, unreadable or of
+            another size than its ground truth (naming the file).
+    """
+    from dataclasses import replace
+
+    from objdisc.evaluation.saliency import counts, read_mask, read_prediction
+
+    if not dataset.has_saliency:
+        raise ObjdiscError(
+            f"--predictions {folder}: a folder of masks is scored on a saliency dataset (ecssd, duts-te, dut-omron, "
+            f"saliency); {dataset.name} takes a COCO results file"
+        )
+    out = {}
+    for record in records:
+        assert record.mask_path is not None
+        path = folder / f"{Path(record.file_name).stem}.png"
+        found = counts(read_prediction(path), read_mask(record.mask_path), f"{path} against {record.mask_path}")
+        out[record.image_id] = replace(Objects.empty(), saliency=found)
+    return out
 
 
 @dataclass(frozen=True)
@@ -275,13 +304,23 @@ def write_eval(
             )
         made_by = {
             "backbone": label,
-            "predictions": {"path": str(predictions), "sha256": sha256_file(predictions)},
+            "predictions": {"path": str(predictions), "sha256": _digest(Path(predictions))},
             "images_of": str(images_of) if images_of is not None else None,
             "versions": {"objdisc": __version__},
             "evaluated_by": EVALUATED_BY,
         }
         write_json_atomic(out / "metrics.json", {"producer": made_by, **metrics})
         write_json_atomic(out / "run.json", {"producer": made_by, "status": "finished", "finished": now_iso()})
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file; of a folder, of its files' names and sha256s in name order."""
+    if not path.is_dir():
+        return sha256_file(path)
+    import hashlib
+
+    lines = [f"{p.name} {sha256_file(p)}" for p in sorted(path.iterdir()) if p.is_file()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def is_eval_folder(folder: Path) -> bool:

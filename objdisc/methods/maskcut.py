@@ -42,7 +42,7 @@ this score, so AP depends on it; CorLoc takes the highest-scoring mask.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -274,7 +274,7 @@ def finalize_masks(
     from PIL import Image
 
     from objdisc.engine.images import fixed_square
-    from objdisc.objects import Geometry, Objects, encode_rles
+    from objdisc.objects import Objects, encode_rles
     from objdisc.refinement.crf import dense_crf
 
     geometry = objects.geometry
@@ -298,7 +298,7 @@ def finalize_masks(
     found = objects.take(keep)
     pixel = np.stack(finals) if finals else np.zeros((0, height, width), dtype=bool)
     boxes = np.array([_extent(m) for m in pixel], dtype=np.int64).reshape(-1, 4)
-    where = Geometry(geometry.patch_size, geometry.grid_hw, geometry.model_hw, (height, width))
+    where = replace(geometry, image_hw=(height, width))
     return Objects(boxes, found.scores, found.seeds, found.masks, encode_rles(pixel), found.score_map, where)
 
 
@@ -310,7 +310,7 @@ def unrefined_masks(
     import torch
     import torch.nn.functional as F
 
-    from objdisc.objects import Geometry, grid_to_pixels
+    from objdisc.objects import grid_to_pixels
 
     geometry = objects.geometry
     assert geometry is not None and objects.masks is not None
@@ -320,7 +320,7 @@ def unrefined_masks(
         grid = torch.from_numpy(objects.masks.astype(np.float64))[:, None]  # (K, 1, h, w)
         upsampled = F.interpolate(grid, size=tuple(square_hw), mode="nearest")[:, 0].numpy()
     else:
-        at_image = Geometry(geometry.patch_size, geometry.grid_hw, geometry.model_hw, tuple(image_hw))  # type: ignore[arg-type]
+        at_image = replace(geometry, image_hw=tuple(image_hw))
         upsampled = grid_to_pixels(objects.masks, at_image).astype(np.float64)
     taken = np.zeros(upsampled.shape[1:], dtype=np.float64)
     out = []
