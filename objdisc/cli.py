@@ -185,7 +185,7 @@ _COMMON = _options(
     click.option(
         "--download",
         is_flag=True,
-        help="Fetch the dataset first if it is missing (voc07, voc12, coco20k, coco_val2017).",
+        help=f"Fetch the dataset first if it is missing ({', '.join(DOWNLOADABLE)}).",
     ),
     click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."),
     click.option(

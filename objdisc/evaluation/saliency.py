@@ -181,7 +181,8 @@ class SaliencyEvaluator:
     Each image's counts come with its objects (``Objects.saliency``, made by the run where the
     map was in memory: with ``--refine bilateral`` from the soft map); an image without them is
     scored from its objects' masks against its ground-truth mask; an image without a result
-    predicts nothing (an empty map).
+    predicts nothing (an empty map). An image whose ground truth cannot be used (unreadable, of
+    another size than its map) is left out and listed (``unscorable``).
     """
 
     name: ClassVar[str] = "saliency"
@@ -195,6 +196,7 @@ class SaliencyEvaluator:
 
     def reset(self) -> None:
         self.counts: list[Mapping[str, Any]] = []
+        self.unscorable: list[dict[str, str]] = []
 
     def process(self, record: ImageRecord, objects: Objects | None) -> dict[str, Any] | None:
         if record.mask_path is None:
@@ -202,9 +204,13 @@ class SaliencyEvaluator:
         if objects is not None and objects.saliency is not None:
             c = objects.saliency
         else:
-            truth = read_mask(record.mask_path)
-            prediction = np.zeros(truth.shape) if objects is None else union_map(objects, truth.shape)
-            c = counts(prediction, truth, str(record.mask_path))
+            try:
+                truth = read_mask(record.mask_path)
+                prediction = np.zeros(truth.shape) if objects is None else union_map(objects, truth.shape)
+                c = counts(prediction, truth, str(record.mask_path))
+            except SaliencyError as exc:  # its ground truth cannot be used: left out, and listed
+                self.unscorable.append({"file_name": record.file_name, "reason": str(exc)})
+                return None
         self.counts.append(c)
         _, iou, accuracy = image_scores(c)
         return {"iou": round(iou, 6), "accuracy": round(accuracy, 6)}
@@ -221,6 +227,8 @@ class SaliencyEvaluator:
             "higher_is_better": {"max_fbeta": True, "iou": True, "accuracy": True},
             "headline": ["max_fbeta", "iou", "accuracy"],
             "n_scored": len(self.counts),
+            "n_unscorable": len(self.unscorable),
+            "unscorable": self.unscorable,
             "beta_sq": BETA_SQ,
             "thresholds": N_THRESHOLDS,
         }
@@ -230,9 +238,11 @@ class SaliencyEvaluator:
         v = block.get("values") or {}
         if v.get("max_fbeta") is None:
             return "saliency   none: no image was scored"
+        left_out = block.get("n_unscorable") or 0
+        note = f"; {left_out} left out: ground truth unusable, see metrics.json" if left_out else ""
         return (
             f"saliency   maxFβ {v['max_fbeta']:.2f} · IoU {v['iou']:.2f} · Acc {v['accuracy']:.2f}  "
-            f"({block['n_scored']} images)"
+            f"({block['n_scored']} images{note})"
         )
 
     @staticmethod

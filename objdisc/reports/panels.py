@@ -54,6 +54,7 @@ def figure(
     model_hw: tuple[int, int],
     score_label: str,
     caption: str,
+    extra: Sequence[tuple[np.ndarray, str]] = (),
 ) -> np.ndarray:
     """The picture for one image.
 
@@ -69,6 +70,8 @@ def figure(
         model_hw: ``(H', W')`` of the image the model saw (differs from ``rgb`` under --max-side).
         score_label: title of the middle panel.
         caption: first line of the header (file name, hit / miss, IoU).
+        extra: more panels, each an ``(H, W)`` map in ``[0, 1]`` at the original size and its
+            title (a saliency run's mask, refined mask and ground truth), drawn in grey.
 
     Returns:
         ``(PANEL_HEIGHT + 60, total width, 3)`` uint8 BGR.
@@ -107,6 +110,10 @@ def figure(
     panels.append((colour_map(grid_to_image(score_map, patch, model_hw, out_hw)), score_label))
     if norm_map is not None:
         panels.append((colour_map(grid_to_image(norm_map, patch, model_hw, out_hw)), "output patch-token norm"))
+    for values, label in extra:
+        grey = np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+        grey = cv2.resize(grey, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+        panels.append((np.repeat(grey[..., None], 3, axis=2), label))
     gap = 8
     total = sum(p.shape[1] for p, _ in panels) + gap * (len(panels) - 1)
     canvas = np.full((PANEL_HEIGHT + _HEADER, max(total, 520), 3), 255, np.uint8)

@@ -13,7 +13,7 @@ the page to ``OUT/index.html`` (``OUT`` defaults to ``RUN/vis``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,22 @@ class RunView:
             x, y, w, h = ann["bbox"]
             boxes.setdefault(ann["image_id"], []).append([x, y, x + w, y + h])
         return cls(folder, folder.name, info, {e["file_name"]: e for e in per_image}, boxes)
+
+
+def _saliency_truths(config: Any) -> dict[str, Path]:
+    """File name -> ground-truth mask of a saliency dataset's run (empty for other datasets, or
+    when the dataset cannot be read now: the pictures then go without it)."""
+    from objdisc.datasets import DATASETS, load_dataset
+    from objdisc.errors import DatasetError
+
+    if not DATASETS[config.dataset].saliency:
+        return {}
+    try:
+        data = load_dataset(config.dataset, config.data_root, config.images, config.annotations)
+    except DatasetError as exc:
+        logger.warning("ground-truth masks not drawn: %s", exc)
+        return {}
+    return {r.file_name: r.mask_path for r in data.records if r.mask_path is not None}
 
 
 def _corloc(entry: dict[str, Any]) -> dict[str, Any]:
@@ -122,11 +138,30 @@ class Redrawer:
         )
         self.view = view
         self.method = self.config.make_method()
+        self.patch_resize = self.config.patch_resized(self.backbone.patch_size)
+        self.truths = _saliency_truths(self.config)  # file name -> ground-truth mask, saliency datasets
         self.root = Path(view.info["dataset"]["image_root"])
         # Hooks registered once; one full forward pass per image gives both features and norms.
         spec = self.backbone.spec
         self.extractor = FeatureExtractor(self.backbone.model, [self.config.feature_spec], stop=False)
         self.probe = TokenProbe(self.backbone.model, spec.num_registers, spec.class_token)
+
+    def _saliency_panels(self, name: str, found: Any, image_hw: tuple[int, int]) -> list[tuple[np.ndarray, str]]:
+        """For a run that wrote saliency maps: the mask, the refined mask and soft map
+        (``--refine``), the ground truth; each ``(H, W)`` in ``[0, 1]``."""
+        from objdisc.engine.saliency_maps import MASKS, SOFT, png_name
+        from objdisc.evaluation.saliency import read_mask, read_prediction, union_map
+
+        folder = self.view.folder
+        if not (folder / MASKS).is_dir():
+            return []
+        out = [(union_map(found, image_hw), "mask")]
+        if (folder / SOFT / png_name(name)).is_file():
+            out.append((read_prediction(folder / MASKS / png_name(name)), "refined mask (bilateral solver)"))
+            out.append((read_prediction(folder / SOFT / png_name(name)), "solver output (soft, scored)"))
+        if name in self.truths:
+            out.append((read_mask(self.truths[name]).astype(np.float64), "ground truth"))
+        return out
 
     def close(self) -> None:
         """Remove the hooks."""
@@ -138,7 +173,7 @@ class Redrawer:
         import torch
 
         from objdisc.engine.discover import compute_context
-        from objdisc.engine.images import fixed_model_input, load_image, make_batch
+        from objdisc.engine.images import fixed_model_input, load_image, make_batch, patch_multiple
 
         entry = self.view.images[name]
         ran = sorted(entry["objects"], key=lambda o: -o["score"])  # the run's objects, best first
@@ -153,6 +188,8 @@ class Redrawer:
         side = self.method.input_side(patch)
         if side is not None:  # the method's own input size, as the run made it (MaskCut: 480 x 480)
             image = fixed_model_input(original, side, patch)
+        elif self.patch_resize:  # TokenCut's saliency input
+            image = patch_multiple(original, patch)
         model_hw = (image.shape[0], image.shape[1])
         with torch.inference_mode():
             x = make_batch([torch.from_numpy(image)], patch, spec.mean, spec.std, self.device)
@@ -162,6 +199,8 @@ class Redrawer:
                 (norms,) = self.probe.read(x.shape)
             sizes = torch.tensor([model_hw], dtype=torch.long, device=self.device)
             (found,) = self.method(feats, grid, patch, sizes).to_host(patch, [model_hw])
+        if self.patch_resize and found.geometry is not None:
+            found = replace(found, geometry=replace(found.geometry, sampling="nearest"))
         found = self.method.finalize(found, lambda: original, original.shape[:2])  # as the run did
         order = np.argsort(-found.scores, kind="stable")
         boxes = found.boxes[order].tolist()
@@ -190,6 +229,7 @@ class Redrawer:
             model_hw,
             self.method.map_label,
             caption,
+            self._saliency_panels(name, found, original.shape[:2]),
         )
         stem = Path(name).with_suffix("").as_posix().replace("/", "__")
         full, thumb = out / f"{stem}.png", out / "thumbs" / f"{stem}.jpg"

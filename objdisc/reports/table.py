@@ -95,6 +95,8 @@ def options_label(discovery: dict[str, Any], recorded: dict[str, Any]) -> str:
         value = discovery.get(info.name, own.get(info.name, recorded.get(info.name, info.default)))
         if value != info.default:
             differs.append(f"{info.name}={value}")
+    if discovery.get("refine", "none") != "none":  # the saliency map's refinement (--refine)
+        differs.append(f"refine={discovery['refine']}")
     return ", ".join(differs)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import invoke, make_voc, refused
+from conftest import invoke, make_saliency, make_voc, refused
 
 from objdisc.reports.panels import PANEL_HEIGHT, figure
 
@@ -184,6 +184,29 @@ def test_maskcut_pictures_are_remade_as_the_run_made_them(tmp_path: Path, weight
     assert "differ from the run" not in caplog.text
 
 
+def test_saliency_pictures_show_mask_refined_mask_and_ground_truth(tmp_path: Path, weights_file, monkeypatch, caplog):
+    import objdisc.reports.pictures as pictures
+    from objdisc.evaluation.saliency import read_mask
+
+    truths = make_saliency(tmp_path / "img", tmp_path / "gt", n=2)
+    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "saliency", "--images", tmp_path / "img"]
+    result = invoke(*args, "--annotations", tmp_path / "gt", "--method", "tokencut", "--refine", "bilateral",
+                    "--workers", "0", "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    drawn = []
+    real = pictures.figure
+    monkeypatch.setattr(pictures, "figure", lambda *a: drawn.append(a) or real(*a))
+    assert invoke("visualize", str(tmp_path / "o")).exit_code == 0
+    assert len(drawn) == 2 and "differ from the run" not in caplog.text  # TokenCut's input size, redone
+    extra = drawn[0][11]
+    labels = [label for _, label in extra]
+    assert labels == ["mask", "refined mask (bilateral solver)", "solver output (soft, scored)", "ground truth"]
+    assert (extra[3][0] == truths[0]).all()
+    assert (extra[1][0] > 0.5).tolist() == (read_mask(tmp_path / "o" / "masks" / "im00.png")).tolist()
+    image = cv2.imread(str(next((tmp_path / "o" / "vis").glob("*/im00.png"))))
+    assert image.shape[1] > 4 * PANEL_HEIGHT * 84 / 70  # seven panels side by side
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -209,8 +232,6 @@ def test_chromium_renders_the_gallery_without_console_errors(two_runs, tmp_path:
     assert 'aria-sort="ascending"' in done.stdout
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
-
-
 
 
 def test_visualize_draws_the_others_when_an_image_is_gone_and_takes_moved_weights(tmp_path: Path, weights_file):

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from objdisc.datasets.base import IMAGE_SUFFIXES
 from objdisc.datasets.coco import COCO20K_LIST, COCO20K_SEL, COCO_VAL2017_ANNOTATIONS
 from objdisc.datasets.download.coco20k import build_coco20k, fetch_images, read_list
 from objdisc.datasets.download.extract import extract
 from objdisc.datasets.download.http import DownloadError, download, md5_file
+from objdisc.datasets.download.saliency import get_saliency
 from objdisc.datasets.download.sources import (
     DOWNLOADABLE,
     Source,
@@ -27,6 +29,7 @@ from objdisc.datasets.download.sources import (
     known_archives,
     voc_source,
 )
+from objdisc.datasets.saliency import SALIENCY_SETS, dataset_folder, find_dir
 from objdisc.datasets.voc import YEARS
 from objdisc.errors import DatasetError
 from objdisc.utils.jsonio import read_json, write_json_atomic
@@ -34,7 +37,13 @@ from objdisc.utils.provenance import now_iso
 
 logger = logging.getLogger(__name__)
 
-EXPECTED_IMAGES = {"voc07": 5011, "voc12": 11540, "coco20k": 19817, "coco_val2017": 5000}
+EXPECTED_IMAGES = {
+    "voc07": 5011,
+    "voc12": 11540,
+    "coco20k": 19817,
+    "coco_val2017": 5000,
+    **{kind: spec.n_images for kind, spec in SALIENCY_SETS.items()},
+}
 MARKER = ".objdisc-download.json"
 
 
@@ -42,6 +51,8 @@ def dataset_dir(kind: str, root: Path) -> Path:
     """Where a dataset lives under the data root (where its download marker is)."""
     if kind == "coco_val2017":
         return root / "COCO" / "images" / "val2017"
+    if kind in SALIENCY_SETS:
+        return dataset_folder(SALIENCY_SETS[kind], root)
     return root / "VOCdevkit" / f"VOC{YEARS[kind]}" if kind in YEARS else root / "COCO"
 
 
@@ -83,6 +94,8 @@ def get_dataset(
         return _get_voc(kind, root, voc_source(YEARS[kind], mirror), local, progress)
     if kind == "coco_val2017":
         return _get_coco_val2017(root, mirror, local, progress)
+    if kind in SALIENCY_SETS:
+        return get_saliency(kind, root, mirror, local, progress, _archive, _mark)
     return _get_coco20k(root, mirror, local, full_zip, workers, progress)
 
 
@@ -290,6 +303,8 @@ def dataset_status(kind: str, root: Path) -> DatasetStatus:
         found_images = sum(s in images for s in stems)
         found_xml = sum(s in xmls for s in stems)
         return DatasetStatus(kind, folder, expected, len(stems), found_images, expected, found_xml, verified)
+    if kind in SALIENCY_SETS:
+        return _saliency_status(kind, root, folder, verified)
     if kind == "coco_val2017":
         annotations = root / "COCO" / "annotations" / COCO_VAL2017_ANNOTATIONS
         names = [i["file_name"] for i in read_json(annotations)["images"]] if annotations.is_file() else []
@@ -303,3 +318,13 @@ def dataset_status(kind: str, root: Path) -> DatasetStatus:
     selected = folder / "annotations" / COCO20K_SEL
     found_ann = len(read_json(selected)["images"]) if selected.is_file() else 0
     return DatasetStatus(kind, folder, expected, len(ids), found_images, expected, found_ann, verified)
+
+
+def _saliency_status(kind: str, root: Path, folder: Path, verified: bool) -> DatasetStatus:
+    """Images found in the set's image folder, and how many of them have their mask."""
+    spec = SALIENCY_SETS[kind]
+    images, masks = find_dir(folder, spec.image_dirs), find_dir(folder, spec.mask_dirs)
+    stems = sorted(p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images else []
+    have = {p.stem for p in masks.glob("*.png")} if masks else set()
+    with_mask = sum(s in have for s in stems)
+    return DatasetStatus(kind, folder, spec.n_images, len(stems), len(stems), spec.n_images, with_mask, verified)

@@ -6,6 +6,8 @@ Base URLs can be overridden for a proxy or a local copy:
 - ``OBJDISC_COCO_URL``: laid out like images.cocodataset.org (``<base>/annotations/<zip>``,
   ``<base>/zips/<zip>``, ``<base>/train2014/<jpg>``);
 - ``OBJDISC_COCO20K_LIST_URL``: LOST's list file;
+- ``OBJDISC_SALIENCY_URL``: one host laid out like the saliency datasets' hosts (the paths of
+  :data:`SALIENCY_ARCHIVES` under it);
 - ``--mirror URL`` (all of the above at once): every file flat under ``URL``
   (``<URL>/<tar or zip>``, ``<URL>/coco_20k_filenames.txt``, ``<URL>/train2014/<jpg>``).
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-DOWNLOADABLE = ("voc07", "voc12", "coco20k", "coco_val2017")  # the kinds `objdisc data download` fetches
+# the kinds `objdisc data download` fetches
+DOWNLOADABLE = ("voc07", "voc12", "coco20k", "coco_val2017", "ecssd", "duts-te", "dut-omron")
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC"  # the host torchvision uses
 VOC_MIRROR = "https://pjreddie.com/media/files"  # the widely used mirror
@@ -52,6 +55,39 @@ COCO_ANNOTATIONS_2017 = ("annotations_trainval2017.zip", "f4bbac642086de4f52a3fd
 COCO_VAL2017_IMAGES = ("val2017.zip", "442b8da7639aecaf257c1dceb8ba8c80", 815_585_330)
 
 
+# The saliency benchmarks, from the URLs of TokenCut's datasets/*/download_data.sh. Their hosts
+# publish no checksums and none could be fetched here (no network): the archives are checked by
+# being zips and by what they unpack to (every image with its mask, the published count); the
+# md5 and sha256 of what was fetched are written into the dataset's download marker.
+SALIENCY_ARCHIVES: dict[str, tuple[str, ...]] = {
+    "ecssd": (
+        "https://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/data/ECSSD/images.zip",
+        "https://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/data/ECSSD/ground_truth_mask.zip",
+    ),
+    "duts-te": ("http://saliencydetection.net/duts/download/DUTS-TE.zip",),
+    "dut-omron": (
+        "http://saliencydetection.net/dut-omron/download/DUT-OMRON-image.zip",
+        "http://saliencydetection.net/dut-omron/download/DUT-OMRON-gt-pixelwise.zip.zip",
+    ),
+}
+
+
+def saliency_sources(kind: str, mirror: str | None = None) -> tuple[Source, ...]:
+    """The archives of a saliency dataset: ``--mirror`` (flat), ``OBJDISC_SALIENCY_URL`` (the same
+    paths on another host) or the published URLs."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for url in SALIENCY_ARCHIVES[kind]:
+        filename = url.rsplit("/", 1)[1]
+        if mirror:
+            url = f"{mirror.rstrip('/')}/{filename}"
+        elif os.environ.get("OBJDISC_SALIENCY_URL"):
+            url = os.environ["OBJDISC_SALIENCY_URL"].rstrip("/") + urlsplit(url).path
+        out.append(Source(filename, (url,), None, None))
+    return tuple(out)
+
+
 def known_archives() -> dict[str, tuple[str | None, int | None, str]]:
     """Every archive ``--archive`` can stand for: file name -> ``(md5, size, dataset kind)``."""
     out: dict[str, tuple[str | None, int | None, str]] = {}
@@ -61,6 +97,9 @@ def known_archives() -> dict[str, tuple[str | None, int | None, str]]:
         out[filename] = (md5, size, "coco20k")
     for filename, md5, size in (COCO_ANNOTATIONS_2017, COCO_VAL2017_IMAGES):
         out[filename] = (md5, size, "coco_val2017")
+    for kind, urls in SALIENCY_ARCHIVES.items():
+        for url in urls:
+            out[url.rsplit("/", 1)[1]] = (None, None, kind)
     return out
 
 
