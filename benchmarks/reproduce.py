@@ -14,7 +14,10 @@ COCO20k and VOC07; DINO ViT-B/8 as CutLER, DINOv2 ViT-L/14 without, with and wit
 registers: no MaskCut number is filled in, none quoted in the tracker), plus TokenCut on DINO ViT-S/16 (its
 paper's setting), plus DINO-seg (LOST's baseline: head 4 of the last block's CLS attention) on
 DINO ViT-S/16 (LOST's Table 1) and on DINOv2 ViT-L/14 with and without registers (no published
-number: the open question of what registers do beyond LOST), plus LOST on DINOv2 ViT-L/14 with
+number: the open question of what registers do beyond LOST), plus the saliency matrix (TokenCut
+with and without the bilateral solver, LOST, DINO-seg and MaskCut on ECSSD, DUTS-TE and DUT-OMRON,
+maxFβ and IoU; DINO ViT-S/16 with TokenCut's README numbers, DINOv2 ViT-L/14 without, with and with
+test-time registers blank), plus LOST on DINOv2 ViT-L/14 with
 test-time registers on the published register
 neurons (Jiang et al., NeurIPS 2025: ``--test-time-registers builtin``; method ``lost+ttr``
 here), one run folder per cell under --out (each resumable: rerun the same command
@@ -55,6 +58,13 @@ MASKCUT_BACKBONES = ["dino_vitb8", "dinov2_vitl14", "dinov2_reg_vitl14"]
 MASKCUT_DATASETS = ["coco_val2017", "coco20k", "voc07"]
 MASKCUT_METRIC = "box_AP50"
 TTR_BACKBONES = ["dinov2_vitl14"]  # the backbone with a published register-neuron list
+# Saliency: every method's mask (TokenCut also with the bilateral solver, "+bs") on the three
+# benchmarks, DINO ViT-S/16 (TokenCut's published cells) and DINOv2 L/14 without / with registers /
+# with test-time registers (blank: nobody has published them); scored by maxFβ and IoU.
+SALIENCY_BACKBONES = ["dino_vits16", "dinov2_vitl14", "dinov2_reg_vitl14"]
+SALIENCY_DATASETS = ["ecssd", "duts-te", "dut-omron"]
+SALIENCY_METHODS = ["tokencut", "tokencut+bs", "lost", "dinoseg", "maskcut"]
+SALIENCY_METRICS = ("max_fbeta", "iou")
 
 # (backbone, method, dataset) -> (CorLoc, source)
 PUBLISHED: dict[tuple[str, str, str], tuple[float, str]] = {
@@ -73,6 +83,15 @@ PUBLISHED: dict[tuple[str, str, str], tuple[float, str]] = {
     ("dinov2_vitl14", "lost", "voc07"): (35.3, "registers paper, Table 3"),
     ("dinov2_reg_vitl14", "lost", "voc07"): (55.4, "registers paper, Table 3"),
     ("dinov2_reg_vitl14", "lost", "voc12"): (60.0, "registers paper, Table 3"),
+}
+# (backbone, method, dataset) -> ({metric: value in %}, source): TokenCut's README, DINO ViT-S/16
+PUBLISHED_SALIENCY: dict[tuple[str, str, str], tuple[dict[str, float], str]] = {
+    ("dino_vits16", "tokencut", "dut-omron"): ({"iou": 53.3, "max_fbeta": 60.0}, "TokenCut README"),
+    ("dino_vits16", "tokencut", "duts-te"): ({"iou": 57.6, "max_fbeta": 67.2}, "TokenCut README"),
+    ("dino_vits16", "tokencut", "ecssd"): ({"iou": 71.2, "max_fbeta": 80.3}, "TokenCut README"),
+    ("dino_vits16", "tokencut+bs", "dut-omron"): ({"iou": 61.8, "max_fbeta": 69.7}, "TokenCut README"),
+    ("dino_vits16", "tokencut+bs", "duts-te"): ({"iou": 62.4, "max_fbeta": 75.5}, "TokenCut README"),
+    ("dino_vits16", "tokencut+bs", "ecssd"): ({"iou": 77.2, "max_fbeta": 87.4}, "TokenCut README"),
 }
 
 
@@ -95,6 +114,11 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         for dataset in MASKCUT_DATASETS:
             out += [(b, "maskcut", dataset) for b in MASKCUT_BACKBONES]
             out += [(b, "maskcut+ttr", dataset) for b in TTR_BACKBONES]
+    if not args.no_saliency:
+        for dataset in SALIENCY_DATASETS:
+            for method in SALIENCY_METHODS:
+                out += [(b, method, dataset) for b in SALIENCY_BACKBONES]
+                out += [(b, f"{method}+ttr", dataset) for b in TTR_BACKBONES]
     return out
 
 
@@ -102,8 +126,10 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     """The ``objdisc run`` command of every cell."""
     out = []
     for backbone, method, dataset in cells(args):
-        cmd = ["objdisc", "run", "-b", backbone, "-d", dataset, "--method", method.split("+")[0]]
-        cmd += ["--test-time-registers", "builtin"] if method.endswith("+ttr") else []
+        base, *extras = method.split("+")
+        cmd = ["objdisc", "run", "-b", backbone, "-d", dataset, "--method", base]
+        cmd += ["--refine", "bilateral"] if "bs" in extras else []
+        cmd += ["--test-time-registers", "builtin"] if "ttr" in extras else []
         cmd += ["-o", str(out_dir(args.out, backbone, method, dataset))]
         cmd += ["--data-root", str(args.data_root), "--device", args.device]
         out.append(cmd + (["--download"] if args.download else []))
@@ -121,12 +147,18 @@ def comparison(root: Path, runs: list[tuple[str, str, str]]) -> str:
     ]
     for backbone, method, dataset in runs:
         folder = out_dir(root, backbone, method, dataset)
-        block_name, value = ("ap", MASKCUT_METRIC) if method.startswith("maskcut") else ("corloc", "corloc")
         blocks = read_metrics(folder)["metrics"] if (folder / "metrics.json").exists() else {}
-        measured = (blocks.get(block_name) or {}).get("values", {}).get(value)
-        published, source = PUBLISHED.get((backbone, method, dataset), (None, ""))
-        values = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
-        lines.append(f"| {backbone} | {method} | {dataset} | {value} | {values[0]} | {values[1]} | {source} |")
+        if dataset in SALIENCY_DATASETS:
+            numbers, source = PUBLISHED_SALIENCY.get((backbone, method, dataset), ({}, ""))
+            rows = [("saliency", name, numbers.get(name), source) for name in SALIENCY_METRICS]
+        else:
+            block_name, value = ("ap", MASKCUT_METRIC) if method.startswith("maskcut") else ("corloc", "corloc")
+            published, source = PUBLISHED.get((backbone, method, dataset), (None, ""))
+            rows = [(block_name, value, published, source)]
+        for block_name, value, published, source in rows:
+            measured = (blocks.get(block_name) or {}).get("values", {}).get(value)
+            values = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
+            lines.append(f"| {backbone} | {method} | {dataset} | {value} | {values[0]} | {values[1]} | {source} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dinoseg", action="store_true", help="no DINO-seg cells")
     parser.add_argument("--no-maskcut", action="store_true", help="no MaskCut cells")
     parser.add_argument("--no-ttr", action="store_true", help="no test-time-register cells")
+    parser.add_argument("--no-saliency", action="store_true", help="no saliency cells (ECSSD, DUTS-TE, DUT-OMRON)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
 

@@ -32,6 +32,8 @@ def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.Complet
         ("get_voc.sh", ["2012"], "/VOCtrainval_11-May-2012.tar", "expected 1999639040"),
         ("get_coco20k.sh", [], "/coco_20k_filenames.txt", "expected 832314"),
         ("get_coco_val2017.sh", [], "/annotations_trainval2017.zip", "expected 252907541"),
+        ("get_saliency.sh", ["duts-te"], "/DUTS-TE.zip", "DUTS-TE.zip: not a zip archive"),
+        ("get_saliency.sh", ["ecssd"], "/images.zip", "images.zip: not a zip archive"),
     ],
 )
 def test_scripts_fetch_and_check_the_real_sources(tmp_path: Path, script, args, served, known):
@@ -39,10 +41,15 @@ def test_scripts_fetch_and_check_the_real_sources(tmp_path: Path, script, args, 
     with serve(behaviour) as base:
         result = run_script(script, str(tmp_path / "data"), *args, env={"OBJDISC_MIRROR": base})
     assert result.returncode == 1
-    assert known in result.stderr  # checked against the real source's published size
+    assert known in result.stderr  # checked against the real source's published size (saliency: its content)
     assert behaviour.requests == [f"GET {served}"]
 
 
 def test_bad_year_is_refused(tmp_path: Path):
     result = run_script("get_voc.sh", str(tmp_path), "2010", env={})
     assert result.returncode == 2 and "2007 or 2012" in result.stderr
+
+
+def test_unknown_saliency_set_is_refused(tmp_path: Path):
+    result = run_script("get_saliency.sh", str(tmp_path), "pascal-s", env={})
+    assert result.returncode == 2 and "ecssd, duts-te or dut-omron" in result.stderr

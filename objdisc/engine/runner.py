@@ -700,5 +700,6 @@ def summary(result: RunResult) -> str:
         lines.append(f"skipped    {item['reason']}")
     if m["n_skipped"] > 5:
         lines.append(f"skipped    … {m['n_skipped'] - 5} more in metrics.json")
-    lines.append(f"output     {result.out}/ (predictions.json, gt.json, metrics.json, run.json)")
+    maps = "".join(f", {name}/" for name in ("masks", "soft") if (result.out / name).is_dir())
+    lines.append(f"output     {result.out}/ (predictions.json, gt.json, metrics.json, run.json{maps})")
     return "\n".join(lines)

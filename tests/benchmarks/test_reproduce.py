@@ -25,7 +25,9 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     # eight backbones with LOST, DINO ViT-S/16 with TokenCut, DINO-seg on three backbones,
     # DINOv2 ViT-L/14 with test-time registers; MaskCut on three backbones and with test-time registers
-    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3
+    # saliency: five methods (TokenCut with and without the solver, LOST, DINO-seg, MaskCut) on three
+    # backbones and with test-time registers, on three datasets
+    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3 + 5 * (3 + 1) * 3
     import shlex
 
     from objdisc.models.backbones import get_spec
@@ -41,7 +43,10 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
             assert ctx.params["test_time_registers"] == "builtin" and ctx.params["backbone"] == "dinov2_vitl14"
             ttr.add(ctx.params["dataset"])
     assert set(reproduce.PUBLISHED) <= cells
-    assert ttr == {"voc07", "voc12", "coco20k", "coco_val2017"}
+    assert ttr == {"voc07", "voc12", "coco20k", "coco_val2017", "ecssd", "duts-te", "dut-omron"}
+    assert {(b, d) for b, m, d in reproduce.PUBLISHED_SALIENCY} <= {(b, d) for b, m, d in cells}
+    refined = [line for line in lines if "--refine bilateral" in line]
+    assert len(refined) == 4 * 3 and all("--method tokencut" in line for line in refined)
 
 
 def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):
@@ -56,3 +61,17 @@ def test_reproduce_comparison_puts_measured_next_to_published(tmp_path: Path):
     assert "| dino_vits16 | lost | voc12 | corloc |  | 64.0 | LOST README |" in text
     assert "| dino_vits16 | tokencut | voc07 | corloc | 67.0 | 68.8 | TokenCut paper |" in text
     assert "| dino_vits16 | dinoseg | voc07 | corloc | 45.1 | 45.8 | LOST paper, Table 1 |" in text
+
+
+def test_reproduce_comparison_has_a_row_per_saliency_metric(tmp_path: Path):
+    import json
+
+    reproduce = load_reproduce()
+    folder = fake_run(tmp_path / "dino_vits16-tokencut-bs-ecssd", "dino_vits16", "ecssd", 0.0, method="tokencut")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["metrics"] = {"saliency": {"values": {"max_fbeta": 86.94, "iou": 76.5, "accuracy": 92.0}}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    text = reproduce.comparison(tmp_path, [("dino_vits16", "tokencut+bs", "ecssd"), ("dinov2_vitl14", "lost", "ecssd")])
+    assert "| dino_vits16 | tokencut+bs | ecssd | max_fbeta | 86.9 | 87.4 | TokenCut README |" in text
+    assert "| dino_vits16 | tokencut+bs | ecssd | iou | 76.5 | 77.2 | TokenCut README |" in text
+    assert "| dinov2_vitl14 | lost | ecssd | iou |  |  |  |" in text
