@@ -153,3 +153,29 @@ def test_eval_scores_a_folder_of_another_tools_maps(tmp_path: Path, weights_file
     refused(invoke("eval", "-p", theirs, *data), str(theirs / "im01.png"), "no predicted mask")
     coco = ["-d", "folder", "--images", images]
     refused(invoke("eval", "-p", theirs, *coco), "no ground truth")
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [("lost", []), ("dinoseg", []), ("maskcut", ["--no-crf", "--fixed-size", "64", "--masks", "2"])],
+)
+def test_every_method_gives_a_map_the_union_of_its_masks(tmp_path: Path, weights_file, sal, method, extra):
+    images, masks, truths = sal
+    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "saliency", "--images", images]
+    result = invoke(
+        *args, "--annotations", masks, "--workers", "0", "--method", method, *extra, "--out", tmp_path / "o"
+    )
+    assert result.exit_code == 0, result.output
+    predictions = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    for i, truth in enumerate(truths):
+        mine = [p for p in predictions if p["image_id"] == i + 1]
+        objects = Objects.from_json(
+            {
+                "boxes": [[0, 0, 1, 1]] * len(mine),
+                "scores": [1.0] * len(mine),
+                "segmentation": [p["segmentation"] for p in mine],
+            }
+        )
+        union = objects.pixel_masks().any(axis=0) if mine else np.zeros(truth.shape, dtype=bool)
+        assert ((png(tmp_path / "o" / "masks" / f"im{i:02d}.png") > 0) == union).all()
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["metrics"]["saliency"]["n_scored"] == 3
