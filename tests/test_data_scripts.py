@@ -25,15 +25,18 @@ def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.Complet
     )
 
 
+SLOW = pytest.mark.slow  # the same script on another set: CI's slow run
+
+
 @pytest.mark.parametrize(
     ("script", "args", "served", "known"),
     [
         ("get_voc.sh", ["2007"], "/VOCtrainval_06-Nov-2007.tar", "expected 460032000"),
-        ("get_voc.sh", ["2012"], "/VOCtrainval_11-May-2012.tar", "expected 1999639040"),
+        pytest.param("get_voc.sh", ["2012"], "/VOCtrainval_11-May-2012.tar", "expected 1999639040", marks=SLOW),
         ("get_coco20k.sh", [], "/coco_20k_filenames.txt", "expected 832314"),
-        ("get_coco_val2017.sh", [], "/annotations_trainval2017.zip", "expected 252907541"),
+        pytest.param("get_coco_val2017.sh", [], "/annotations_trainval2017.zip", "expected 252907541", marks=SLOW),
         ("get_saliency.sh", ["duts-te"], "/DUTS-TE.zip", "DUTS-TE.zip: not a zip archive"),
-        ("get_saliency.sh", ["ecssd"], "/images.zip", "images.zip: not a zip archive"),
+        pytest.param("get_saliency.sh", ["ecssd"], "/images.zip", "images.zip: not a zip archive", marks=SLOW),
     ],
 )
 def test_scripts_fetch_and_check_the_real_sources(tmp_path: Path, script, args, served, known):

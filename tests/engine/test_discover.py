@@ -44,7 +44,7 @@ def boxes_by_id(results) -> dict[int, tuple]:
     }
 
 
-@pytest.mark.parametrize("batch_size", [2, 3, 8])
+@pytest.mark.parametrize("batch_size", [2, pytest.param(3, marks=pytest.mark.slow), 8])
 def test_any_batch_size_gives_the_boxes_of_batch_size_one(backbone, tmp_path: Path, batch_size: int):
     records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
     forwards = []
@@ -59,7 +59,7 @@ def test_any_batch_size_gives_the_boxes_of_batch_size_one(backbone, tmp_path: Pa
     assert batched == single and len(single) == len(records)
 
 
-@pytest.mark.parametrize(("batch_tokens", "most"), [(48, 1), (96, 2), (10_000, 5)])
+@pytest.mark.parametrize(("batch_tokens", "most"), [(48, 1), (96, 2), pytest.param(10_000, 5, marks=pytest.mark.slow)])
 def test_a_token_budget_caps_batches_and_changes_no_box(backbone, tmp_path: Path, batch_tokens: int, most: int):
     records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
     forwards = []
@@ -75,6 +75,7 @@ def test_a_token_budget_caps_batches_and_changes_no_box(backbone, tmp_path: Path
     assert capped == single
 
 
+@pytest.mark.slow
 def test_decode_workers_change_nothing(backbone, tmp_path: Path):
     records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
     assert boxes_by_id(discover(backbone, records, workers=2)) == boxes_by_id(discover(backbone, records, workers=0))

@@ -106,6 +106,7 @@ def test_a_torn_cache_entry_goes_back_to_the_model(backbone, tmp_path: Path, mon
     assert len(torn.read_bytes()) > 100  # rewritten whole
 
 
+@pytest.mark.slow
 def test_a_run_with_another_layer_builds_the_model(backbone, tmp_path: Path, monkeypatch, weights_file):
     make_voc(tmp_path)
     weights = weights_file("dinov2_reg")

@@ -186,6 +186,7 @@ def test_hits_counter_counts_the_image_just_done(weights_file, coco, tmp_path, m
     assert frames[-1] == ("4", str(corloc(metrics)["n_hits"]), "4")
 
 
+@pytest.mark.slow
 def test_a_journal_of_objdisc_0_1_resumes(reference, tmp_path: Path):
     """A run begun by objdisc 0.1 (settings without format and with a top-level k_patches; one
     box and seed per entry) resumes: the same boxes as an uninterrupted run, no masks added."""
@@ -213,6 +214,7 @@ def test_a_journal_of_objdisc_0_1_resumes(reference, tmp_path: Path):
     assert (out / "per_image.json").read_bytes() == (ref / "per_image.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_rerun_on_other_images_under_the_same_names_redoes_them(tmp_path: Path, weights_file, monkeypatch):
     """Resume never mixes image sets: setA then setB (same folder name, same file names, other
     pixels) into one --out, and the default --out too, give setB's boxes."""
@@ -245,6 +247,7 @@ def test_a_rerun_on_other_images_under_the_same_names_redoes_them(tmp_path: Path
     assert metrics["n_resumed"] == 2 and metrics["n_processed"] == 1
 
 
+@pytest.mark.slow
 def test_out_inside_the_image_folder_is_never_read_as_images(tmp_path: Path, weights_file):
     images = tmp_path / "images"
     for i in range(3):

@@ -94,6 +94,7 @@ def test_images_are_resized_to_a_patch_multiple_and_masks_come_back_as_torch_nea
     assert (result.objects.pixel_masks()[0] == expected).all()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_scores_what_an_uninterrupted_one_does(tmp_path: Path, weights_file, sal):
     images, masks, _ = sal
     whole = sal_run(weights_file, images, masks, tmp_path / "whole", "--refine", "bilateral")

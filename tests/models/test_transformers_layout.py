@@ -51,7 +51,7 @@ def own_keys(model: torch.nn.Module, x: torch.Tensor, registers: int) -> torch.T
 
 
 @pytest.mark.parametrize(("name", "registers"), [("dinov2_vits14", 0), ("dinov2_reg_vits14", 4)])
-@pytest.mark.parametrize("given", ["folder", "file", "torch_save"])
+@pytest.mark.parametrize("given", ["folder", "file", pytest.param("torch_save", marks=pytest.mark.slow)])
 def test_keys_at_the_trained_size_equal_the_transformers_model(tmp_path: Path, name: str, registers: int, given: str):
     model = hf_model(registers)
     folder = tmp_path / "hf"
@@ -112,6 +112,7 @@ def test_folders_that_are_not_dinov2_checkpoints_are_refused(tmp_path: Path):
         create_backbone("dinov2_vits14", other)
 
 
+@pytest.mark.slow
 def test_a_save_pretrained_folder_through_the_cli(tmp_path: Path):
     model = hf_model(4, depth=12)
     model.save_pretrained(tmp_path / "dinov2-with-registers-small")

@@ -76,6 +76,7 @@ def test_find_scores_equal_a_direct_computation(planted, flat_images):
     assert found["threshold_source"] == "given" and found["n_images_with_outliers"] == 4
 
 
+@pytest.mark.slow
 def test_find_without_outliers_says_what_to_do(planted, tmp_path: Path):
     folder = tmp_path / "plain"
     folder.mkdir()

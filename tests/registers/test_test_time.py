@@ -158,6 +158,7 @@ def test_run_with_test_time_registers_is_recorded_and_never_mixed(planted, flat_
     assert (again / "predictions.json").read_bytes() == (out / "predictions.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_batched_run_equals_batch_size_one(planted, flat_images, tmp_path: Path):
     ttr = ["--test-time-registers", json_file(tmp_path, [[BLOCK, UNIT]])]
     a = CliRunner().invoke(cli, run_args(planted, flat_images, tmp_path / "a", *ttr, "--batch-size", "6"))
@@ -240,6 +241,7 @@ def test_cli_refuses_builtin_where_none_is_published(weights_file, flat_images, 
             "--ttr-top needs --test-time-registers")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sweep_points_carry_the_test_time_registers(planted, flat_images, tmp_path: Path):
     ttr = json_file(tmp_path, [[BLOCK, UNIT]])
     args = ["sweep", "-b", "dinov2_vits14", "--weights", str(planted), "-d", "folder", "--images", str(flat_images)]

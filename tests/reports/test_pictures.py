@@ -211,6 +211,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`)")
+@pytest.mark.slow
 def test_chromium_renders_the_gallery_without_console_errors(two_runs, tmp_path: Path):
     root, run_a, run_b = two_runs
     out = root / "chromium"
@@ -234,6 +235,7 @@ def test_chromium_renders_the_gallery_without_console_errors(two_runs, tmp_path:
     assert console == []
 
 
+@pytest.mark.slow
 def test_visualize_draws_the_others_when_an_image_is_gone_and_takes_moved_weights(tmp_path: Path, weights_file):
     from objdisc.engine.runner import RunConfig, run
 

@@ -214,6 +214,7 @@ def test_status_counts_partial_datasets(tmp_path: Path):
     assert any(row.startswith("coco20k 0/19817 0/19817 no missing") for row in rows), result.output
 
 
+@pytest.mark.slow
 def test_cli_download_and_run_with_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights_file):
     body = voc_tar(tmp_path)
     pin(monkeypatch, "VOC_ARCHIVES", "2007", body)
