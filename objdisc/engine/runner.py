@@ -36,7 +36,7 @@ from objdisc.engine.journal import Journal, file_stamp, finished, read_journals,
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
 from objdisc.engine.out_folder import OutLock, check_not_a_run_file, check_ours, claim_file, clear_run, lock_out
 from objdisc.engine.run_files import write_outputs
-from objdisc.engine.saliency_maps import REFINERS, clear_maps, saliency_result
+from objdisc.engine.saliency_maps import REFINERS, check_map_names, clear_maps, saliency_result
 from objdisc.errors import ObjdiscError, OptionError
 from objdisc.evaluation.coco_export import is_pseudo_label_file
 from objdisc.evaluation.evaluator import default_evaluators
@@ -319,6 +319,8 @@ def run(
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
     warn_no_ground_truth(dataset, records)
     check_annotated_sizes(records, config.annotations or config.data_root)
+    if dataset.has_saliency or config.refine != "none":  # one PNG per image in OUT/masks
+        check_map_names(r.file_name for r in records)
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
     lock: OutLock | None = None

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from objdisc.engine.discover import ImageResult
 from objdisc.engine.images import ImageError, load_image
+from objdisc.errors import OptionError
 from objdisc.evaluation.saliency import SaliencyError, counts, read_mask, union_map
 
 MASKS, SOFT = "masks", "soft"
@@ -37,6 +39,23 @@ REFINERS = ("none", "bilateral")
 def png_name(file_name: str) -> str:
     """``a/b.jpg`` -> ``a__b.png``."""
     return Path(file_name).with_suffix(".png").as_posix().replace("/", "__")
+
+
+def check_map_names(file_names: Iterable[str]) -> None:
+    """Refuse images whose maps would land on one PNG (``a.jpg`` and ``a.png``; ``x/a.jpg`` and
+    ``x__a.jpg``), before anything is written.
+
+    Raises:
+        OptionError: naming both files.
+    """
+    seen: dict[str, str] = {}
+    for name in file_names:
+        other = seen.setdefault(png_name(name), name)
+        if other != name:
+            raise OptionError(
+                f"{other} and {name} would both write their saliency map to {MASKS}/{png_name(name)}: "
+                "rename one of them, or run them into separate --out folders"
+            )
 
 
 def write_png(path: Path, values: np.ndarray) -> None:
@@ -87,4 +106,4 @@ def clear_maps(out: Path) -> None:
             folder.rmdir()
 
 
-__all__ = ["MASKS", "REFINERS", "SOFT", "clear_maps", "png_name", "saliency_result", "write_png"]
+__all__ = ["MASKS", "REFINERS", "SOFT", "check_map_names", "clear_maps", "png_name", "saliency_result", "write_png"]

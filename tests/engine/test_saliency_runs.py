@@ -134,6 +134,17 @@ def test_patch_resize_conflicts_are_refused(tmp_path: Path, weights_file, sal):
     refused(result, "--patch-resize: maskcut resizes every image itself", "--fixed-size 0")
 
 
+def test_two_images_whose_maps_would_share_a_png_are_refused_before_any_work(tmp_path: Path, weights_file, sal):
+    images, _, _ = sal
+    (images / "im00.png").write_bytes((images / "im01.jpg").read_bytes())  # im00.jpg and im00.png -> im00.png
+    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "folder", "--images", images]
+    result = invoke(*args, "--refine", "bilateral", "--out", tmp_path / "o")
+    refused(result, "im00.jpg and im00.png would both write their saliency map to masks/im00.png")
+    assert not (tmp_path / "o").exists()
+    result = invoke(*args, "--out", tmp_path / "o")  # no maps written: nothing to collide
+    assert result.exit_code == 0, result.output
+
+
 def test_eval_scores_a_folder_of_another_tools_maps(tmp_path: Path, weights_file, sal):
     images, masks, truths = sal
     theirs = tmp_path / "theirs"
