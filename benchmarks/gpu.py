@@ -11,6 +11,11 @@
 3. ``--profile``: a torch.profiler table of the top CUDA and CPU ops over 16 batches, to see
    whether decode (waiting on workers), transfer (memcpy HtoD) or compute (attention, matmul)
    limits the rate.
+4. Every method on the GPU against the CPU (``--compare N``, default 16 images; 0 skips): LOST,
+   TokenCut, DINO-seg and MaskCut (no CRF) at fp32 on the same model and images; per method the
+   images whose boxes are identical, the smallest IoU of the others, and seconds per image on
+   each device. fp32 matmuls on the GPU (TF32 off) differ from the CPU's in the last bits, so a
+   near-tie may flip; a method that fails on the GPU shows its error.
 
 Without --weights the model is random-init: speed does not depend on the weights' values.
 The issue's target is 1000 images/s for ViT-S/14 on VOC-sized images on an H100.
@@ -19,6 +24,7 @@ The issue's target is 1000 images/s for ViT-S/14 on VOC-sized images on an H100.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -41,6 +47,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--compare", type=int, default=16, help="images for the GPU-against-CPU check (0: skip)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: this benchmark measures the GPU path")
@@ -107,6 +114,61 @@ def main() -> None:
             list(discover(backbone, records[: 16 * args.batch_size], **options))
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
+
+    # 4. every method, GPU against CPU
+    if args.compare:
+        compare_methods(backbone, records[: args.compare])
+
+
+def box_iou(a: list[int], b: list[int]) -> float:
+    """IoU of two x1, y1, x2, y2 boxes (x2/y2 exclusive)."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union else 1.0
+
+
+def compare_methods(backbone: Backbone, records: list, device: str = "cuda") -> None:
+    """Section 4 of the module docstring (``device``: the one compared with the CPU)."""
+    from objdisc.engine.runner import RunConfig
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    cpu_backbone = Backbone(backbone.spec, copy.deepcopy(backbone.model).cpu(), backbone.weights)
+    for name, options in (("lost", {}), ("tokencut", {}), ("dinoseg", {}), ("maskcut", {"crf": False})):
+        config = RunConfig(
+            backbone=backbone.spec.name, dataset="folder", out=Path("-"), method=name, method_options=options
+        )
+        runs: list[tuple[dict[int, object], float]] = []  # (boxes or error per image id, seconds per image)
+        for where, model in ((device, backbone), ("cpu", cpu_backbone)):
+            start = time.perf_counter()
+            try:
+                results = list(
+                    discover(model, records, features=config.feature_spec, method=config.make_method(), batch_size=8,
+                             workers=0, device=where, precision="fp32")
+                )  # fmt: skip
+            except Exception as exc:  # report it and go on to the next method
+                print(f"{name} on {where}: FAILED {type(exc).__name__}: {exc}")
+                break
+            if where == "cuda":
+                torch.cuda.synchronize()
+            boxes = {r.record.image_id: r.objects.boxes.tolist() if r.objects is not None else r.error for r in results}
+            runs.append((boxes, (time.perf_counter() - start) / len(records)))
+        if len(runs) < 2:
+            continue
+        (theirs, t_device), (cpu, t_cpu) = runs
+        differ = [i for i in cpu if cpu[i] != theirs[i]]
+        ious = [
+            min((box_iou(a, b) for a, b in zip(cpu[i], theirs[i], strict=False)), default=0.0)
+            if isinstance(cpu[i], list) and isinstance(theirs[i], list) and len(cpu[i]) == len(theirs[i])
+            else 0.0
+            for i in differ
+        ]
+        print(
+            f"{name}: {len(cpu) - len(differ)}/{len(cpu)} images with identical boxes on {device} and cpu"
+            + (f" (smallest IoU of the others {min(ious):.3f}: ids {differ[:5]})" if differ else "")
+            + f"; {t_device:.3f} s/img {device}, {t_cpu:.3f} s/img cpu"
+        )
 
 
 if __name__ == "__main__":
