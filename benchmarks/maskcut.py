@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fidelity import randomise  # benchmarks/ is on the path when a script here runs
 
 from objdisc.engine.images import fixed_model_input, load_image, make_batch
 from objdisc.engine.runner import RunConfig, run
@@ -50,22 +51,6 @@ from objdisc.models.features import KeyExtractor
 from objdisc.objects import Objects
 
 TAU, N, FIXED = 0.15, 3, 480
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """As benchmarks/fidelity.py: every parameter random, position embeddings and tokens non-smooth."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if "pos_embed" in name or "token" in name:
-                p.copy_(0.5 * noise)
-            elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * noise)
-            elif p.ndim == 1:
-                p.copy_(0.002 * noise)
-            else:
-                p.add_(0.02 * noise)
 
 
 def import_official(cutler: Path, tokencut: Path, work: Path) -> Any:

@@ -40,28 +40,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from fidelity import randomise  # benchmarks/ is on the path when a script here runs
 
 from objdisc.engine.runner import RunConfig, run
 from objdisc.evaluation.saliency import counts, read_mask, scores
 from objdisc.refinement.bilateral import bilateral_solve
 
 TAU, PATCH = 0.2, 16
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """As benchmarks/fidelity.py: every parameter random, position embeddings and tokens non-smooth."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if "pos_embed" in name or "token" in name:
-                p.copy_(0.5 * noise)
-            elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * noise)
-            elif p.ndim == 1:
-                p.copy_(0.002 * noise)
-            else:
-                p.add_(0.02 * noise)
 
 
 def make_set(images: Path, annotations: Path, limit: int, out: Path) -> tuple[Path, Path]:
