@@ -23,7 +23,7 @@ import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from objdisc.evaluation.boxes import xyxy_to_xywh
+from objdisc.evaluation.coco_export import CATEGORY, image_results
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # COCOeval's stats, in its order, and the ones shown by default.
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _SHOWN = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
-CATEGORY_ID = 1
+CATEGORY_ID = CATEGORY["id"]
 
 
 def ground_truth_annotations(record: ImageRecord, start_id: int) -> list[dict[str, Any]]:
@@ -54,19 +54,11 @@ def ground_truth_annotations(record: ImageRecord, start_id: int) -> list[dict[st
 
 
 def detections(image_id: int, objects: Objects, with_masks: bool) -> list[dict[str, Any]]:
-    """One image's objects as COCO results (category 1, ``[x, y, w, h]``, score, RLE mask)."""
-    rles = objects.rles() if with_masks and objects.has_masks else None
-    out = []
-    for k, box in enumerate(objects.boxes.tolist()):
-        det: dict[str, Any] = {
-            "image_id": image_id,
-            "category_id": CATEGORY_ID,
-            "bbox": [float(v) for v in xyxy_to_xywh(box)],
-            "score": float(objects.scores[k]),
-        }
-        if rles is not None:
-            det["segmentation"] = rles[k]
-        out.append(det)
+    """One image's objects as the COCO results ``predictions.json`` holds
+    (:func:`~objdisc.evaluation.coco_export.image_results`), the box in float pixels."""
+    out = image_results(image_id, objects, with_masks)
+    for det in out:
+        det["bbox"] = [float(v) for v in det["bbox"]]
     return out
 
 

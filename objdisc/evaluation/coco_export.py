@@ -16,24 +16,30 @@ CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
 def coco_results(results: Mapping[int, Objects]) -> list[dict[str, Any]]:
-    """COCO results: one class-agnostic entry (category 1) per object, in image then object order.
+    """COCO results: one class-agnostic entry (category 1) per object, in image then object order
+    (:func:`image_results` of each image)."""
+    return [entry for image_id, objects in results.items() for entry in image_results(image_id, objects)]
 
-    Each entry: ``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]`` pixels, ``score`` and,
-    when the objects carry masks, ``segmentation`` (compressed RLE at the original image size).
+
+def image_results(image_id: int, objects: Objects, with_masks: bool = True) -> list[dict[str, Any]]:
+    """One image's objects as COCO results.
+
+    Each entry: ``image_id``, ``category_id`` 1, ``bbox`` ``[x, y, w, h]`` integer pixels,
+    ``score`` and, with ``with_masks`` when the objects carry masks, ``segmentation``
+    (compressed RLE at the original image size).
     """
+    rles = objects.rles() if with_masks and objects.has_masks else None
     out = []
-    for image_id, objects in results.items():
-        rles = objects.rles() if objects.has_masks else None
-        for k, box in enumerate(objects.boxes.tolist()):
-            entry: dict[str, Any] = {
-                "image_id": image_id,
-                "category_id": CATEGORY["id"],
-                "bbox": xyxy_to_xywh(box),
-                "score": float(objects.scores[k]),
-            }
-            if rles is not None:
-                entry["segmentation"] = rles[k]
-            out.append(entry)
+    for k, box in enumerate(objects.boxes.tolist()):
+        entry: dict[str, Any] = {
+            "image_id": image_id,
+            "category_id": CATEGORY["id"],
+            "bbox": xyxy_to_xywh(box),
+            "score": float(objects.scores[k]),
+        }
+        if rles is not None:
+            entry["segmentation"] = rles[k]
+        out.append(entry)
     return out
 
 
