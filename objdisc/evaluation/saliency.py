@@ -53,16 +53,7 @@ def read_mask(path: Path) -> np.ndarray:
     Raises:
         SaliencyError: the file is missing or does not decode, naming it.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            grey = np.asarray(image.convert("L"))
-    except FileNotFoundError:
-        raise SaliencyError(f"{path}: ground-truth mask not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise SaliencyError(f"{path}: cannot read the mask ({exc}); replace the file") from None
-    return grey > 0
+    return _read_grey(path, "ground-truth mask not found", "cannot read the mask ({}); replace the file") > 0
 
 
 def read_prediction(path: Path) -> np.ndarray:
@@ -74,16 +65,23 @@ def read_prediction(path: Path) -> np.ndarray:
     Raises:
         SaliencyError: the file is missing or does not decode, naming it.
     """
+    missing = "no predicted mask for this image; give one per image (its stem, .png)"
+    return _read_grey(path, missing, "cannot read the predicted mask ({})").astype(np.float64) / 255.0
+
+
+def _read_grey(path: Path, missing: str, unreadable: str) -> np.ndarray:
+    """``(H, W)`` uint8: the image as 8-bit grey (PIL ``convert("L")``); a missing or undecodable
+    file raises :class:`SaliencyError` with ``path``, then ``missing`` or ``unreadable`` (whose
+    ``{}`` takes the decoder's words)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            grey = np.asarray(image.convert("L"))
+            return np.asarray(image.convert("L"))
     except FileNotFoundError:
-        raise SaliencyError(f"{path}: no predicted mask for this image; give one per image (its stem, .png)") from None
+        raise SaliencyError(f"{path}: {missing}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise SaliencyError(f"{path}: cannot read the predicted mask ({exc})") from None
-    return grey.astype(np.float64) / 255.0
+        raise SaliencyError(f"{path}: {unreadable.format(exc)}") from None
 
 
 def counts(prediction: np.ndarray, truth: np.ndarray, where: str = "") -> dict[str, Any]:
