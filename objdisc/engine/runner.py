@@ -494,8 +494,9 @@ def _plan(
     spec = backbone.spec if backbone is not None else get_spec(config.backbone)
     depth = len(backbone.model.blocks) if backbone is not None else model_depth(spec, **config.model_kwargs)
     config.feature_spec.block(depth)  # the layer exists, before anything is written
-    config.make_method().check_ready()
-    if config.make_method().input_side(spec.patch_size) is not None and config.max_side is not None:
+    method = config.make_method()
+    method.check_ready()
+    if method.input_side(spec.patch_size) is not None and config.max_side is not None:
         raise OptionError(
             f"--max-side does not apply to {config.method}, which resizes every image itself (--fixed-size)"
         )
@@ -515,7 +516,7 @@ def _plan(
     settings = box_settings(config, dataset, spec, weights.sha256, precision, neurons)
     return _Plan(
         config, dataset, rank, device, precision, spec, weights, neurons, settings, made_by,
-        config.make_method(), config.feature_spec, backbone, cache, cache_features,
+        method, config.feature_spec, backbone, cache, cache_features,
         config.patch_resized(spec.patch_size),
     )  # fmt: skip
 
