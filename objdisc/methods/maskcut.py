@@ -154,7 +154,7 @@ def maskcut_batch(
     """
     import torch
 
-    from objdisc.methods.components import check_batch, component_box, seed_component
+    from objdisc.methods.components import check_batch, component_box
     from objdisc.objects import ObjectsBatch
 
     check_batch(feats, grid_hw, image_hws)
@@ -172,9 +172,8 @@ def maskcut_batch(
                 first[i] = vec.reshape(h, w)
             if mask is None:
                 continue
-            component = seed_component(mask, seed)
-            masks[i, k], seeds[i, k], scores[i, k], valid[i, k] = component, seed, 1.0 - lam, True
-            boxes[i, k] = component_box(component, patch_size, (int(hws[i][0]), int(hws[i][1])))
+            masks[i, k], seeds[i, k], scores[i, k], valid[i, k] = mask, seed, 1.0 - lam, True
+            boxes[i, k] = component_box(mask, patch_size, (int(hws[i][0]), int(hws[i][1])))
     return ObjectsBatch(
         boxes=torch.from_numpy(boxes),
         scores=torch.from_numpy(scores),
@@ -188,8 +187,8 @@ def maskcut_batch(
 def cuts(
     feats: torch.Tensor, grid_hw: tuple[int, int], n_masks: int, tau: float, eps: float
 ) -> list[tuple[np.ndarray | None, int, float, np.ndarray]]:
-    """The ``n_masks`` rounds of one image: per round ``(foreground (h, w) or None when dropped,
-    seed, lambda, eigenvector)``; the foreground's seed component is the mask."""
+    """The ``n_masks`` rounds of one image: per round ``(mask (h, w): the seed's component of the
+    foreground, or None when dropped; seed, lambda, eigenvector)``."""
     import torch
     import torch.nn.functional as F
 
@@ -213,7 +212,7 @@ def cuts(
         vec, lam = second_eigenpair(weights)
         foreground, seed = orient(vec, (h, w))
         component = seed_component(foreground.reshape(h, w), seed)
-        kept: np.ndarray | None = foreground.reshape(h, w)
+        kept: np.ndarray | None = component
         if k > 0 and (
             component.sum() <= MIN_AREA * h * w or (previous is not None and mask_iou(previous, component) > MAX_IOU)
         ):
@@ -274,6 +273,7 @@ def finalize_masks(
     from PIL import Image
 
     from objdisc.engine.images import fixed_square
+    from objdisc.methods.components import component_box
     from objdisc.objects import Objects, encode_rles
     from objdisc.refinement.crf import dense_crf
 
@@ -297,7 +297,8 @@ def finalize_masks(
             finals.append(refined)
     found = objects.take(keep)
     pixel = np.stack(finals) if finals else np.zeros((0, height, width), dtype=bool)
-    boxes = np.array([_extent(m) for m in pixel], dtype=np.int64).reshape(-1, 4)
+    # patch size 1: each mask's pixel extent, x2/y2 exclusive (pycocotools' toBbox)
+    boxes = np.array([component_box(m, 1, m.shape) for m in pixel], dtype=np.int64).reshape(-1, 4)
     where = replace(geometry, image_hw=(height, width))
     return Objects(boxes, found.scores, found.seeds, found.masks, encode_rles(pixel), found.score_map, where)
 
@@ -330,13 +331,6 @@ def unrefined_masks(
         taken += mask
         out.append(mask)
     return out
-
-
-def _extent(mask: np.ndarray) -> list[int]:
-    """``[x1, y1, x2, y2]`` of a non-empty pixel mask, x2/y2 exclusive (pycocotools' ``toBbox``)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
 
 
 __all__ = ["MaskCut", "cuts", "finalize_masks", "mask_iou", "maskcut_batch", "orient", "unrefined_masks"]
