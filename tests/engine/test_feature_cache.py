@@ -62,19 +62,24 @@ def test_cached_rerun_skips_the_model_and_gives_identical_objects(backbone, tmp_
     }
 
 
-def test_changed_settings_miss_the_cache(backbone, tmp_path: Path, weights_file):
-    make_voc(tmp_path)
-    weights = weights_file("dinov2_reg")
-    cache = tmp_path / "cache"
-    run(voc_run(tmp_path, "a", cache=cache, weights=weights), backbone)
-    record = load_dataset("voc07", tmp_path).records[0]
-    identity = {
+def plain_identity(backbone) -> dict:
+    """The cache identity of a plain fp32 LOST run on ``backbone``, written out (not from runner)."""
+    return {
         "timm_model": backbone.spec.timm_name,
         "weights_sha256": backbone.weights.sha256,
         "precision": "fp32",
         "max_side": None,
         "model_kwargs": {},
     }
+
+
+def test_changed_settings_miss_the_cache(backbone, tmp_path: Path, weights_file):
+    make_voc(tmp_path)
+    weights = weights_file("dinov2_reg")
+    cache = tmp_path / "cache"
+    run(voc_run(tmp_path, "a", cache=cache, weights=weights), backbone)
+    record = load_dataset("voc07", tmp_path).records[0]
+    identity = plain_identity(backbone)
     assert FeatureCache(cache, identity).get(record.path, FeatureSpec()) is not None
     for changed in ({"precision": "bf16"}, {"weights_sha256": "0" * 64}, {"max_side": 64}):
         assert FeatureCache(cache, {**identity, **changed}).get(record.path, FeatureSpec()) is None
@@ -131,13 +136,7 @@ def test_an_entry_damaged_behind_a_valid_header_goes_back_to_the_model(backbone,
     damaged.write_bytes(bytes(data))
     digest = FeatureCache(cache, {}).digest
     record = next(r for r in load_dataset("voc07", tmp_path).records if digest(r.path) in damaged.name)
-    identity = {
-        "timm_model": backbone.spec.timm_name,
-        "weights_sha256": backbone.weights.sha256,
-        "precision": "fp32",
-        "max_side": None,
-        "model_kwargs": {},
-    }
+    identity = plain_identity(backbone)
     assert FeatureCache(cache, identity).get(record.path, FeatureSpec()) is None
     run(voc_run(tmp_path, "b", cache=cache, weights=weights))
     assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
