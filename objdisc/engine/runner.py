@@ -319,7 +319,7 @@ def run(
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
     warn_no_ground_truth(dataset, records)
     check_annotated_sizes(records, config.annotations or config.data_root)
-    if dataset.has_saliency or config.refine != "none":  # one PNG per image in OUT/masks
+    if writes_maps(dataset, config):
         check_map_names(r.file_name for r in records)
     device_type = resolve_device(config.device).type
     rank = distributed.setup(device_type)
@@ -470,7 +470,7 @@ class _Plan:
     @property
     def saliency_maps(self) -> bool:
         """Each image's saliency map is written (and scored where there is ground truth)."""
-        return self.dataset.has_saliency or self.config.refine != "none"
+        return writes_maps(self.dataset, self.config)
 
     @property
     def out(self) -> Path:
@@ -479,6 +479,11 @@ class _Plan:
     @property
     def journal_dir(self) -> Path:
         return self.out / "journal"
+
+
+def writes_maps(dataset: Dataset, config: RunConfig) -> bool:
+    """Whether the run writes each image's saliency map (OUT/masks): saliency datasets and ``--refine``."""
+    return dataset.has_saliency or config.refine != "none"
 
 
 def _plan(
