@@ -55,13 +55,14 @@ import cv2
 import numpy as np
 import torch
 
-from objdisc.engine.images import load_image, make_batch
 from objdisc.engine.runner import RunConfig, run
+from objdisc.images import load_image, make_batch
 from objdisc.methods import TokenCut
 from objdisc.methods.lost import lost
-from objdisc.models.backbones import create_backbone, get_spec
+from objdisc.models.backbones import create_backbone
 from objdisc.models.features import KeyExtractor
-from objdisc.registers.test_time import load_register_neurons
+from objdisc.models.specs import get_spec
+from objdisc.models.test_time_registers import load_register_neurons
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:

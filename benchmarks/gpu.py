@@ -32,7 +32,8 @@ import torch
 
 from objdisc.datasets import load_dataset
 from objdisc.engine.discover import StageTimes, _BatchStep, discover
-from objdisc.models.backbones import Backbone, build_model, create_backbone, get_spec
+from objdisc.models.backbones import Backbone, build_model, create_backbone
+from objdisc.models.specs import get_spec
 from objdisc.models.weights import WeightsInfo
 
 

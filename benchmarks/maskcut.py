@@ -42,12 +42,13 @@ import numpy as np
 import torch
 from fidelity import randomise  # benchmarks/ is on the path when a script here runs
 
-from objdisc.engine.images import fixed_model_input, load_image, make_batch
 from objdisc.engine.runner import RunConfig, run
+from objdisc.images import fixed_model_input, load_image, make_batch
 from objdisc.methods.maskcut import maskcut_batch, unrefined_masks
 from objdisc.methods.tokencut import second_eigenpair
-from objdisc.models.backbones import create_backbone, get_spec
+from objdisc.models.backbones import create_backbone
 from objdisc.models.features import KeyExtractor
+from objdisc.models.specs import get_spec
 from objdisc.objects import Objects
 
 TAU, N, FIXED = 0.15, 3, 480

@@ -31,8 +31,9 @@ from objdisc.datasets import load_dataset
 from objdisc.engine.feature_cache import FeatureCache
 from objdisc.engine.runner import RunConfig, cache_identity, run
 from objdisc.methods.tokencut import second_eigenvector
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
 from objdisc.models.feature_spec import FeatureSpec
+from objdisc.models.specs import get_spec
 
 
 def timed_run(config: RunConfig) -> tuple[float, dict]:

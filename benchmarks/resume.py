@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 from objdisc.datasets import load_dataset
 from objdisc.engine.journal import Journal
 from objdisc.engine.runner import RunConfig, box_settings, run
-from objdisc.models.backbones import build_model, get_spec, resolve_weights
+from objdisc.models.backbones import build_model, resolve_weights
+from objdisc.models.specs import get_spec
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
+from objdisc.models.specs import get_spec
 
 
 def main() -> None:

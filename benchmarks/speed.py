@@ -24,11 +24,12 @@ from PIL import Image
 from objdisc import create_backbone, lost
 from objdisc.datasets import load_dataset
 from objdisc.engine.discover import StageTimes, discover
-from objdisc.engine.images import decode_image, make_batch, padded_size
 from objdisc.engine.limits import batch_tokens_for
+from objdisc.images import decode_image, make_batch, padded_size
 from objdisc.methods.lost import lost_batch
-from objdisc.models.backbones import Backbone, build_model, get_spec
+from objdisc.models.backbones import Backbone, build_model
 from objdisc.models.features import KeyExtractor
+from objdisc.models.specs import get_spec
 from objdisc.models.weights import WeightsInfo
 
 

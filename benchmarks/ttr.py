@@ -27,8 +27,9 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from objdisc.cli import cli
-from objdisc.models.backbones import build_model, get_spec
-from objdisc.registers.test_time import PUBLISHED
+from objdisc.models.backbones import build_model
+from objdisc.models.specs import get_spec
+from objdisc.models.test_time_registers import PUBLISHED
 
 
 def objdisc(*args: str) -> None:
@@ -39,7 +40,7 @@ def objdisc(*args: str) -> None:
 
 def percentile_norm(spec, weights: Path, files: list[Path], q: float = 98.0) -> float:
     """The ``q``-th percentile of every token's norm after the last block, over ``files``."""
-    from objdisc.engine.images import load_image, make_batch
+    from objdisc.images import load_image, make_batch
     from objdisc.models.backbones import create_backbone
 
     backbone = create_backbone(spec.name, weights)

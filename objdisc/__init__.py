@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ALIASES": "objdisc.models.backbones",
-    "BACKBONES": "objdisc.models.backbones",
+    "ALIASES": "objdisc.models.specs",
+    "BACKBONES": "objdisc.models.specs",
     "Backbone": "objdisc.models.backbones",
-    "BackboneSpec": "objdisc.models.backbones",
+    "BackboneSpec": "objdisc.models.specs",
     "create_backbone": "objdisc.models.backbones",
-    "get_spec": "objdisc.models.backbones",
+    "get_spec": "objdisc.models.specs",
     "Dataset": "objdisc.datasets",
     "ImageRecord": "objdisc.datasets",
     "load_dataset": "objdisc.datasets",
@@ -43,9 +43,9 @@ _EXPORTS = {
     "RunResult": "objdisc.engine.runner",
     "discover": "objdisc.engine.discover",
     "run": "objdisc.engine.runner",
-    "RegisterNeurons": "objdisc.registers.test_time",
-    "TestTimeRegisters": "objdisc.registers.test_time",
-    "load_register_neurons": "objdisc.registers.test_time",
+    "RegisterNeurons": "objdisc.models.test_time_registers",
+    "TestTimeRegisters": "objdisc.models.test_time_registers",
+    "load_register_neurons": "objdisc.models.test_time_registers",
     "find_register_neurons": "objdisc.registers.neuron_search",
 }
 
@@ -103,8 +103,9 @@ if TYPE_CHECKING:
     from objdisc.evaluation.corloc import CorLoc, CorLocEvaluator, CorLocResult
     from objdisc.methods import METHODS, DinoSeg, Lost, TokenCut, make_method
     from objdisc.methods.lost import lost, lost_batch
-    from objdisc.models.backbones import ALIASES, BACKBONES, Backbone, BackboneSpec, create_backbone, get_spec
+    from objdisc.models.backbones import Backbone, create_backbone
     from objdisc.models.features import FeatureExtractor, FeatureSpec, KeyExtractor
+    from objdisc.models.specs import ALIASES, BACKBONES, BackboneSpec, get_spec
+    from objdisc.models.test_time_registers import RegisterNeurons, TestTimeRegisters, load_register_neurons
     from objdisc.objects import Objects, ObjectsBatch
     from objdisc.registers.neuron_search import find_register_neurons
-    from objdisc.registers.test_time import RegisterNeurons, TestTimeRegisters, load_register_neurons

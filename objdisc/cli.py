@@ -15,8 +15,8 @@ from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
 from objdisc.errors import ObjdiscError
 from objdisc.methods import METHODS, all_options
 from objdisc.methods.options import OptionInfo
-from objdisc.models.backbones import ALIASES, BACKBONES
 from objdisc.models.feature_spec import FEATURE_KINDS
+from objdisc.models.specs import ALIASES, BACKBONES
 from objdisc.utils.text_table import text_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,7 @@ def cli(verbose: int) -> None:
 def backbones(all_timm: bool, check: bool) -> None:
     """List the registered backbones (and, with --all, the timm models `-b timm:NAME` takes)."""
     if all_timm:
-        from objdisc.models.backbones import timm_models
+        from objdisc.models.specs import timm_models
 
         names = timm_models(check)
         for name in names:
@@ -298,8 +298,8 @@ def run_command(n_pictures: int, **options: Any) -> None:
         config = _config(options)
         result = run(config, progress=progress)
         if result.metrics and n_pictures:
-            from objdisc.engine.discover import resolve_device
             from objdisc.reports.pictures import visualize
+            from objdisc.utils.device import resolve_device
 
             where = resolve_device(config.device).type
             page = visualize([result.out], limit=n_pictures, device=where, overwrite=True)  # the run's own vis/
@@ -345,7 +345,7 @@ def _convert(kind: type, text: str) -> Any:
 @click.option("--cache", type=_PATH, default=None, help="Feature cache [default: OUT/cache].")
 def sweep_command(methods: list[str], features_: list[str] | None, layers: list[int], **options: Any) -> None:
     """Run a grid of --method x --features x --layer x method options, one forward pass per image."""
-    from objdisc.engine.sweep import grid, sweep
+    from objdisc.commands.sweep import grid, sweep
 
     grid_options = _take_method_options(options)
     out = options["out"]
@@ -541,8 +541,8 @@ def visualize_command(
     overwrite: bool,
 ) -> None:
     """Pictures of what the method did per image (recomputed) and an HTML gallery; two runs side by side."""
-    from objdisc.engine.discover import resolve_device
     from objdisc.reports.pictures import visualize
+    from objdisc.utils.device import resolve_device
 
     try:
         page = visualize(list(runs), out, only, limit, resolve_device(device).type, list(weights), overwrite)

@@ -163,7 +163,7 @@ class Objects:
     def at_image_size(self, image_hw: tuple[int, int]) -> Objects:
         """The same objects with boxes mapped from the model input to an original image of size
         ``image_hw`` (``--max-side``); the grid masks stay, the geometry says how they map."""
-        from objdisc.evaluation.boxes import map_box
+        from objdisc.geometry import map_box
 
         if self.geometry is None:
             raise ValueError("objects without geometry cannot be mapped to another image size")
@@ -274,7 +274,7 @@ class ObjectsBatch:
             Boxes in model-input pixels, geometry with ``image_hw = model_hw`` (the engine maps
             them to the original pixels when the model saw a resized image).
         """
-        from objdisc.methods.components import component_box, seed_component
+        from objdisc.geometry import component_box, seed_component
 
         boxes = self.boxes.cpu().numpy()
         # float32 scores as the shortest decimals that read back as the same float32 (0.9, not

@@ -25,7 +25,8 @@ import torch
 from planted_model import flat_images, planted  # noqa: F401  (fixtures of the register tests)
 from safetensors.torch import save_file
 
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
+from objdisc.models.specs import get_spec
 
 # Image sizes (H, W) that are not patch multiples, two sharing a padded size for p=14 and p=16.
 SIZES = [(75, 100), (70, 98), (100, 75), (61, 83)]

@@ -15,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from objdisc.engine.images import make_batch
-from objdisc.models.backbones import build_model, get_spec
-from objdisc.registers.test_time import RegisterNeurons
+from objdisc.images import make_batch
+from objdisc.models.backbones import build_model
+from objdisc.models.specs import get_spec
+from objdisc.models.test_time_registers import RegisterNeurons
 
 BLOCK, UNIT = 6, 777
 FLAT = (90, 140, 60)  # RGB of the flat regions the planted neuron fires on

@@ -134,7 +134,7 @@ def test_run_feature_options_reach_the_run_files(tmp_path: Path, weights_file):
 
 def test_cli_precisions_are_the_pipelines():
     from objdisc import cli as cli_module
-    from objdisc.engine.discover import PRECISIONS
+    from objdisc.utils.device import PRECISIONS
 
     assert tuple(PRECISIONS) == cli_module.PRECISIONS
 
@@ -149,7 +149,7 @@ def test_help_and_backbones_do_not_import_torch():
         for command in ("sweep", "eval", "table"):
             assert CliRunner().invoke(cli, [command, "--help"]).exit_code == 0
         # tables, scoring, neuron lists read JSON only
-        import objdisc.reports.table, objdisc.evaluation.score_file, objdisc.registers.test_time
+        import objdisc.reports.table, objdisc.evaluation.score_file, objdisc.models.test_time_registers
         assert CliRunner().invoke(cli, ["data", "status", "--data-root", "."]).exit_code == 0
         print("torch" in sys.modules, "timm" in sys.modules)
     """)

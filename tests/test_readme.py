@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from objdisc.cli import cli
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
+from objdisc.models.specs import get_spec
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHELL_FENCES = {"", "bash", "sh", "console"}

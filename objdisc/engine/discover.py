@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -19,7 +18,9 @@ import torch
 
 from objdisc.datasets import ImageRecord
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.images import (
+from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
+from objdisc.errors import OptionError
+from objdisc.images import (
     ImageError,
     SizeBuckets,
     fixed_model_input,
@@ -28,20 +29,16 @@ from objdisc.engine.images import (
     padded_size,
     patch_multiple,
 )
-from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES, batch_tokens_for
-from objdisc.errors import DeviceError, OptionError
 from objdisc.methods import Lost, Method
-from objdisc.methods.lost import no_tf32
 from objdisc.models.backbones import Backbone
 from objdisc.models.features import LAST_KEYS, FeatureExtractor, FeatureSpec
 from objdisc.objects import Objects, ObjectsBatch
+from objdisc.utils.device import compute_context
 
 logger = logging.getLogger(__name__)
 
 # (record index, uint8 (h, w, 3) image, original (H, W)) waiting for a batch.
 _Item = tuple[int, torch.Tensor, tuple[int, int]]
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -69,28 +66,6 @@ class StageTimes:
     wait_decode: float = 0.0
     forward: float = 0.0
     lost: float = 0.0
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error.
-
-    Under torchrun each process takes the GPU of its ``local_rank``.
-    """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device} asked for, but torch sees no CUDA GPU")
-    return resolved
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA, ``fp32`` on CPU; else checked against :data:`PRECISIONS`."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)} or auto")
-    return precision
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
@@ -126,14 +101,6 @@ class _DecodeDataset(torch.utils.data.Dataset):
             return index, torch.from_numpy(np.ascontiguousarray(image)), original, None
         except ImageError as exc:
             return index, None, None, str(exc)
-
-
-def compute_context(device_type: str, precision: str) -> contextlib.AbstractContextManager:
-    """A fresh context for the model's forward pass: autocast to ``precision``, or for ``fp32``
-    no autocast and no TF32 on CUDA (whose cuDNN default would use it): fp32 means fp32."""
-    if precision == "fp32":
-        return no_tf32()
-    return torch.autocast(device_type, dtype=PRECISIONS[precision])
 
 
 def default_workers() -> int:
@@ -181,7 +148,7 @@ def discover(
         cache: where to store each image's features as they are computed (``features`` and
             every spec of ``cache_features``, all from one forward pass).
         patch_resize: resize each image to the nearest patch multiple instead of padding it
-            (:func:`~objdisc.engine.images.patch_multiple`); its masks map back as torch's
+            (:func:`~objdisc.images.patch_multiple`); its masks map back as torch's
             nearest interpolation (:mod:`objdisc.objects`).
 
     Yields:
@@ -414,15 +381,4 @@ def non_finite_message(record: ImageRecord, spec: FeatureSpec) -> str:
     )
 
 
-__all__ = [
-    "DEFAULT_BATCH_TOKENS",
-    "DEFAULT_MAX_PATCHES",
-    "PRECISIONS",
-    "ImageResult",
-    "StageTimes",
-    "compute_context",
-    "discover",
-    "discover_cached",
-    "resolve_device",
-    "resolve_precision",
-]
+__all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_PATCHES", "ImageResult", "StageTimes", "discover", "discover_cached"]

@@ -22,15 +22,7 @@ from tqdm import tqdm
 
 from objdisc.datasets import DATASETS, Dataset, ImageRecord, load_dataset
 from objdisc.engine import distributed
-from objdisc.engine.discover import (
-    NON_FINITE,
-    ImageResult,
-    StageTimes,
-    discover,
-    discover_cached,
-    resolve_device,
-    resolve_precision,
-)
+from objdisc.engine.discover import NON_FINITE, ImageResult, StageTimes, discover, discover_cached
 from objdisc.engine.feature_cache import FeatureCache
 from objdisc.engine.journal import Journal, file_stamp, finished, read_journals, same_file
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
@@ -42,16 +34,11 @@ from objdisc.evaluation.coco_export import is_pseudo_label_file
 from objdisc.evaluation.evaluator import default_evaluators
 from objdisc.methods import MethodBase, make_method, method_class
 from objdisc.methods.options import options_of
-from objdisc.models.backbones import (
-    Backbone,
-    BackboneSpec,
-    create_backbone,
-    get_spec,
-    model_depth,
-    resolve_weights,
-)
+from objdisc.models.backbones import Backbone, create_backbone, model_depth, resolve_weights
 from objdisc.models.feature_spec import FeatureSpec
-from objdisc.registers.test_time import RegisterNeurons, load_register_neurons
+from objdisc.models.specs import BackboneSpec, get_spec
+from objdisc.models.test_time_registers import RegisterNeurons, load_register_neurons
+from objdisc.utils.device import resolve_device, resolve_precision
 from objdisc.utils.jsonio import write_json_atomic
 from objdisc.utils.provenance import now_iso, producer
 
@@ -375,7 +362,7 @@ def check_annotated_sizes(records: Sequence[ImageRecord], where: Path | None = N
         DatasetError: more than half of the images read disagree with their annotation.
     """
     from objdisc.datasets.base import DatasetError
-    from objdisc.engine.images import header_size
+    from objdisc.images import header_size
 
     annotated = [r for r in records if r.width and r.height]
     if not annotated:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from objdisc.engine.discover import ImageResult
-from objdisc.engine.images import ImageError, load_image
 from objdisc.errors import OptionError
 from objdisc.evaluation.saliency import SaliencyError, counts, read_mask, union_map
+from objdisc.images import ImageError, load_image
 
 MASKS, SOFT = "masks", "soft"
 REFINERS = ("none", "bilateral")

@@ -23,7 +23,7 @@ import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from objdisc.evaluation.coco_export import CATEGORY, image_results
+from objdisc.evaluation.coco_export import CATEGORY, ground_truth_annotations, image_results
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
@@ -33,24 +33,6 @@ if TYPE_CHECKING:
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _SHOWN = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
 CATEGORY_ID = CATEGORY["id"]
-
-
-def ground_truth_annotations(record: ImageRecord, start_id: int) -> list[dict[str, Any]]:
-    """A record's instances as class-agnostic COCO annotations, ids from ``start_id``."""
-    out = []
-    for n, instance in enumerate(record.instances or ()):
-        ann = {
-            "id": start_id + n,
-            "image_id": record.image_id,
-            "category_id": CATEGORY_ID,
-            "bbox": list(instance["bbox"]),
-            "area": instance["area"],
-            "iscrowd": instance["iscrowd"],
-        }
-        if "segmentation" in instance:
-            ann["segmentation"] = instance["segmentation"]
-        out.append(ann)
-    return out
 
 
 def detections(image_id: int, objects: Objects, with_masks: bool) -> list[dict[str, Any]]:
@@ -206,4 +188,4 @@ class MaskAPEvaluator(_APEvaluator):
         return block
 
 
-__all__ = ["BoxAPEvaluator", "MaskAPEvaluator", "coco_eval", "detections", "ground_truth_annotations"]
+__all__ = ["BoxAPEvaluator", "MaskAPEvaluator", "coco_eval", "detections"]

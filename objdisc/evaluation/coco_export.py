@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from objdisc.evaluation.boxes import xyxy_to_xywh
+from objdisc.geometry import xyxy_to_xywh
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import ImageRecord
@@ -57,7 +57,6 @@ def coco_ground_truth(
             annotated size (0 when unknown).
         info: written as the file's ``info``.
     """
-    from objdisc.evaluation.coco_ap import ground_truth_annotations
 
     images, annotations = [], []
     for record in records:
@@ -147,3 +146,21 @@ def is_pseudo_label_file(path: Path) -> bool:
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and (data.get("info") or {}).get("description") == PSEUDO_LABELS
+
+
+def ground_truth_annotations(record: ImageRecord, start_id: int) -> list[dict[str, Any]]:
+    """A record's instances as class-agnostic COCO annotations, ids from ``start_id``."""
+    out = []
+    for n, instance in enumerate(record.instances or ()):
+        ann = {
+            "id": start_id + n,
+            "image_id": record.image_id,
+            "category_id": CATEGORY["id"],
+            "bbox": list(instance["bbox"]),
+            "area": instance["area"],
+            "iscrowd": instance["iscrowd"],
+        }
+        if "segmentation" in instance:
+            ann["segmentation"] = instance["segmentation"]
+        out.append(ann)
+    return out

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from objdisc.evaluation.boxes import iou
+from objdisc.geometry import iou
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord

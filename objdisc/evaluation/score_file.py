@@ -22,9 +22,9 @@ from objdisc.datasets import Dataset, ImageRecord
 from objdisc.engine.out_folder import check_ours, is_run_folder, lock_out
 from objdisc.engine.run_files import read_metrics, read_per_image
 from objdisc.errors import ObjdiscError, OptionError
-from objdisc.evaluation.boxes import xywh_to_xyxy
 from objdisc.evaluation.corloc import image_set
 from objdisc.evaluation.evaluator import default_evaluators, score
+from objdisc.geometry import xywh_to_xyxy
 from objdisc.objects import Objects
 from objdisc.utils.hashing import sha256_file
 from objdisc.utils.jsonio import read_json, write_json_atomic

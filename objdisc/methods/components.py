@@ -15,8 +15,6 @@ with scipy's labelling, so the result is exact in every case.
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.ndimage
 import torch
 
 from objdisc.objects import ObjectsBatch
@@ -108,42 +106,3 @@ def _boxes(component: torch.Tensor, patch_size: int, image_hws: torch.Tensor) ->
     ).long()
 
 
-def seed_component(mask: np.ndarray, seed: int) -> np.ndarray:
-    """Host reference: the 4-connected component of ``mask`` holding the seed patch.
-
-    Args:
-        mask: ``(h, w)`` bool grid.
-        seed: row-major index of the seed patch.
-
-    Returns:
-        ``(h, w)`` bool grid of that component; the seed patch alone when the seed is not
-        in ``mask``.
-    """
-    labels, _ = scipy.ndimage.label(mask)  # default structure: 4-connectivity in 2-D
-    label = labels.flat[seed]
-    if label == 0:
-        component = np.zeros(mask.shape, dtype=bool)
-        component.flat[seed] = True
-        return component
-    return labels == label
-
-
-def component_box(component: np.ndarray, patch_size: int, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Host reference: bounding box of a non-empty ``(h, w)`` patch component, in pixels.
-
-    Args:
-        component: ``(h, w)`` bool grid with at least one True.
-        patch_size: patch side in pixels.
-        image_hw: ``(H, W)`` unpadded image size; the box is clipped to it.
-
-    Returns:
-        ``(x1, y1, x2, y2)`` integer pixels, x2/y2 exclusive.
-    """
-    rows = np.flatnonzero(component.any(axis=1))
-    cols = np.flatnonzero(component.any(axis=0))
-    height, width = image_hw
-    x1 = int(cols[0]) * patch_size
-    y1 = int(rows[0]) * patch_size
-    x2 = min((int(cols[-1]) + 1) * patch_size, int(width))
-    y2 = min((int(rows[-1]) + 1) * patch_size, int(height))
-    return (x1, y1, x2, y2)

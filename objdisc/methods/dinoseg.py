@@ -138,7 +138,8 @@ def dinoseg_batch(
     """
     import torch
 
-    from objdisc.methods.components import check_batch, component_box
+    from objdisc.geometry import component_box
+    from objdisc.methods.components import check_batch
 
     check_batch(attn, grid_hw, image_hws)
     b, _, heads = attn.shape

@@ -20,8 +20,7 @@ torch is imported when LOST runs, so that the options (and ``objdisc --help``) s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -154,6 +153,8 @@ def _seed_and_mask(keys: torch.Tensor, k_patches: int, gram_bias: float = 0.0) -
     """Steps 1-5 on device: ``(B, N, C)`` keys -> seed ``(B,)``, degree ``(B, N)``, mask ``(B, N)``."""
     import torch
 
+    from objdisc.utils.device import no_tf32
+
     device_type = keys.device.type
     # The affinity is float32 whatever the model ran in: no autocast, no TF32.
     with torch.autocast(device_type=device_type, enabled=False), no_tf32():
@@ -174,17 +175,4 @@ def _seed_and_mask(keys: torch.Tensor, k_patches: int, gram_bias: float = 0.0) -
     return seed, degree, mask
 
 
-@contextlib.contextmanager
-def no_tf32() -> Iterator[None]:
-    """Exact float32 on CUDA: TF32 off for matmuls and cuDNN convolutions, then restored."""
-    import torch
-
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-__all__ = ["Lost", "lost", "lost_batch", "lost_device", "no_tf32"]
+__all__ = ["Lost", "lost", "lost_batch", "lost_device"]

@@ -154,7 +154,8 @@ def maskcut_batch(
     """
     import torch
 
-    from objdisc.methods.components import check_batch, component_box
+    from objdisc.geometry import component_box
+    from objdisc.methods.components import check_batch
     from objdisc.objects import ObjectsBatch
 
     check_batch(feats, grid_hw, image_hws)
@@ -192,9 +193,9 @@ def cuts(
     import torch
     import torch.nn.functional as F
 
-    from objdisc.methods.components import seed_component
-    from objdisc.methods.lost import no_tf32
+    from objdisc.geometry import seed_component
     from objdisc.methods.tokencut import second_eigenpair
+    from objdisc.utils.device import no_tf32
 
     h, w = grid_hw
     current = feats.float()
@@ -272,8 +273,8 @@ def finalize_masks(
     import scipy.ndimage
     from PIL import Image
 
-    from objdisc.engine.images import fixed_square
-    from objdisc.methods.components import component_box
+    from objdisc.geometry import component_box
+    from objdisc.images import fixed_square
     from objdisc.objects import Objects, encode_rles
     from objdisc.refinement.crf import dense_crf
 

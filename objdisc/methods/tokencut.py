@@ -101,7 +101,7 @@ def tokencut_device(
     import torch.nn.functional as F
 
     from objdisc.methods.components import check_batch, seed_component_batch
-    from objdisc.methods.lost import no_tf32
+    from objdisc.utils.device import no_tf32
 
     check_batch(feats, grid_hw, image_hws)
     b, h, w = feats.shape[0], *grid_hw

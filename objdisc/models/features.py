@@ -4,7 +4,7 @@ A forward pre-hook on ``blocks[layer].attn`` receives that block's normalised in
 RoPE models, the rotary table). It computes only the asked projections (``q``, ``k`` and/or
 ``v``) with the block's own weights and biases, applies the block's own ``q_norm`` /
 ``k_norm``, drops the prefix tokens by the model's own ``num_prefix_tokens`` (and a test-time
-register after the patches, :mod:`objdisc.registers.test_time`), and, once the
+register after the patches, :mod:`objdisc.models.test_time_registers`), and, once the
 deepest asked block is reached, stops the forward pass: nothing after it is computed.
 
 Three attention layouts are read: timm's ``Attention`` (one fused ``qkv`` Linear with its
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from objdisc.errors import OptionError
 from objdisc.models.feature_spec import FEATURE_KINDS, LAST_KEYS, FeatureSpec
-from objdisc.registers.test_time import extra_tokens
+from objdisc.models.test_time_registers import extra_tokens
 
 
 class _FeaturesReady(Exception):

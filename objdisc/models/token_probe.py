@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from objdisc.registers.test_time import extra_tokens
+from objdisc.models.test_time_registers import extra_tokens
 
 
 @dataclass(frozen=True)

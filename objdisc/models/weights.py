@@ -231,7 +231,7 @@ def check_geometry(state: dict[str, torch.Tensor], model: torch.nn.Module, path:
 
 def fitting_backbones(patch: int | None, side: int | None, state: dict[str, torch.Tensor]) -> list[str]:
     """Table backbones whose patch size, position grid and width are the file's (built on the meta device)."""
-    from objdisc.models.backbones import BACKBONES
+    from objdisc.models.specs import BACKBONES
 
     kernel = state.get("patch_embed.proj.weight")
     width = int(kernel.shape[0]) if kernel is not None else None

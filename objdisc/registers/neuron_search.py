@@ -1,6 +1,6 @@
 """``objdisc registers find``: rank a ViT's MLP hidden units by how much they write into its
 high-norm outlier tokens (the register-neuron search of Jiang et al., NeurIPS 2025; see
-:mod:`objdisc.registers.test_time` for what the found neurons are used for).
+:mod:`objdisc.models.test_time_registers` for what the found neurons are used for).
 
 As the authors' ``find_register_neurons`` does: per image, the tokens whose norm after block
 ``layer`` (default the last, before the final norm) exceeds a threshold are its outliers, CLS and
@@ -61,7 +61,7 @@ def _batches(
     """``(record, (1, 3, H, W) batch)`` per readable image, with a progress bar."""
     from tqdm import tqdm
 
-    from objdisc.engine.images import ImageError, load_image, make_batch
+    from objdisc.images import ImageError, load_image, make_batch
 
     spec = backbone.spec
     show = sys.stderr.isatty() if progress is None else progress
@@ -84,7 +84,7 @@ def token_norms(
     progress: bool | None = None,
 ) -> list[Outliers]:
     """Pass 1: every token's norm after block ``block`` (absolute index), per readable image."""
-    from objdisc.engine.discover import compute_context
+    from objdisc.utils.device import compute_context
 
     model = backbone.model
     seen: list[torch.Tensor] = []
@@ -129,7 +129,7 @@ def neuron_scores(
     Returns:
         ``((L, H) float64 scores, number of images that counted)``.
     """
-    from objdisc.engine.discover import compute_context
+    from objdisc.utils.device import compute_context
 
     model = backbone.model
     blocks = model.blocks
@@ -295,9 +295,9 @@ def find(config: FindConfig, progress: bool | None = None) -> dict[str, Any]:
             a file ``registers find`` did not write, or its own earlier file without ``overwrite``.
     """
     from objdisc.datasets import load_dataset
-    from objdisc.engine.discover import resolve_device, resolve_precision
     from objdisc.engine.out_folder import claim_file
     from objdisc.models.backbones import create_backbone
+    from objdisc.utils.device import resolve_device, resolve_precision
     from objdisc.utils.jsonio import write_json_atomic
     from objdisc.utils.provenance import producer
 

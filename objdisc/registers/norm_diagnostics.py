@@ -239,7 +239,7 @@ def collect(backbone: Any, records: Iterable[Any], device: Any, max_side: int | 
     """Token norms of each record (one image per forward pass; unreadable images are logged and skipped)."""
     import torch
 
-    from objdisc.engine.images import ImageError, load_image, make_batch
+    from objdisc.images import ImageError, load_image, make_batch
     from objdisc.models.token_probe import TokenProbe
 
     spec = backbone.spec
@@ -275,7 +275,7 @@ def run_norms(
 ) -> dict[str, Any]:
     """``objdisc norms``: collect, summarise, write; returns the summary.
 
-    With test-time registers (:mod:`objdisc.registers.test_time`) the images are also run without them, and the
+    With test-time registers (:mod:`objdisc.models.test_time_registers`) the images are also run without them, and the
     summary's ``test_time_registers`` says where the high norms went: the share of high-norm
     patch tokens before and after (one threshold for both: given, or found on the model without
     them, whose distribution is the bimodal one), and the extra token's norm. The rest of the
@@ -380,11 +380,12 @@ def norms(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
         ObjdiscError: a bad option, dataset, backbone, weights file or ``out``.
     """
     from objdisc.datasets import load_dataset
-    from objdisc.engine.discover import resolve_device
     from objdisc.engine.out_folder import claim_folder, lock_out, record_outputs
     from objdisc.errors import OptionError
-    from objdisc.models.backbones import create_backbone, get_spec
-    from objdisc.registers.test_time import load_register_neurons
+    from objdisc.models.backbones import create_backbone
+    from objdisc.models.specs import get_spec
+    from objdisc.models.test_time_registers import load_register_neurons
+    from objdisc.utils.device import resolve_device
     from objdisc.utils.provenance import producer
 
     neurons = None

@@ -103,10 +103,11 @@ class Redrawer:
         import torch
 
         from objdisc.engine.runner import RunConfig
-        from objdisc.models.backbones import create_backbone, get_spec
+        from objdisc.models.backbones import create_backbone
         from objdisc.models.features import FeatureExtractor
+        from objdisc.models.specs import get_spec
+        from objdisc.models.test_time_registers import RegisterNeurons
         from objdisc.models.token_probe import TokenProbe
-        from objdisc.registers.test_time import RegisterNeurons
 
         made_by = view.info["producer"]
         self.config = RunConfig.from_options(dict(view.info["options"]))
@@ -172,8 +173,8 @@ class Redrawer:
         """Recompute and write ``out/<stem>.png`` and its thumbnail; returns the gallery cell."""
         import torch
 
-        from objdisc.engine.discover import compute_context
-        from objdisc.engine.images import fixed_model_input, load_image, make_batch, patch_multiple
+        from objdisc.images import fixed_model_input, load_image, make_batch, patch_multiple
+        from objdisc.utils.device import compute_context
 
         entry = self.view.images[name]
         ran = sorted(entry["objects"], key=lambda o: -o["score"])  # the run's objects, best first
@@ -268,8 +269,8 @@ def visualize(
 
     An image that can no longer be read is listed on the page as missing; the others are drawn.
     """
-    from objdisc.engine.images import ImageError
     from objdisc.engine.out_folder import claim_folder, lock_out, record_outputs
+    from objdisc.images import ImageError
 
     if not 1 <= len(runs) <= 2:
         raise ObjdiscError("visualize takes one run folder, or two to compare")

@@ -25,8 +25,8 @@ from objdisc.errors import ObjdiscError
 from objdisc.evaluation import EVALUATORS
 from objdisc.methods import METHODS
 from objdisc.methods.options import options_of
-from objdisc.models.backbones import BACKBONES
-from objdisc.registers.test_time import RegisterNeurons
+from objdisc.models.specs import BACKBONES
+from objdisc.models.test_time_registers import RegisterNeurons
 from objdisc.utils.jsonio import read_json
 
 FORMATS = ("md", "latex", "csv")
@@ -47,7 +47,8 @@ class Row:
         backbone: the backbone name (or an eval row's label).
         options: the options that differ from plain LOST, ``"k=v, ..."``.
         weights: ``""`` for the pretrained hub weights, else ``"local <sha256 prefix>"``.
-        ttr: ``""``, or the test-time registers' label (:attr:`objdisc.registers.test_time.RegisterNeurons.label`).
+        ttr: ``""``, or the test-time registers' label
+            (:attr:`objdisc.models.test_time_registers.RegisterNeurons.label`).
         cells: value per ``(dataset, metric)`` column.
         speed: images/s of the row's runs.
         folders: the run folders the row's cells come from.

@@ -30,7 +30,7 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3 + 5 * (3 + 1) * 3
     import shlex
 
-    from objdisc.models.backbones import get_spec
+    from objdisc.models.specs import get_spec
 
     cells, ttr = set(), set()
     for line in lines:

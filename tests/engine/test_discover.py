@@ -14,9 +14,9 @@ from pycocotools.coco import COCO
 import objdisc.engine.discover as pipeline
 from objdisc.datasets import load_dataset
 from objdisc.engine.discover import discover
-from objdisc.engine.images import load_image, make_batch
 from objdisc.engine.runner import RunConfig, run
-from objdisc.evaluation.boxes import iou, xywh_to_xyxy
+from objdisc.geometry import iou, xywh_to_xyxy
+from objdisc.images import load_image, make_batch
 from objdisc.methods import Lost, TokenCut
 from objdisc.methods.lost import lost
 from objdisc.models.backbones import create_backbone
@@ -190,13 +190,6 @@ def test_k_patches_and_gram_bias_reach_lost(backbone, tmp_path: Path, monkeypatc
     config = RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, method_options=options)
     run(dataclasses.replace(config, workers=0), backbone)
     assert seen and set(seen) == {(7, 0.25)}
-
-
-def test_auto_device_and_precision_on_cpu():
-    assert pipeline.resolve_device("auto").type in ("cpu", "cuda")
-    assert pipeline.resolve_precision("auto", pipeline.resolve_device("cpu")) == "fp32"
-    with pytest.raises(ValueError, match="unknown precision"):
-        pipeline.resolve_precision("int8", pipeline.resolve_device("cpu"))
 
 
 def reference_boxes(backbone, records, spec: FeatureSpec, gram_bias: float = 0.0) -> dict[int, list]:

@@ -12,8 +12,8 @@ import torch
 from conftest import invoke, make_saliency, refused, snapshot
 from PIL import Image
 
-from objdisc.engine.images import load_image
 from objdisc.evaluation.saliency import counts, read_mask, scores
+from objdisc.images import load_image
 from objdisc.objects import Objects
 from objdisc.refinement.bilateral import bilateral_solve
 

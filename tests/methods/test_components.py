@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from objdisc.methods.components import component_box, seed_component, seed_component_batch
+from objdisc.geometry import component_box, seed_component
+from objdisc.methods.components import seed_component_batch
 from objdisc.methods.lost import lost_device
 
 

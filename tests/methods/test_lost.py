@@ -181,7 +181,7 @@ def test_bad_arguments_are_named(keys_shape, grid, sizes, message):
 
 
 def test_no_tf32_restores_the_settings():
-    from objdisc.methods.lost import no_tf32
+    from objdisc.utils.device import no_tf32
 
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = True

@@ -13,8 +13,8 @@ import torch
 from conftest import corloc, make_voc
 from pycocotools.coco import COCO
 
+from objdisc.commands.sweep import grid, sweep
 from objdisc.engine.runner import RunConfig, run
-from objdisc.engine.sweep import grid, sweep
 from objdisc.methods import METHODS, MethodBase
 from objdisc.methods.options import at_least, option
 from objdisc.objects import ObjectsBatch

@@ -6,8 +6,8 @@ import scipy.linalg
 import torch
 
 from objdisc.errors import OptionError
+from objdisc.geometry import component_box, seed_component
 from objdisc.methods import TokenCut, make_method
-from objdisc.methods.components import component_box, seed_component
 from objdisc.methods.tokencut import second_eigenvector
 
 

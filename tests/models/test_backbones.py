@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from objdisc.errors import BackboneError
-from objdisc.models.backbones import ALIASES, BACKBONES, build_model, create_backbone, get_spec
+from objdisc.models.backbones import build_model, create_backbone
 from objdisc.models.features import FeatureExtractor, FeatureSpec
+from objdisc.models.specs import ALIASES, BACKBONES, get_spec
 
 # Every registered name; the ViT-g ones (1.1 B parameters) run with the slow tests (CI runs both).
 GIANT_LAST = [pytest.param(n, marks=pytest.mark.slow) if n.endswith("vitg14") else n for n in BACKBONES]

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from objdisc.errors import OptionError
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
 from objdisc.models.features import FeatureExtractor, FeatureSpec, KeyExtractor
+from objdisc.models.specs import get_spec
 
 
 def reference_keys(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

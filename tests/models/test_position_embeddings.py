@@ -20,9 +20,10 @@ import timm
 import torch
 
 from objdisc.engine.journal import Journal, JournalMismatchError, read_journals
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
 from objdisc.models.features import KeyExtractor
 from objdisc.models.position_embeddings import DINO, DINOV2, TIMM, apply_recipe, recipe_of, resize_patch_pos_embed
+from objdisc.models.specs import get_spec
 
 
 def _cubic(x: np.ndarray, a: float = -0.75) -> np.ndarray:

@@ -13,10 +13,11 @@ from conftest import refused, write_image
 from safetensors.torch import save_file
 
 from objdisc.cli import cli
-from objdisc.engine.images import make_batch
 from objdisc.engine.runner import RunConfig, run
-from objdisc.models.backbones import build_model, create_backbone, get_spec
+from objdisc.images import make_batch
+from objdisc.models.backbones import build_model, create_backbone
 from objdisc.models.features import KeyExtractor
+from objdisc.models.specs import get_spec
 
 # (timm model, patch, prefix tokens, registers, CLS): families beyond objdisc's own table.
 FAMILIES = [

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import invoke
 
-from objdisc.models.backbones import build_model, get_spec
+from objdisc.models.backbones import build_model
+from objdisc.models.specs import get_spec
 from objdisc.models.token_probe import TokenProbe, neighbour_cosine
 
 

@@ -18,8 +18,9 @@ import torch
 from conftest import invoke, refused, write_image
 from safetensors.torch import save_file
 
-from objdisc.models.backbones import build_model, create_backbone, get_spec
+from objdisc.models.backbones import build_model, create_backbone
 from objdisc.models.features import KeyExtractor
+from objdisc.models.specs import get_spec
 from objdisc.models.weights import WeightsError, resolve_hub_weights
 
 
@@ -336,7 +337,7 @@ def test_a_timm_model_on_the_hub_by_name(hub, tmp_path: Path, monkeypatch: pytes
     """`-b timm:hf-hub:org/name`: timm's config and the weights both come from the hub."""
     import huggingface_hub.constants
 
-    from objdisc.models.backbones import timm_spec
+    from objdisc.models.specs import timm_spec
 
     endpoint, handler = hub
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)  # what HF_ENDPOINT sets at import

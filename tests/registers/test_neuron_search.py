@@ -15,8 +15,8 @@ from planted_model import BLOCK, N_FLAT, UNIT, batch, picture
 from objdisc.cli import cli
 from objdisc.datasets import load_dataset
 from objdisc.models.backbones import create_backbone
+from objdisc.models.test_time_registers import load_register_neurons
 from objdisc.registers.neuron_search import find_register_neurons
-from objdisc.registers.test_time import load_register_neurons
 
 
 def on_voc(command: str, root: Path, weights_file, *extra: str):

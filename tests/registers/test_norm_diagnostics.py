@@ -16,7 +16,7 @@ from planted_model import BLOCK, N_FLAT, UNIT
 
 from objdisc.cli import cli
 from objdisc.datasets import load_dataset
-from objdisc.engine.images import load_image, make_batch
+from objdisc.images import load_image, make_batch
 from objdisc.models.backbones import create_backbone
 from objdisc.models.token_probe import TokenProbe
 from objdisc.registers.norm_diagnostics import ImageNorms, NormSummary, find_threshold, run_norms

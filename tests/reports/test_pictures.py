@@ -146,7 +146,7 @@ def test_dinoseg_pictures_show_the_heads_cls_attention(tmp_path: Path, weights_f
 
     import objdisc.reports.pictures as pictures
     from objdisc.datasets import load_dataset
-    from objdisc.engine.images import load_image, make_batch
+    from objdisc.images import load_image, make_batch
     from objdisc.methods import DinoSeg
     from objdisc.models.backbones import create_backbone
     from objdisc.models.feature_spec import FeatureSpec

@@ -53,7 +53,7 @@ def test_method_defaults_come_from_the_method(tmp_path: Path):
 
 
 def test_test_time_register_rows_get_a_ttr_column(runs, tmp_path: Path):
-    from objdisc.registers.test_time import RegisterNeurons, load_register_neurons
+    from objdisc.models.test_time_registers import RegisterNeurons, load_register_neurons
 
     builtin = load_register_neurons("builtin", "dinov2_vitl14").describe()
     found = RegisterNeurons(((14, 3), (15, 8)), "neurons.json").describe()

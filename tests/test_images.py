@@ -10,16 +10,8 @@ import torch
 from conftest import invoke, write_image
 from PIL import Image
 
-from objdisc.engine.images import (
-    ImageError,
-    SizeBuckets,
-    decode_image,
-    header_size,
-    load_image,
-    make_batch,
-    padded_size,
-)
 from objdisc.engine.runner import RunConfig, run
+from objdisc.images import ImageError, SizeBuckets, decode_image, header_size, load_image, make_batch, padded_size
 from objdisc.models.backbones import create_backbone
 
 

@@ -13,7 +13,7 @@ from conftest import corloc_value, make_coco, make_voc, refused
 
 import objdisc.models.backbones as backbones_module
 from objdisc.cli import cli
-from objdisc.engine.sweep import SweepPoint, grid
+from objdisc.commands.sweep import SweepPoint, grid
 from objdisc.errors import OptionError
 
 

@@ -14,10 +14,17 @@ from planted_model import BLOCK, NEURON, UNIT, batch, picture
 
 from objdisc.cli import cli
 from objdisc.errors import OptionError
-from objdisc.models.backbones import build_model, create_backbone, get_spec
+from objdisc.models.backbones import build_model, create_backbone
 from objdisc.models.features import FeatureExtractor
+from objdisc.models.specs import get_spec
+from objdisc.models.test_time_registers import (
+    PUBLISHED,
+    RegisterNeurons,
+    TestTimeRegisters,
+    load_register_neurons,
+    sign_max,
+)
 from objdisc.models.token_probe import TokenProbe
-from objdisc.registers.test_time import PUBLISHED, RegisterNeurons, TestTimeRegisters, load_register_neurons, sign_max
 
 
 def norms_of(model: torch.nn.Module, x: torch.Tensor):

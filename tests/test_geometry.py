@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objdisc.evaluation.boxes import iou, xywh_to_xyxy, xyxy_to_xywh
+from objdisc.geometry import iou, xywh_to_xyxy, xyxy_to_xywh
 
 
 @pytest.mark.parametrize(

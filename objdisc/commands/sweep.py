@@ -123,7 +123,8 @@ def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None 
         OptionError: a layer of the grid that the model does not have (checked before any run).
     """
     from objdisc.engine.runner import run
-    from objdisc.models.backbones import get_spec, model_depth
+    from objdisc.models.backbones import model_depth
+    from objdisc.models.specs import get_spec
 
     if base.cache is None:
         raise ValueError("a sweep needs a feature cache")
