@@ -55,7 +55,7 @@ import cv2
 import numpy as np
 import torch
 
-from objdisc.engine.runner import RunConfig, run
+from objdisc.commands.run import RunConfig, run
 from objdisc.images import load_image, make_batch
 from objdisc.methods import TokenCut
 from objdisc.methods.lost import lost
@@ -237,7 +237,7 @@ def compare_dinoseg(
     od = importlib.import_module("object_discovery")
     folder = work / f"images_{name}"  # made by compare_boxes: 1-based ids in sorted order
     out = work / f"run_{name}_dinoseg"
-    config = RunConfig(
+    config = RunConfig.flat(
         backbone=name, dataset="folder", images=folder, out=out, weights=weights, overwrite=True, method="dinoseg"
     )
     run(config, progress=False)
@@ -296,7 +296,7 @@ def compare_boxes(
     out = work / f"run_{name}"
     base = name.removesuffix("+ttr")
     ttr = "builtin" if name.endswith("+ttr") else None
-    config = RunConfig(
+    config = RunConfig.flat(
         backbone=base,
         dataset="folder",
         images=folder,

@@ -32,6 +32,7 @@ import torch
 
 from objdisc.datasets import load_dataset
 from objdisc.engine.discover import StageTimes, _BatchStep, discover
+from objdisc.methods import Lost
 from objdisc.models.backbones import Backbone, build_model, create_backbone
 from objdisc.models.specs import get_spec
 from objdisc.models.weights import WeightsInfo
@@ -83,18 +84,18 @@ def main() -> None:
 
     _BatchStep.launch = strict_launch  # type: ignore[method-assign]
     try:
-        checked = list(discover(backbone, records[:64], **options))
+        checked = list(discover(backbone, records[:64], method=Lost(), **options))
     finally:
         _BatchStep.launch = real_launch  # type: ignore[method-assign]
     errors = [r.error for r in checked if r.error]
     print("sync check:", "no host sync in the launch step" if not errors else f"FAILED: {errors[0]}")
 
     # 2. throughput
-    list(discover(backbone, records[: 2 * args.batch_size], **options))  # warm-up: cuDNN, allocator
+    list(discover(backbone, records[: 2 * args.batch_size], method=Lost(), **options))  # warm-up: cuDNN, allocator
     times = StageTimes()
     torch.cuda.synchronize()
     start = time.perf_counter()
-    results = list(discover(backbone, records, times=times, **options))
+    results = list(discover(backbone, records, method=Lost(), times=times, **options))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     n = sum(r.objects is not None for r in results)
@@ -103,7 +104,7 @@ def main() -> None:
     print(f"{spec.name}, {args.precision}, batch {args.batch_size}, {args.workers} workers, {gpu}")
     print(
         f"main process: waiting for decode {times.wait_decode:.2f} s, launching {times.forward:.2f} s, "
-        f"LOST launch + read-back {times.lost:.2f} s"
+        f"LOST launch + read-back {times.method:.2f} s"
     )
     print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
@@ -112,7 +113,7 @@ def main() -> None:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            list(discover(backbone, records[: 16 * args.batch_size], **options))
+            list(discover(backbone, records[: 16 * args.batch_size], method=Lost(), **options))
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
 
@@ -131,21 +132,22 @@ def box_iou(a: list[int], b: list[int]) -> float:
 
 def compare_methods(backbone: Backbone, records: list, device: str = "cuda") -> None:
     """Section 4 of the module docstring (``device``: the one compared with the CPU)."""
-    from objdisc.engine.runner import RunConfig
+    from objdisc.commands.run import RunConfig, resolve_discovery
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     cpu_backbone = Backbone(backbone.spec, copy.deepcopy(backbone.model).cpu(), backbone.weights)
     for name, options in (("lost", {}), ("tokencut", {}), ("dinoseg", {}), ("maskcut", {"crf": False})):
-        config = RunConfig(
+        config = RunConfig.flat(
             backbone=backbone.spec.name, dataset="folder", out=Path("-"), method=name, method_options=options
         )
+        discovery = resolve_discovery(config, backbone.spec)
         runs: list[tuple[dict[int, object], float]] = []  # (boxes or error per image id, seconds per image)
         for where, model in ((device, backbone), ("cpu", cpu_backbone)):
             start = time.perf_counter()
             try:
                 results = list(
-                    discover(model, records, features=config.feature_spec, method=config.make_method(), batch_size=8,
+                    discover(model, records, features=discovery.features, method=discovery.method, batch_size=8,
                              workers=0, device=where, precision="fp32")
                 )  # fmt: skip
             except Exception as exc:  # report it and go on to the next method

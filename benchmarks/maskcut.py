@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from fidelity import randomise  # benchmarks/ is on the path when a script here runs
 
-from objdisc.engine.runner import RunConfig, run
+from objdisc.commands.run import RunConfig, run
 from objdisc.images import fixed_model_input, load_image, make_batch
 from objdisc.methods.maskcut import maskcut_batch, unrefined_masks
 from objdisc.methods.tokencut import second_eigenpair
@@ -171,7 +171,7 @@ def compare(name: str, files: list[Path], args: argparse.Namespace, mc: Any, wor
         if not link.exists():
             link.symlink_to(path.resolve())
     options = {"crf": not args.no_crf, "tau": TAU, "masks": N, "fixed_size": FIXED}
-    config = RunConfig(name, "folder", work / f"run_{name}", weights=weights, images=folder, overwrite=True,
+    config = RunConfig.flat(name, "folder", work / f"run_{name}", weights=weights, images=folder, overwrite=True,
                        method="maskcut", method_options=options, workers=0, batch_size=1)  # fmt: skip
     start = time.perf_counter()
     run(config, progress=False)

@@ -8,7 +8,7 @@ Runs, in one invocation, over the same images (``--dataset folder``):
 1. a full run that also fills a feature cache (decode, backbone, LOST, cache writes);
 2. the same full run without a cache (what a user pays without ``--cache``);
 3. a LOST re-run with another ``--k-patches`` from the cache (the backbone is never built);
-4. a TokenCut run from the cache, whose method step is timed alone (``stage_seconds.lost``);
+4. a TokenCut run from the cache, whose method step is timed alone (``stage_seconds.method``);
 5. TokenCut's own dense generalised ``eigh`` on the same graphs, for comparison.
 
 Without --weights the model is random-init (timing does not depend on the weights' values).
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from objdisc.commands.run import RunConfig, resolve, run
 from objdisc.datasets import load_dataset
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.runner import RunConfig, cache_identity, run
 from objdisc.methods.tokencut import second_eigenvector
 from objdisc.models.backbones import build_model
 from objdisc.models.feature_spec import FeatureSpec
@@ -63,19 +63,17 @@ def main() -> None:
     n = args.limit
 
     def config(out: str, **kw) -> RunConfig:
-        return RunConfig(args.backbone, "folder", work / out, **base, **kw)
+        return RunConfig.flat(args.backbone, "folder", work / out, **base, **kw)
 
     full_cache_s, _ = timed_run(config("full-cache", cache=work / "cache"))
     full_s, _ = timed_run(config("full"))
     lost_s, _ = timed_run(config("lost-k50", cache=work / "cache", method_options={"k_patches": 50}))
     tokencut_s, tokencut = timed_run(config("tokencut", cache=work / "cache", method="tokencut"))
-    step_s = tokencut["stage_seconds"]["lost"]
+    step_s = tokencut["stage_seconds"]["method"]
 
     # TokenCut's own dense solve on the same graphs
     spec = get_spec(args.backbone)
-    from objdisc.utils.hashing import sha256_file
-
-    identity = cache_identity(spec, sha256_file(weights), "fp32", config("x"))
+    identity = resolve(config("x")).cache_identity
     cache = FeatureCache(work / "cache", identity)
     records = load_dataset("folder", images=args.images).records[:n]
     dense, fast, patches = 0.0, 0.0, []

@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from objdisc.datasets import load_dataset
+from objdisc.commands.run import RunConfig, resolve, run
 from objdisc.engine.journal import Journal
-from objdisc.engine.runner import RunConfig, box_settings, run
-from objdisc.models.backbones import build_model, resolve_weights
+from objdisc.models.backbones import build_model
 from objdisc.models.specs import get_spec
 
 
@@ -46,7 +45,7 @@ def main() -> None:
     spec = get_spec("dinov2_reg")
     torch.manual_seed(0)
     save_file(build_model(spec).state_dict(), str(work / "weights.safetensors"))
-    config = RunConfig(
+    config = RunConfig.flat(
         "dinov2_reg",
         "coco",
         work / "out",
@@ -55,9 +54,7 @@ def main() -> None:
         annotations=work / "instances.json",
         device="cpu",
     )
-    dataset = load_dataset("coco", images=config.images, annotations=config.annotations)
-    weights = resolve_weights(spec, config.weights)
-    with Journal(work / "out" / "journal", 0, box_settings(config, dataset, spec, weights.sha256, "fp32")) as journal:
+    with Journal(work / "out" / "journal", 0, resolve(config).settings) as journal:
         for i in ids:
             journal.append(
                 {

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from fidelity import randomise  # benchmarks/ is on the path when a script here runs
 
-from objdisc.engine.runner import RunConfig, run
+from objdisc.commands.run import RunConfig, run
 from objdisc.evaluation.saliency import counts, read_mask, scores
 from objdisc.refinement.bilateral import bilateral_solve
 
@@ -152,7 +152,7 @@ def official(mods: dict[str, Any], model: torch.nn.Module, img_dir: Path, gt_dir
 
 
 def objdisc_run(img_dir: Path, gt_dir: Path, weights: Path, out: Path, refine: str) -> dict[str, float]:
-    config = RunConfig(
+    config = RunConfig.flat(
         "dino_vits16", "saliency", out, weights=weights, images=img_dir, annotations=gt_dir,
         method="tokencut", method_options={"tau": TAU}, refine=refine, workers=0, batch_size=1,
     )  # fmt: skip

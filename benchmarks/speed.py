@@ -26,6 +26,7 @@ from objdisc.datasets import load_dataset
 from objdisc.engine.discover import StageTimes, discover
 from objdisc.engine.limits import batch_tokens_for
 from objdisc.images import decode_image, make_batch, padded_size
+from objdisc.methods import Lost
 from objdisc.methods.lost import lost_batch
 from objdisc.models.backbones import Backbone, build_model
 from objdisc.models.features import KeyExtractor
@@ -137,13 +138,14 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
 
-    list(discover(backbone, records[:2], batch_size=2, workers=0, device=device))  # warm-up
+    list(discover(backbone, records[:2], method=Lost(), batch_size=2, workers=0, device=device))  # warm-up
     times = StageTimes()
     start = time.perf_counter()
     results = list(
         discover(
             backbone,
             records,
+            method=Lost(),
             batch_size=args.batch_size,
             batch_tokens=tokens,
             workers=args.workers,

@@ -1,8 +1,13 @@
-"""objdisc: unsupervised object discovery (LOST, TokenCut, DINO-seg) on ViT features, with and without registers.
+"""objdisc: unsupervised object discovery on ViT features, with and without registers.
 
 Public API (imported on first use, so that ``objdisc --help`` does not wait for torch)::
 
-    from objdisc import lost, create_backbone, KeyExtractor, run, RunConfig, Objects, METHODS
+    from objdisc import run, RunConfig, ModelArgs, DatasetArgs, create_backbone, Objects, METHODS
+
+The package by floor, each importing only from the floors below it (a test walks the imports):
+``errors``, ``utils``, ``version`` < ``geometry``, ``objects``, ``images`` < ``models`` <
+``refinement`` < ``methods`` < ``datasets`` < ``evaluation`` < ``registers`` < ``engine`` <
+``reports`` < ``commands`` (one module per subcommand) < ``cli``.
 """
 
 from __future__ import annotations
@@ -10,25 +15,33 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from objdisc.version import __version__
 
+# name -> the module that defines it
 _EXPORTS = {
     "ALIASES": "objdisc.models.specs",
     "BACKBONES": "objdisc.models.specs",
-    "Backbone": "objdisc.models.backbones",
     "BackboneSpec": "objdisc.models.specs",
-    "create_backbone": "objdisc.models.backbones",
     "get_spec": "objdisc.models.specs",
-    "Dataset": "objdisc.datasets",
-    "ImageRecord": "objdisc.datasets",
-    "load_dataset": "objdisc.datasets",
-    "ObjdiscError": "objdisc.errors",
+    "Backbone": "objdisc.models.backbones",
+    "create_backbone": "objdisc.models.backbones",
+    "ModelArgs": "objdisc.models.args",
     "FeatureExtractor": "objdisc.models.features",
     "FeatureSpec": "objdisc.models.features",
     "KeyExtractor": "objdisc.models.features",
+    "RegisterNeurons": "objdisc.models.test_time_registers",
+    "TestTimeRegisters": "objdisc.models.test_time_registers",
+    "load_register_neurons": "objdisc.models.test_time_registers",
+    "Dataset": "objdisc.datasets",
+    "DatasetArgs": "objdisc.datasets",
+    "ImageRecord": "objdisc.datasets",
+    "load_dataset": "objdisc.datasets",
+    "ObjdiscError": "objdisc.errors",
     "METHODS": "objdisc.methods",
+    "Method": "objdisc.methods",
     "DinoSeg": "objdisc.methods",
     "Lost": "objdisc.methods",
+    "MaskCut": "objdisc.methods",
     "TokenCut": "objdisc.methods",
     "make_method": "objdisc.methods",
     "lost": "objdisc.methods.lost",
@@ -39,13 +52,10 @@ _EXPORTS = {
     "CorLoc": "objdisc.evaluation.corloc",
     "CorLocEvaluator": "objdisc.evaluation.corloc",
     "CorLocResult": "objdisc.evaluation.corloc",
-    "RunConfig": "objdisc.engine.runner",
-    "RunResult": "objdisc.engine.runner",
     "discover": "objdisc.engine.discover",
-    "run": "objdisc.engine.runner",
-    "RegisterNeurons": "objdisc.models.test_time_registers",
-    "TestTimeRegisters": "objdisc.models.test_time_registers",
-    "load_register_neurons": "objdisc.models.test_time_registers",
+    "RunResult": "objdisc.engine.runner",
+    "RunConfig": "objdisc.commands.run",
+    "run": "objdisc.commands.run",
     "find_register_neurons": "objdisc.registers.neuron_search",
 }
 
@@ -60,12 +70,16 @@ __all__ = [
     "CorLocEvaluator",
     "CorLocResult",
     "Dataset",
+    "DatasetArgs",
     "DinoSeg",
     "FeatureExtractor",
     "FeatureSpec",
     "ImageRecord",
     "KeyExtractor",
     "Lost",
+    "MaskCut",
+    "Method",
+    "ModelArgs",
     "ObjdiscError",
     "Objects",
     "ObjectsBatch",
@@ -85,7 +99,7 @@ __all__ = [
     "lost_batch",
     "make_method",
     "run",
-]
+]  # test_cli checks: _EXPORTS and __version__
 
 
 def __getattr__(name: str) -> Any:
@@ -94,15 +108,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'objdisc' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
 if TYPE_CHECKING:
-    from objdisc.datasets import Dataset, ImageRecord, load_dataset
+    from objdisc.commands.run import RunConfig, run
+    from objdisc.datasets import Dataset, DatasetArgs, ImageRecord, load_dataset
     from objdisc.engine.discover import discover
-    from objdisc.engine.runner import RunConfig, RunResult, run
+    from objdisc.engine.runner import RunResult
     from objdisc.errors import ObjdiscError
     from objdisc.evaluation import EVALUATORS
     from objdisc.evaluation.corloc import CorLoc, CorLocEvaluator, CorLocResult
-    from objdisc.methods import METHODS, DinoSeg, Lost, TokenCut, make_method
+    from objdisc.methods import METHODS, DinoSeg, Lost, MaskCut, Method, TokenCut, make_method
     from objdisc.methods.lost import lost, lost_batch
+    from objdisc.models.args import ModelArgs
     from objdisc.models.backbones import Backbone, create_backbone
     from objdisc.models.features import FeatureExtractor, FeatureSpec, KeyExtractor
     from objdisc.models.specs import ALIASES, BACKBONES, BackboneSpec, get_spec

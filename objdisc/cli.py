@@ -9,19 +9,18 @@ from typing import Any, TypeVar
 
 import click
 
-from objdisc.datasets import DATASETS
+from objdisc.datasets import DATASETS, DatasetArgs
 from objdisc.datasets.download.sources import DOWNLOADABLE
 from objdisc.engine.limits import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_PATCHES
 from objdisc.errors import ObjdiscError
 from objdisc.methods import METHODS, all_options
 from objdisc.methods.options import OptionInfo
+from objdisc.models.args import ModelArgs
 from objdisc.models.feature_spec import FEATURE_KINDS
-from objdisc.models.specs import ALIASES, BACKBONES
-from objdisc.utils.text_table import text_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Kept here so that `objdisc --help` does not import torch; equal to pipeline.PRECISIONS' keys.
+# Kept here so that `objdisc --help` does not import torch; equal to objdisc.utils.device.PRECISIONS' keys.
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -29,9 +28,16 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="objdisc")
 def cli(verbose: int) -> None:
-    """Unsupervised object discovery (LOST, TokenCut, DINO-seg) on ViT features, with and without registers."""
+    """Unsupervised object discovery on ViT features, with and without registers."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+cli.help = (  # every registered method, from the registry
+    "Unsupervised object discovery on ViT features, with and without registers: "
+    + "; ".join(cls.title for cls in METHODS.values())
+    + "."
+)
 
 
 @cli.command()
@@ -39,45 +45,12 @@ def cli(verbose: int) -> None:
 @click.option("--check", is_flag=True, help="With --all: build each architecture (meta device) and list the readable.")
 def backbones(all_timm: bool, check: bool) -> None:
     """List the registered backbones (and, with --all, the timm models `-b timm:NAME` takes)."""
-    if all_timm:
-        from objdisc.models.specs import timm_models
+    from objdisc.commands.backbones import BackbonesConfig, run
 
-        names = timm_models(check)
-        for name in names:
-            click.echo(f"timm:{name}")
-        how = "each architecture built and checked" if check else "by module (ViT, DeiT, EVA); each is checked on use"
-        click.echo(
-            f"\n{len(names)} pretrained timm models ({how}); any other timm ViT works as timm:NAME too", err=True
-        )
-        return
-    rows = [
-        (
-            "name",
-            "timm model",
-            "patch",
-            "registers",
-            "CLS",
-            "params (M)",
-            "licence",
-            "position embedding at other sizes",
-        )
-    ]
-    for spec in BACKBONES.values():
-        params = f"{spec.params_m:.1f}"
-        cls = "yes" if spec.class_token else "no"
-        row = (
-            spec.name,
-            spec.timm_name,
-            str(spec.patch_size),
-            str(spec.num_registers),
-            cls,
-            params,
-            spec.license,
-            spec.pos_embed_note,
-        )
-        rows.append(row)
-    click.echo(text_table(rows))
-    click.echo("\naliases: " + ", ".join(f"{alias} -> {name}" for alias, name in ALIASES.items()))
+    text, note = run(BackbonesConfig(all_timm, check))
+    click.echo(text)
+    if note:
+        click.echo(note, err=True)
 
 
 _PATH = click.Path(path_type=Path)
@@ -247,27 +220,26 @@ def _take_method_options(options: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def _config(options: dict[str, Any]) -> Any:
-    """A RunConfig from parsed options (fetching the dataset first under --download)."""
-    from objdisc.engine.runner import RunConfig
+def _model_args(options: dict[str, Any]) -> ModelArgs:
+    """Pop the model options (``_BACKBONE`` / ``_MODEL``) into :class:`~objdisc.models.args.ModelArgs`."""
+    keys = ("weights", "resample_weights", "test_time_registers", "ttr_top")
+    return ModelArgs(options.pop("backbone"), **{k: options.pop(k) for k in keys if k in options})
 
-    if options.pop("download"):
-        from objdisc.datasets import resolve_data_root
-        from objdisc.datasets.download.get import DOWNLOADABLE, get_dataset
 
-        if options["dataset"] not in DOWNLOADABLE:
-            raise click.UsageError(f"--download works for {', '.join(DOWNLOADABLE)}, not {options['dataset']}")
-        click.echo(
-            get_dataset(options["dataset"], resolve_data_root(options["data_root"]), progress=options["progress"])
-        )
-    options.pop("progress")
-    return RunConfig(**options)
+def _dataset_args(options: dict[str, Any]) -> DatasetArgs:
+    """Pop the dataset options (``_DATA``) into :class:`~objdisc.datasets.DatasetArgs`."""
+    keys = ("data_root", "images", "annotations", "split", "no_hard")
+    return DatasetArgs(options.pop("dataset"), **{k: options.pop(k) for k in keys if k in options})
+
+
+def _fail(exc: ObjdiscError) -> click.ClickException:
+    return click.ClickException(str(exc))
 
 
 _METHOD_HELP = "Discovery method: " + "; ".join(f"{k}: {cls.title}" for k, cls in METHODS.items()) + "."
 _FEATURES_HELP = (
-    "Keys, queries, values (heads concatenated) or attn (the CLS token's attention per head) "
-    "[default: the method's own: k for lost and tokencut, attn for dinoseg]."
+    "Keys, queries, values (heads concatenated) or attn (the CLS token's attention per head) [default: the "
+    "method's own: " + ", ".join(f"{cls.feature_kinds[0]} for {k}" for k, cls in METHODS.items()) + "]."
 )
 
 
@@ -286,29 +258,30 @@ _FEATURES_HELP = (
     default=None,
     help="Also write the objects as a COCO instances file (category fg, RLE masks) for training a detector.",
 )
-def run_command(n_pictures: int, **options: Any) -> None:
-    """Objects in every image (LOST, TokenCut, DINO-seg, MaskCut), their metrics, and COCO files in --out."""
-    from objdisc.engine.runner import default_out, run, summary
+def run_command(n_pictures: int, download: bool, progress: bool | None, **options: Any) -> None:
+    """Objects in every image, their metrics, and COCO files in --out."""
+    from objdisc.commands.run import RunConfig, default_out, fetch_dataset, run, summary
 
-    options["method_options"] = _take_method_options(options)
-    if options["out"] is None:
-        options["out"] = default_out(options["backbone"], options["dataset"])
-    progress = options["progress"]
+    method_options = _take_method_options(options)
+    out = options.pop("out") or default_out(options["backbone"], options["dataset"])
+    config = RunConfig(_model_args(options), _dataset_args(options), out, method_options=method_options, **options)
     try:
-        config = _config(options)
+        if download:
+            click.echo(fetch_dataset(config.data, progress))
         result = run(config, progress=progress)
-        if result.metrics and n_pictures:
-            from objdisc.reports.pictures import visualize
+        if not result.metrics:  # ranks other than 0 under torchrun: rank 0 merged and reports
+            return
+        click.echo(summary(result))
+        if n_pictures:
+            from objdisc.commands.visualize import VisualizeConfig
+            from objdisc.commands.visualize import run as visualize
             from objdisc.utils.device import resolve_device
 
             where = resolve_device(config.device).type
-            page = visualize([result.out], limit=n_pictures, device=where, overwrite=True)  # the run's own vis/
-    except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if result.metrics:  # rank 0 (the only process, or the one that merged under torchrun)
-        click.echo(summary(result))
-        if n_pictures:
+            page = visualize(VisualizeConfig([result.out], n_pictures, device=where, overwrite=True))  # its vis/
             click.echo(f"pictures   {page}")
+    except ObjdiscError as exc:
+        raise _fail(exc) from exc
 
 
 def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str | None], list[Any] | None]:
@@ -343,22 +316,26 @@ def _convert(kind: type, text: str) -> Any:
 @click.option("--layer", "layers", default="-1", show_default=True, callback=_csv(int), help="e.g. -1,-2,-3,-4")
 @_method_options(grid=True)
 @click.option("--cache", type=_PATH, default=None, help="Feature cache [default: OUT/cache].")
-def sweep_command(methods: list[str], features_: list[str] | None, layers: list[int], **options: Any) -> None:
+def sweep_command(
+    methods: list[str], features_: list[str] | None, layers: list[int], download: bool, progress: bool | None,
+    **options: Any,
+) -> None:  # fmt: skip
     """Run a grid of --method x --features x --layer x method options, one forward pass per image."""
-    from objdisc.commands.sweep import grid, sweep
+    from objdisc.commands.run import RunConfig, fetch_dataset
+    from objdisc.commands.sweep import SweepConfig, report, run
 
     grid_options = _take_method_options(options)
-    out = options["out"]
-    options["cache"] = options["cache"] or out / "cache"
-    progress = options["progress"]
+    out = options.pop("out")
+    config = SweepConfig(RunConfig(_model_args(options), _dataset_args(options), out, **options), out, methods,
+                         features_, layers, grid_options)  # fmt: skip
     try:
-        points = grid(methods, features_, layers, grid_options)
-        rows = sweep(_config(options), points, out, progress=progress)
+        if download:
+            click.echo(fetch_dataset(config.base.data, progress))
+        rows = run(config, progress)
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _fail(exc) from exc
     if rows:  # rank 0
-        files = "summary.md, summary.csv, summary.json"
-        click.echo((out / "summary.md").read_text() + f"\n{len(points)} runs in {out}/ ({files})")
+        click.echo(report(config, rows))
 
 
 @cli.command(name="eval")
@@ -379,25 +356,17 @@ def sweep_command(methods: list[str], features_: list[str] | None, layers: list[
 @click.option("--name", default=None, help="Row label for `objdisc table` [default: the file's stem].")
 @_METRICS
 @click.option("--out", "-o", type=_PATH, default=None, help="Write metrics.json + run.json here (for `objdisc table`).")
-def eval_command(**options: Any) -> None:
+def eval_command(predictions: Path, **options: Any) -> None:
     """Every metric of any COCO-results file (CorLoc: best-scoring box per image, no prediction = miss)."""
-    from objdisc.evaluation.score_file import EvalConfig, eval_file
+    from objdisc.commands.eval import EvalConfig, report, run
 
     try:
-        metrics, notes = eval_file(EvalConfig(**options))
+        metrics, notes = run(EvalConfig(predictions, _dataset_args(options), **options))
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _fail(exc) from exc
     for note in notes:
         click.echo(note, err=True)
-    from objdisc.evaluation import EVALUATORS
-
-    for name, block in metrics["metrics"].items():
-        click.echo(EVALUATORS[name].summary_line(block))
-    click.echo(
-        f"{metrics['n_images']} images: {metrics['n_missing']} without a prediction, "
-        f"{metrics['n_unknown']} predictions for images not scored"
-        + (f", {metrics['no_ground_truth']} without ground truth left out" if metrics["no_ground_truth"] else "")
-    )
+    click.echo(report(metrics))
 
 
 @cli.command(name="table")
@@ -412,12 +381,12 @@ def eval_command(**options: Any) -> None:
 )
 def table_command(runs: tuple[Path, ...], fmt: str, speed: bool, metrics: tuple[str, ...]) -> None:
     """Comparison table from run folders: rows = backbone (+ options), columns = datasets x metrics."""
-    from objdisc.reports.table import table
+    from objdisc.commands.table import TableConfig, run
 
     try:
-        text, notes = table(list(runs), fmt, speed, list(metrics) or None)
+        text, notes = run(TableConfig(list(runs), fmt, speed, list(metrics)))
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _fail(exc) from exc
     for note in notes:
         click.echo(note, err=True)
     click.echo(text, nl=False)
@@ -436,32 +405,14 @@ def table_command(runs: tuple[Path, ...], fmt: str, speed: bool, metrics: tuple[
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def norms_command(progress: bool | None, **options: Any) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
-    from objdisc.registers.norm_diagnostics import NormsConfig, norms
+    from objdisc.commands.norms import NormsConfig, report, run
 
-    out = options["out"]
+    config = NormsConfig(_model_args(options), _dataset_args(options), **options)
     try:
-        summary = norms(NormsConfig(**options), progress)
+        summary = run(config, progress)
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
-    share = 100 * summary["share_high"]
-    found = summary["threshold"]
-    line = f"threshold {found:.2f} ({summary['threshold_source']})" if found is not None else "no bimodal gap found"
-    click.echo(f"{summary['n_images']} images, {summary['n_patch_tokens']:,} patch tokens; {line}")
-    top = summary["output_norm"]["max"]
-    click.echo(f"{summary['n_high']:,} high-norm patch tokens ({share:.2f}%); output norm max {top:.1f}")
-    cos = summary["neighbour_cosine"]
-    if cos["high_norm_mean"] is not None or cos["other_mean"] is not None:
-        high, other = (("none" if v is None else f"{v:.3f}") for v in (cos["high_norm_mean"], cos["other_mean"]))
-        click.echo(f"patch-embedding cosine to 4 neighbours: high-norm {high}, others {other}")
-    if "test_time_registers" in summary:
-        ttr = summary["test_time_registers"]
-        click.echo(
-            f"test-time registers: high-norm patch tokens {ttr['n_high_before']:,} "
-            f"({100 * ttr['share_high_before']:.2f}%) -> {ttr['n_high_after']:,} "
-            f"({100 * ttr['share_high_after']:.2f}%); extra token norm mean "
-            f"{ttr['extra_token_norm']['mean']:.1f}, max {ttr['extra_token_norm']['max']:.1f}"
-        )
-    click.echo(f"files in {out}/ (norms.json, layers.csv, histogram.png, layers.png)")
+        raise _fail(exc) from exc
+    click.echo(report(summary, config.out))
 
 
 @cli.group()
@@ -495,26 +446,21 @@ def registers() -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
 def registers_find(threshold: str, dataset: str | None, top: int | None, progress: bool | None, **options: Any) -> None:
     """Rank the MLP neurons that write the high-norm outlier tokens (Jiang et al., NeurIPS 2025)."""
-    from objdisc.registers.neuron_search import DEFAULT_TOP, FindConfig, find
+    from objdisc.commands.registers_find import FindConfig, report, run
+    from objdisc.registers.neuron_search import DEFAULT_TOP
 
     try:
         level = None if threshold == "auto" else float(threshold)
     except ValueError:
         raise click.BadParameter(f"{threshold!r}: a number or auto", param_hint="--threshold") from None
-    out = options["out"]
+    options["dataset"] = dataset or "folder"
+    model, data = _model_args(options), _dataset_args(options)
+    config = FindConfig(model, data, threshold=level, top=top or DEFAULT_TOP, **options)
     try:
-        config = FindConfig(**options, dataset=dataset or "folder", threshold=level, top=top or DEFAULT_TOP)
-        found = find(config, progress)
+        found = run(config, progress)
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
-    best = found["ranked"][0]
-    click.echo(
-        f"{found['n_images']} images ({found['n_images_with_outliers']} with outliers), threshold "
-        f"{found['threshold']:.2f} ({found['threshold_source']}), {100 * found['share_outlier_tokens']:.2f}% of tokens "
-        f"above it after block {found['block']}"
-    )
-    click.echo(f"top neuron: block {best['block']} unit {best['neuron']} (score {best['score']:.3g})")
-    click.echo(f"{len(found['ranked'])} ranked neurons in {out}; use: objdisc run --test-time-registers {out}")
+        raise _fail(exc) from exc
+    click.echo(report(found, config.out))
 
 
 @cli.command(name="visualize")
@@ -541,13 +487,14 @@ def visualize_command(
     overwrite: bool,
 ) -> None:
     """Pictures of what the method did per image (recomputed) and an HTML gallery; two runs side by side."""
-    from objdisc.reports.pictures import visualize
+    from objdisc.commands.visualize import VisualizeConfig, run
     from objdisc.utils.device import resolve_device
 
     try:
-        page = visualize(list(runs), out, only, limit, resolve_device(device).type, list(weights), overwrite)
+        where = resolve_device(device).type
+        page = run(VisualizeConfig(list(runs), limit, out, only, where, list(weights), overwrite))
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _fail(exc) from exc
     click.echo(f"gallery: {page}")
 
 
@@ -585,48 +532,26 @@ def data_download(
     progress: bool | None,
 ) -> None:
     """Fetch, verify and unpack datasets under --data-root (resumable; a rerun skips what is done)."""
-    from objdisc.datasets import resolve_data_root
-    from objdisc.datasets.download.get import DOWNLOADABLE, get_dataset, match_archives
+    from objdisc.commands.data import DownloadConfig, download
 
+    config = DownloadConfig(list(kinds), data_root, mirror, list(archives), full_zip, workers)
     try:
-        root = resolve_data_root(data_root)
-        wanted = list(DOWNLOADABLE if "all" in kinds else dict.fromkeys(kinds))
-        local = match_archives(archives, wanted)
-        for kind in wanted:
-            line = get_dataset(
-                kind, root, mirror=mirror, archives=local, full_zip=full_zip, workers=workers, progress=progress
-            )
+        for line in download(config, progress):
             click.echo(line)
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _fail(exc) from exc
 
 
 @data.command(name="status")
 @_DATA_ROOT
 def data_status(data_root: Path | None) -> None:
     """What is under --data-root: expected vs found images and annotations, verified or not."""
-    from objdisc.datasets import resolve_data_root
-    from objdisc.datasets.download.get import DOWNLOADABLE, dataset_status
+    from objdisc.commands.data import status
 
     try:
-        root = resolve_data_root(data_root)
+        click.echo(status(data_root))
     except ObjdiscError as exc:
-        raise click.ClickException(str(exc)) from exc
-    rows = [("dataset", "images", "annotations", "verified", "state", "folder")]
-    for kind in DOWNLOADABLE:
-        s = dataset_status(kind, root)
-        state = "complete" if s.complete else ("missing" if s.found_images == 0 else "incomplete")
-        rows.append(
-            (
-                kind,
-                f"{s.found_images}/{s.expected_images}",
-                f"{s.found_annotations}/{s.expected_annotations}",
-                "yes" if s.verified else "no",
-                state,
-                str(s.folder),
-            )
-        )
-    click.echo(text_table(rows))
+        raise _fail(exc) from exc
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import torch
 from conftest import invoke, write_image
 from PIL import Image
 
-from objdisc.engine.runner import RunConfig, run
+from objdisc.commands.run import RunConfig, run
 from objdisc.images import ImageError, SizeBuckets, decode_image, header_size, load_image, make_batch, padded_size
 from objdisc.models.backbones import create_backbone
 
@@ -222,7 +222,7 @@ def test_bad_input_table(case: str, tmp_path: Path, backbone):
     for i, name in enumerate(GOOD):
         write_image(images / name, (56, 70), (10, 10, 40, 40), seed=i)
     bad = write_case(images, case)
-    result = run(RunConfig("dinov2_reg", "folder", tmp_path / "out", images=images, workers=0), backbone=backbone)
+    result = run(RunConfig.flat("dinov2_reg", "folder", tmp_path / "out", images=images, workers=0), backbone=backbone)
     per_image = {e["file_name"]: e for e in json.loads((tmp_path / "out/per_image.json").read_text())["images"]}
     for name in GOOD:
         assert len(per_image[name]["objects"]) == 1, f"{name} lost its box because of {case}"
@@ -252,7 +252,7 @@ def test_max_side_resizes_and_maps_boxes_back(tmp_path: Path, backbone):
         load_image(images / "big.jpg", max_patches=500, patch_size=14)
     image, original = load_image(images / "big.jpg", max_side=280, max_patches=500, patch_size=14)
     assert image.shape == (210, 280, 3) and original == (600, 800)
-    config = RunConfig(
+    config = RunConfig.flat(
         "dinov2_reg", "folder", tmp_path / "out", images=images, workers=0, max_side=280, max_patches=500
     )
     result = run(config, backbone=backbone)

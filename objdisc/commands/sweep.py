@@ -18,10 +18,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from objdisc.commands.run import RunConfig
+from objdisc.commands.run import run as run_point
 from objdisc.errors import ObjdiscError, OptionError
 from objdisc.methods import make_method, method_class, owners
 from objdisc.methods.options import options_of
@@ -106,11 +108,11 @@ def grid(
     return list(dict.fromkeys(points))
 
 
-def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None = None) -> list[dict[str, Any]]:
+def sweep(base: RunConfig, points: list[SweepPoint], out: Path, progress: bool | None = None) -> list[dict[str, Any]]:
     """Run every point into ``out/<slug>/``, filling and reusing ``base.cache``; write the summary.
 
     Args:
-        base: a :class:`~objdisc.engine.runner.RunConfig` whose ``out``, ``method``,
+        base: a :class:`~objdisc.commands.run.RunConfig` whose ``out``, ``method``,
             ``features``, ``layer`` and ``method_options`` are replaced per point and whose
             ``cache`` must be set (``objdisc sweep`` defaults it to ``out/cache``).
         points: the grid (see :func:`grid`).
@@ -122,15 +124,13 @@ def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None 
     Raises:
         OptionError: a layer of the grid that the model does not have (checked before any run).
     """
-    from objdisc.engine.runner import run
     from objdisc.models.backbones import model_depth
-    from objdisc.models.specs import get_spec
 
     if base.cache is None:
         raise ValueError("a sweep needs a feature cache")
     if not points:
         raise OptionError("the sweep grid is empty")
-    depth = model_depth(get_spec(base.backbone), **base.model_kwargs)
+    depth = model_depth(base.model.spec(), **base.model.model_kwargs)
     for point in points:  # every layer of the grid exists, before the first point writes anything
         FeatureSpec(point.features, point.layer).block(depth)
     specs = list(dict.fromkeys(FeatureSpec(p.features, p.layer) for p in points))
@@ -145,7 +145,7 @@ def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None 
             method_options=dict(point.options),
         )
         logger.info("sweep point %d/%d: %s", n + 1, len(points), point.slug)
-        result = run(config, progress=progress, cache_features=specs, label=f"{n + 1}/{len(points)} {point.slug}")
+        result = run_point(config, progress=progress, cache_features=specs, label=f"{n + 1}/{len(points)} {point.slug}")
         m = result.metrics
         row = {
             "run": point.slug,
@@ -166,6 +166,42 @@ def sweep(base: Any, points: list[SweepPoint], out: Path, progress: bool | None 
     return rows
 
 
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything ``objdisc sweep`` takes.
+
+    Attributes:
+        base: the options every point shares (its ``cache`` defaults to ``OUT/cache``).
+        out: the sweep folder: one run folder per point, and the summary.
+        methods: the methods swept.
+        features: the feature kinds (``None``: each method's own).
+        layers: the blocks.
+        options: method option name -> the values swept.
+    """
+
+    base: RunConfig
+    out: Path
+    methods: list[str]
+    features: list[str] | None = None
+    layers: list[int] = field(default_factory=lambda: [-1])
+    options: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def run(config: SweepConfig, progress: bool | None = None) -> list[dict[str, Any]]:
+    """The grid, checked, then every point (:func:`sweep`); the summary rows (empty on ranks other than 0)."""
+    points = grid(config.methods, config.features, config.layers, config.options)
+    base = config.base
+    if base.cache is None:
+        base = dataclasses.replace(base, cache=config.out / "cache")
+    return sweep(base, points, config.out, progress)
+
+
+def report(config: SweepConfig, rows: list[dict[str, Any]]) -> str:
+    """What ``objdisc sweep`` prints: the summary table and where the files are."""
+    files = "summary.md, summary.csv, summary.json"
+    return (config.out / "summary.md").read_text() + f"\n{len(rows)} runs in {config.out}/ ({files})"
+
+
 def write_summary(out: Path, rows: list[dict[str, Any]], folders: list[Path]) -> None:
     """``summary.json`` and ``summary.csv`` (one row per point), ``summary.md`` (the table of the points)."""
     from objdisc.reports.table import table
@@ -181,4 +217,4 @@ def write_summary(out: Path, rows: list[dict[str, Any]], folders: list[Path]) ->
     write_text_atomic(out / "summary.md", text)
 
 
-__all__ = ["SweepPoint", "grid", "sweep", "write_summary"]
+__all__ = ["SweepConfig", "SweepPoint", "grid", "report", "run", "sweep", "write_summary"]

@@ -21,14 +21,37 @@ from objdisc.datasets.voc import load_voc
 
 @dataclass(frozen=True)
 class DatasetArgs:
-    """What the user gave: ``--data-root``, ``--images``, ``--annotations``, ``--split``, ``--no-hard``."""
+    """Which images a command reads, as given: ``--dataset`` and the arguments its kind takes
+    (``--data-root``, ``--images``, ``--annotations``, ``--split``, ``--no-hard``)."""
 
+    dataset: str
     data_root: str | Path | None = None
     images: str | Path | None = None
     annotations: str | Path | None = None
     split: str = "trainval"
     no_hard: bool = False
-    exclude: str | Path | None = None
+
+    @property
+    def kind(self) -> DatasetKind:
+        """The registered kind.
+
+        Raises:
+            DatasetError: an unknown kind, listing the known ones.
+        """
+        if self.dataset not in DATASETS:
+            raise DatasetError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
+        return DATASETS[self.dataset]
+
+    def load(self, exclude: str | Path | None = None) -> Dataset:
+        """The dataset (:func:`load_dataset`); ``exclude``: a folder whose files are never images of
+        the set (the command's own ``--out``).
+
+        Raises:
+            DatasetError: an unknown kind, an argument the kind does not take, or what its loader refuses.
+        """
+        return load_dataset(
+            self.dataset, self.data_root, self.images, self.annotations, self.split, self.no_hard, exclude
+        )
 
 
 def _path(value: str | Path | None, flag: str, kind: str, what: str) -> Path:
@@ -42,14 +65,14 @@ class DatasetKind:
     """One dataset kind.
 
     Attributes:
-        load: builds the :class:`Dataset` from the arguments.
+        load: builds the :class:`Dataset` from the arguments and the folder to leave out (``None``: none).
         takes: which of ``data_root``, ``images``, ``annotations``, ``split``, ``no_hard`` it reads.
         help: one line for ``--help``.
         saliency: its ground truth is a mask per image (the saliency metrics; images resized to
             a patch multiple by default, as TokenCut's saliency code).
     """
 
-    load: Callable[[DatasetArgs], Dataset]
+    load: Callable[[DatasetArgs, Path | None], Dataset]
     takes: frozenset[str]
     help: str
     saliency: bool = False
@@ -57,27 +80,27 @@ class DatasetKind:
 
 DATASETS: dict[str, DatasetKind] = {
     "voc07": DatasetKind(
-        lambda a: load_voc(resolve_data_root(a.data_root), "voc07", a.split, a.no_hard),
+        lambda a, _: load_voc(resolve_data_root(a.data_root), "voc07", a.split, a.no_hard),
         frozenset({"data_root", "split", "no_hard"}),
         "PASCAL VOC 2007 (under --data-root)",
     ),
     "voc12": DatasetKind(
-        lambda a: load_voc(resolve_data_root(a.data_root), "voc12", a.split, a.no_hard),
+        lambda a, _: load_voc(resolve_data_root(a.data_root), "voc12", a.split, a.no_hard),
         frozenset({"data_root", "split", "no_hard"}),
         "PASCAL VOC 2012 (under --data-root)",
     ),
     "coco20k": DatasetKind(
-        lambda a: load_coco20k(resolve_data_root(a.data_root)),
+        lambda a, _: load_coco20k(resolve_data_root(a.data_root)),
         frozenset({"data_root"}),
         "LOST's COCO20k (under --data-root)",
     ),
     "coco_val2017": DatasetKind(
-        lambda a: load_coco_val2017(resolve_data_root(a.data_root)),
+        lambda a, _: load_coco_val2017(resolve_data_root(a.data_root)),
         frozenset({"data_root"}),
         "COCO val2017, 5,000 images with masks (under --data-root)",
     ),
     "coco": DatasetKind(
-        lambda a: load_coco(
+        lambda a, _: load_coco(
             _path(a.images, "--images DIR", "coco", "the image folder"),
             _path(a.annotations, "--annotations FILE.json", "coco", "the COCO instances file"),
         ),
@@ -86,7 +109,7 @@ DATASETS: dict[str, DatasetKind] = {
     ),
     **{
         kind: DatasetKind(
-            lambda a, kind=kind: load_saliency_set(kind, resolve_data_root(a.data_root)),
+            lambda a, _, kind=kind: load_saliency_set(kind, resolve_data_root(a.data_root)),
             frozenset({"data_root"}),
             f"saliency: {spec.folders[0]}, {spec.n_images:,} images with ground-truth masks (under --data-root)",
             saliency=True,
@@ -94,7 +117,7 @@ DATASETS: dict[str, DatasetKind] = {
         for kind, spec in SALIENCY_SETS.items()
     },
     "saliency": DatasetKind(
-        lambda a: load_saliency(
+        lambda a, _: load_saliency(
             _path(a.images, "--images DIR", "saliency", "the image folder"),
             _path(a.annotations, "--annotations DIR", "saliency", "the folder of ground-truth masks, a PNG per image"),
         ),
@@ -103,7 +126,7 @@ DATASETS: dict[str, DatasetKind] = {
         saliency=True,
     ),
     "folder": DatasetKind(
-        lambda a: load_folder(_path(a.images, "--images DIR", "folder", "the image folder"), a.exclude),
+        lambda a, exclude: load_folder(_path(a.images, "--images DIR", "folder", "the image folder"), exclude),
         frozenset({"images"}),
         "a folder of images, no ground truth (--images)",
     ),
@@ -135,16 +158,15 @@ def load_dataset(
     Raises:
         DatasetError: an unknown kind, an argument the kind does not take, or what its loader refuses.
     """
-    if kind not in DATASETS:
-        raise DatasetError(f"unknown dataset {kind!r}; known: {', '.join(DATASETS)}")
-    entry = DATASETS[kind]
+    args = DatasetArgs(kind, data_root, images, annotations, split, no_hard)
+    entry = args.kind
     given = {"images": images is not None, "annotations": annotations is not None}
     given |= {"split": split != "trainval", "no_hard": bool(no_hard)}
     unused = [_FLAGS[name] for name, is_given in given.items() if is_given and name not in entry.takes]
     if unused:
         uses = ", ".join(sorted(_FLAGS.get(t, "--data-root") for t in entry.takes))
         raise DatasetError(f"--dataset {kind} does not take {', '.join(unused)} (it reads {uses})")
-    return entry.load(DatasetArgs(data_root, images, annotations, split, no_hard, exclude))
+    return entry.load(args, Path(exclude) if exclude is not None else None)
 
 
 __all__ = ["DATASETS", "Dataset", "DatasetArgs", "DatasetError", "DatasetKind", "ImageRecord", "load_dataset"]

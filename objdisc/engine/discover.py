@@ -29,7 +29,7 @@ from objdisc.images import (
     padded_size,
     patch_multiple,
 )
-from objdisc.methods import Lost, Method
+from objdisc.methods import Method
 from objdisc.models.backbones import Backbone
 from objdisc.models.features import LAST_KEYS, FeatureExtractor, FeatureSpec
 from objdisc.objects import Objects, ObjectsBatch
@@ -65,7 +65,7 @@ class StageTimes:
 
     wait_decode: float = 0.0
     forward: float = 0.0
-    lost: float = 0.0
+    method: float = 0.0
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
@@ -112,8 +112,8 @@ def discover(
     backbone: Backbone,
     records: Sequence[ImageRecord],
     *,
+    method: Method,
     features: FeatureSpec = LAST_KEYS,
-    method: Method | None = None,
     cache: FeatureCache | None = None,
     cache_features: Sequence[FeatureSpec] = (),
     batch_size: int = 8,
@@ -135,7 +135,7 @@ def discover(
     yielded with its error: one bad image never stops the run.
 
     The batch loop never waits for the device: batch ``i``'s results are read back only after
-    batch ``i + 1`` has been queued (with LOST; TokenCut's eigensolver runs on the host).
+    batch ``i + 1`` has been queued (for methods that stay on the device; an eigensolver on the host syncs).
 
     An image whose patch grid would exceed ``max_patches`` is refused from its header alone
     (the affinity is ``N x N``), unless ``max_side`` resizes it first; boxes of resized
@@ -144,7 +144,7 @@ def discover(
 
     Args:
         features: which features the method reads.
-        method: a method of :data:`objdisc.methods.METHODS` (default: :class:`~objdisc.methods.Lost`).
+        method: a method of :data:`objdisc.methods.METHODS`, built with its options.
         cache: where to store each image's features as they are computed (``features`` and
             every spec of ``cache_features``, all from one forward pass).
         patch_resize: resize each image to the nearest patch multiple instead of padding it
@@ -155,7 +155,6 @@ def discover(
         One :class:`ImageResult` per record, in completion order (not record order).
     """
     device = torch.device(device)
-    method = method if method is not None else Lost()
     times = times if times is not None else StageTimes()
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
@@ -248,14 +247,14 @@ class _BatchStep:
             used, finite = finite_features(feats[self.features])
             objects = self.method(used, grid, patch, sizes)
         self.times.forward += middle - start
-        self.times.lost += time.perf_counter() - middle
+        self.times.method += time.perf_counter() - middle
         return _Pending(batch, hws, objects, finite)
 
     def finish(self, pending: _Pending) -> list[ImageResult]:
         start = time.perf_counter()
         found = pending.objects.to_host(self.backbone.patch_size, pending.hws)  # the one sync per batch
         finite = pending.finite.cpu().tolist()
-        self.times.lost += time.perf_counter() - start
+        self.times.method += time.perf_counter() - start
         out = []
         for (index, _, original), item, ok in zip(pending.batch, found, finite, strict=True):
             record = self.records[index]
@@ -313,9 +312,9 @@ def discover_cached(
     records: Sequence[ImageRecord],
     cache: FeatureCache,
     *,
-    features: FeatureSpec = LAST_KEYS,
-    method: Method | None = None,
+    method: Method,
     patch_size: int,
+    features: FeatureSpec = LAST_KEYS,
     device: torch.device | str = "cpu",
     times: StageTimes | None = None,
     misses: list[ImageRecord] | None = None,
@@ -328,7 +327,6 @@ def discover_cached(
     when given, for the caller to run through the model; else it is yielded with an error.
     """
     device = torch.device(device)
-    method = method if method is not None else Lost()
     times = times if times is not None else StageTimes()
     for record in records:
         start = time.perf_counter()
@@ -344,7 +342,7 @@ def discover_cached(
         middle = time.perf_counter()
         (item,) = method(feats, entry.grid_hw, patch_size, sizes.to(device)).to_host(patch_size, [entry.image_hw])
         times.wait_decode += middle - start
-        times.lost += time.perf_counter() - middle
+        times.method += time.perf_counter() - middle
         if bool(finite[0]):
             sampling = "nearest" if patch_resize else "centre"
             yield ImageResult(record, entry.original_hw, finalize(method, item, record, entry.original_hw, sampling))
@@ -355,7 +353,7 @@ def discover_cached(
 def finalize(
     method: Method, objects: Objects, record: ImageRecord, original: tuple[int, int], sampling: str = "centre"
 ) -> Objects:
-    """The method's objects in the original image's pixels (:meth:`~objdisc.methods.base.MethodBase.finalize`;
+    """The method's objects in the original image's pixels (:meth:`~objdisc.methods.base.Method.finalize`;
     the image is decoded again only if the method reads it); ``sampling`` says how a resized
     model input maps back (:class:`~objdisc.objects.Geometry`)."""
     if sampling != "centre" and objects.geometry is not None:

@@ -1,4 +1,4 @@
-"""Per-image feature cache: run the backbone once, re-run LOST / TokenCut with other options for free.
+"""Per-image feature cache: run the backbone once, re-run any method with other options for free.
 
 Layout under ``--cache DIR``::
 
@@ -72,7 +72,7 @@ class FeatureCache:
     """
 
     def __init__(self, root: Path, identity: dict[str, Any]) -> None:
-        from objdisc import __version__
+        from objdisc.version import __version__
 
         self.identity = {**identity, "cache_format": CACHE_FORMAT}
         blob = json.dumps(self.identity, sort_keys=True)

@@ -71,6 +71,40 @@ def make_out(out: Path) -> None:
         raise OptionError(f"--out {out}: the folder is not writable; choose a writable place")
 
 
+def check_out(out: Path) -> None:
+    """Refuse, before any work and without creating or changing anything, an ``--out`` that cannot
+    be used: a file, a folder another process is writing in, a folder of files objdisc did not
+    write, or a place that cannot be written. :func:`lock_out` decides for good when the work starts.
+
+    Raises:
+        OptionError: naming the folder and what to do.
+    """
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out}: is a file, not a folder; give a folder path (it is created if missing)")
+    if not out.is_dir():
+        existing = next((p for p in out.absolute().parents if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = f"{existing} is not writable" if existing is not None else "no existing parent"
+            raise OptionError(f"--out {out}: cannot create the folder ({why}); choose a writable place")
+        return
+    lock = out / LOCK_NAME
+    if lock.is_file():
+        try:
+            handle = open(lock)
+        except OSError:
+            handle = None
+        if handle is not None:
+            with handle:
+                try:  # shared and at once: free unless a run holds it exclusively now
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _busy(out, handle.read()) from None
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    check_ours(out)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OptionError(f"--out {out}: the folder is not writable; choose a writable place")
+
+
 def lock_out(out: Path, what: str = "objdisc run") -> OutLock:
     """Take ``out``'s lock, or refuse naming the process that holds it.
 
@@ -87,16 +121,20 @@ def lock_out(out: Path, what: str = "objdisc run") -> OutLock:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = handle.read()
         handle.close()
-        raise OptionError(
-            f"--out {out}: {holder} is writing in this folder now; wait for it to finish, or use another --out"
-        ) from None
+        raise _busy(out, holder) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{what} (pid {os.getpid()} on {socket.gethostname()})\n")
     handle.flush()
     return OutLock(out, handle)
+
+
+def _busy(out: Path, holder: str) -> OptionError:
+    """The refusal of a folder another process holds (``holder``: what its lock file says)."""
+    who = holder.strip() or "another process"
+    return OptionError(f"--out {out}: {who} is writing in this folder now; wait for it to finish, or use another --out")
 
 
 def is_run_folder(out: Path) -> bool:

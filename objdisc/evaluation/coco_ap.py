@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from objdisc.evaluation.coco_export import CATEGORY, ground_truth_annotations, image_results
+from objdisc.evaluation.evaluator import Evaluator
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
@@ -82,7 +83,7 @@ def coco_eval(
     }
 
 
-class _APEvaluator:
+class _APEvaluator(Evaluator):
     """Shared by box and mask AP: collects ground truth and detections, runs COCOeval once."""
 
     name: ClassVar[str]

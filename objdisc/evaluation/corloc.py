@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from objdisc.evaluation.evaluator import Evaluator
 from objdisc.geometry import iou
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class CorLoc:
         self._no_gt.clear()
 
 
-class CorLocEvaluator:
+class CorLocEvaluator(Evaluator):
     """CorLoc as an evaluator (:mod:`objdisc.evaluation.evaluator`): ``metrics.json`` ``metrics.corloc``.
 
     Block: ``values.corloc`` (percent, 4 decimals; ``None`` when no image has ground truth),
@@ -109,6 +110,7 @@ class CorLocEvaluator:
 
     name: ClassVar[str] = "corloc"
     requirement: ClassVar[str] = "ground-truth boxes"
+    live: ClassVar[bool] = True  # per image as it finishes: the progress bar's hits
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.metric = CorLoc(threshold)

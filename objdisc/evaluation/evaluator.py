@@ -19,26 +19,34 @@ to :meth:`Evaluator.check` that its numbers agree with its counts. A new metric 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
     from objdisc.objects import Objects
 
 
-class Evaluator(Protocol):
-    """Accumulates a metric image by image."""
+class Evaluator:
+    """Accumulates a metric image by image (a new metric derives from this class).
+
+    Class attributes a metric sets:
+        name: registry name and ``metrics.json`` key (``corloc``).
+        requirement: what the dataset must have, for the message when it lacks it.
+        live: cheap enough to run on each image as it finishes, for the progress bar (CorLoc);
+            the others run once, from the journal, at the end.
+    """
 
     name: ClassVar[str]
-    requirement: ClassVar[str]  # what the dataset must have, for the message when it lacks it
+    requirement: ClassVar[str] = "ground truth"
+    live: ClassVar[bool] = False
 
     def applies(self, dataset: Dataset) -> bool:
         """Whether the dataset has what this metric needs (e.g. ground-truth boxes)."""
-        ...
+        raise NotImplementedError
 
     def reset(self) -> None:
         """Forget every image."""
-        ...
+        raise NotImplementedError
 
     def process(self, record: ImageRecord, objects: Objects | None) -> dict[str, Any] | None:
         """Score one image (``objects`` is ``None`` when it produced no result: a miss).
@@ -46,51 +54,30 @@ class Evaluator(Protocol):
         Returns:
             JSON-able per-image details for ``per_image.json`` (e.g. IoU and hit), or ``None``.
         """
-        ...
+        raise NotImplementedError
 
     def progress(self) -> str:
         """A few words for a progress bar (``hits 3/4``)."""
-        ...
+        return ""
 
     def evaluate(self) -> dict[str, Any]:
         """The metric block (module docstring)."""
-        ...
+        raise NotImplementedError
 
-    @staticmethod
-    def summary_line(block: Mapping[str, Any]) -> str:
-        """One line for ``objdisc run``'s summary."""
-        ...
+    @classmethod
+    def summary_line(cls, block: Mapping[str, Any]) -> str:
+        """One line for ``objdisc run``'s summary (by default the block's headline values)."""
+        values = block.get("values") or {}
+        labels = block.get("labels") or {}
+        shown = block.get("headline") or list(values)
+        parts = [f"{labels.get(k, k)} {values[k]:.2f}" if values.get(k) is not None else f"{labels.get(k, k)} --"
+                 for k in shown]  # fmt: skip
+        return f"{cls.name:<10} " + " · ".join(parts)
 
     @staticmethod
     def check(block: Mapping[str, Any]) -> str | None:
         """Why a block (read back from a file) cannot be trusted, or ``None``."""
-        ...
-
-
-def default_evaluators(dataset: Dataset, names: Sequence[str] | None = None) -> list[Evaluator]:
-    """Fresh evaluators for ``dataset``: the ones named (``--metrics``), or every registered one
-    that applies.
-
-    Raises:
-        OptionError: an unknown name, or a named metric the dataset cannot give (mask AP on VOC).
-    """
-    from objdisc.errors import OptionError
-    from objdisc.evaluation import EVALUATORS
-
-    if names is None:
-        made = [cls() for cls in EVALUATORS.values()]
-        return [e for e in made if e.applies(dataset)]
-    if not names:
-        raise OptionError(f"--metrics: empty; name one or more of {', '.join(EVALUATORS)}, or leave it out for all")
-    out = []
-    for name in dict.fromkeys(names):
-        if name not in EVALUATORS:
-            raise OptionError(f"--metrics {name}: unknown; known: {', '.join(EVALUATORS)}")
-        evaluator = EVALUATORS[name]()
-        if not evaluator.applies(dataset):
-            raise OptionError(f"--metrics {name}: {dataset.name} has no {evaluator.requirement}")
-        out.append(evaluator)
-    return out
+        return None
 
 
 def score(
@@ -124,4 +111,4 @@ def block_values(block: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-__all__ = ["Evaluator", "block_values", "default_evaluators", "score"]
+__all__ = ["Evaluator", "block_values", "score"]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from objdisc.errors import ObjdiscError
+from objdisc.evaluation.evaluator import Evaluator
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
@@ -173,7 +174,7 @@ def union_map(objects: Objects, image_hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
-class SaliencyEvaluator:
+class SaliencyEvaluator(Evaluator):
     """maxFβ, IoU and accuracy (:mod:`objdisc.evaluation.saliency`): ``metrics.json`` ``metrics.saliency``.
 
     Each image's counts come with its objects (``Objects.saliency``, made by the run where the

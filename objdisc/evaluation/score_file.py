@@ -1,4 +1,5 @@
-"""``objdisc eval``: every metric of any COCO-results file, so other tools' objects sit in the same table.
+"""Scoring a results file: every metric of any COCO-results file (or folder of saliency maps),
+so other tools' objects sit in the same table (``objdisc eval``: :mod:`objdisc.commands.eval`).
 
 A results file is read into one :class:`~objdisc.objects.Objects` per image (its entries in
 file order; a box without a score has score 0; ``segmentation`` RLEs kept when every entry of
@@ -12,24 +13,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from objdisc.datasets import Dataset, ImageRecord
-from objdisc.engine.out_folder import check_ours, is_run_folder, lock_out
-from objdisc.engine.run_files import read_metrics, read_per_image
-from objdisc.errors import ObjdiscError, OptionError
+from objdisc.errors import ObjdiscError
+from objdisc.evaluation import default_evaluators
 from objdisc.evaluation.corloc import image_set
-from objdisc.evaluation.evaluator import default_evaluators, score
+from objdisc.evaluation.evaluator import score
 from objdisc.geometry import xywh_to_xyxy
 from objdisc.objects import Objects
-from objdisc.utils.hashing import sha256_file
-from objdisc.utils.jsonio import read_json, write_json_atomic
-
-EVALUATED_BY = "objdisc eval"
+from objdisc.utils.jsonio import read_json
 
 
 class PredictionsError(ObjdiscError):
@@ -110,25 +106,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def run_images(run: Path) -> tuple[str, list[int]]:
-    """The dataset name and image ids an ``objdisc run`` folder scored (its ``per_image.json``).
-
-    Raises:
-        ObjdiscError: the folder is not a finished objdisc run.
-    """
-    run = Path(run)
-    try:
-        images = read_per_image(run)
-        dataset = str(read_metrics(run)["dataset"])
-        return dataset, [int(item["image_id"]) for item in images]
-    except FileNotFoundError as exc:
-        raise ObjdiscError(
-            f"--images-of {run}: not a finished objdisc run ({Path(exc.filename).name} missing)"
-        ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ObjdiscError(f"--images-of {run}: unreadable run files ({type(exc).__name__}: {exc})") from None
-
-
 def select_records(dataset: Dataset, image_ids: Collection[int], where: str) -> list[ImageRecord]:
     """The dataset's records whose id is in ``image_ids``, in dataset order.
 
@@ -144,21 +121,6 @@ def select_records(dataset: Dataset, image_ids: Collection[int], where: str) -> 
             "score it against the dataset it was run on"
         )
     return records
-
-
-def limited_run_note(predictions: Path, dataset: Dataset) -> str | None:
-    """A hint when ``predictions`` is an objdisc run's file made on fewer images than ``dataset``."""
-    folder = Path(predictions).parent
-    try:
-        run_dataset, ids = run_images(folder)
-    except ObjdiscError:
-        return None
-    if run_dataset != dataset.name or len(ids) >= len(dataset.records):
-        return None
-    return (
-        f"note: {folder} scored {len(ids)} of the {len(dataset.records)} images of {dataset.name}; the others "
-        f"count as misses here. Add --images-of {folder} to score the same images as the run"
-    )
 
 
 def evaluate(
@@ -232,117 +194,4 @@ def read_mask_folder(folder: Path, dataset: Dataset, records: Sequence[ImageReco
     return out
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """Everything ``objdisc eval`` takes (see :func:`eval_file`)."""
-
-    predictions: Path
-    dataset: str
-    data_root: Path | None = None
-    images: Path | None = None
-    annotations: Path | None = None
-    split: str = "trainval"
-    no_hard: bool = False
-    images_of: Path | None = None
-    name: str | None = None
-    out: Path | None = None
-    metrics: tuple[str, ...] | None = None
-
-
-def eval_file(config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
-    """``objdisc eval``: score the file on the dataset (or on the images of ``images_of``), write
-    ``out`` when asked.
-
-    Returns:
-        The metrics (:func:`evaluate`) and notes for the user (e.g. the file is a ``--limit`` run's).
-
-    Raises:
-        ObjdiscError: a bad dataset, predictions file, ``images_of`` or ``out``.
-    """
-    from objdisc.datasets import load_dataset
-
-    data = load_dataset(
-        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard
-    )
-    ids, notes = None, []
-    if config.images_of is not None:
-        run_dataset, ids = run_images(config.images_of)
-        if run_dataset != data.name:
-            raise ObjdiscError(f"--images-of {config.images_of}: a run of {run_dataset}, not of {data.name}")
-        select_records(data, ids, f"--images-of {config.images_of}")
-    else:
-        note = limited_run_note(config.predictions, data)
-        notes += [note] if note else []
-    metrics = evaluate(data, config.predictions, ids, config.metrics)
-    if config.out is not None:
-        label = config.name or Path(config.predictions).stem
-        write_eval(config.out, metrics, config.predictions, label, config.images_of)
-    return metrics, notes
-
-
-def write_eval(
-    out: Path, metrics: dict[str, Any], predictions: Path, label: str, images_of: Path | None = None
-) -> None:
-    """``metrics.json`` and ``run.json`` in ``out``, readable by ``objdisc table`` as a row ``label``.
-
-    ``out`` is locked while written; a folder holding an ``objdisc run`` or files objdisc did
-    not write is refused (an earlier ``objdisc eval`` folder is replaced).
-
-    Raises:
-        OptionError: ``out`` cannot be used.
-    """
-    from objdisc import __version__
-    from objdisc.utils.provenance import now_iso
-
-    out = Path(out)
-    with lock_out(out, "objdisc eval"):
-        check_ours(out)
-        if is_run_folder(out) and not is_eval_folder(out):
-            raise OptionError(
-                f"--out {out}: holds an objdisc run, whose run.json and metrics.json eval would replace; "
-                "give eval a folder of its own"
-            )
-        made_by = {
-            "backbone": label,
-            "predictions": {"path": str(predictions), "sha256": _digest(Path(predictions))},
-            "images_of": str(images_of) if images_of is not None else None,
-            "versions": {"objdisc": __version__},
-            "evaluated_by": EVALUATED_BY,
-        }
-        write_json_atomic(out / "metrics.json", {"producer": made_by, **metrics})
-        write_json_atomic(out / "run.json", {"producer": made_by, "status": "finished", "finished": now_iso()})
-
-
-def _digest(path: Path) -> str:
-    """sha256 of a file; of a folder, of its files' names and sha256s in name order."""
-    if not path.is_dir():
-        return sha256_file(path)
-    import hashlib
-
-    lines = [f"{p.name} {sha256_file(p)}" for p in sorted(path.iterdir()) if p.is_file()]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def is_eval_folder(folder: Path) -> bool:
-    """Whether ``folder`` was written by ``objdisc eval --out`` (and holds no run's journal)."""
-    if any((folder / "journal").glob("rank*.jsonl")):
-        return False
-    try:
-        info = read_json(folder / "run.json")
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and (info.get("producer") or {}).get("evaluated_by") == EVALUATED_BY
-
-
-__all__ = [
-    "EvalConfig",
-    "PredictionsError",
-    "eval_file",
-    "evaluate",
-    "is_eval_folder",
-    "limited_run_note",
-    "read_predictions",
-    "run_images",
-    "select_records",
-    "write_eval",
-]
+__all__ = ["PredictionsError", "evaluate", "read_mask_folder", "read_predictions", "select_records"]

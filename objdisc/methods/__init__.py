@@ -4,8 +4,8 @@
 fields are its options (:mod:`objdisc.methods.options`), called as
 ``method(feats, grid_hw, patch_size, image_hws) -> ObjectsBatch`` (:mod:`objdisc.methods.base`).
 Adding a method is that file plus one entry below; the CLI, ``sweep``, ``table``, ``visualize``,
-the journal and ``run.json`` read everything else from the class. Nothing here imports torch
-until a method runs.
+the journal and ``run.json`` read everything else from the class (the key is the class's
+``name``). Nothing here imports torch until a method runs.
 """
 
 from __future__ import annotations
@@ -13,22 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 from objdisc.errors import OptionError
-from objdisc.methods.base import Method, MethodBase
+from objdisc.methods.base import Method
 from objdisc.methods.dinoseg import DinoSeg
 from objdisc.methods.lost import Lost
 from objdisc.methods.maskcut import MaskCut
 from objdisc.methods.options import OptionInfo, options_of
 from objdisc.methods.tokencut import TokenCut
 
-METHODS: dict[str, type[MethodBase]] = {
-    "lost": Lost,
-    "tokencut": TokenCut,
-    "dinoseg": DinoSeg,
-    "maskcut": MaskCut,
-}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Lost, TokenCut, DinoSeg, MaskCut)}
 
 
-def method_class(name: str) -> type[MethodBase]:
+def method_class(name: str) -> type[Method]:
     """The class registered under ``name``.
 
     Raises:
@@ -44,7 +39,7 @@ def owners(option_name: str) -> list[str]:
     return [name for name, cls in METHODS.items() if any(o.name == option_name for o in options_of(cls))]
 
 
-def make_method(name: str, **options: Any) -> MethodBase:
+def make_method(name: str, **options: Any) -> Method:
     """Build a method from its name and the options given (the others keep their defaults).
 
     Raises:
@@ -85,7 +80,6 @@ __all__ = [
     "Lost",
     "MaskCut",
     "Method",
-    "MethodBase",
     "TokenCut",
     "all_options",
     "make_method",

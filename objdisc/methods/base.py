@@ -1,6 +1,6 @@
 """What every object-discovery method is: a frozen dataclass of options, called on a batch of features.
 
-A method is one file: a dataclass deriving from :class:`MethodBase` whose fields are declared
+A method is one file: a dataclass deriving from :class:`Method` whose fields are declared
 with :func:`objdisc.methods.options.option`, plus one entry in :data:`objdisc.methods.METHODS`.
 Called as ``method(feats, grid_hw, patch_size, image_hws)`` it returns an
 :class:`~objdisc.objects.ObjectsBatch`; the engine, the journal, the exports, the evaluators,
@@ -10,7 +10,7 @@ Called as ``method(feats, grid_hw, patch_size, image_hws)`` it returns an
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,30 +22,9 @@ if TYPE_CHECKING:
     from objdisc.objects import Objects, ObjectsBatch
 
 
-class Method(Protocol):
-    """What the engine calls for a batch of features."""
-
-    name: ClassVar[str]
-    feature_kinds: ClassVar[tuple[str, ...]]
-    map_label: ClassVar[str]
-
-    def __call__(
-        self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
-    ) -> ObjectsBatch: ...
-
-    def options(self) -> dict[str, Any]: ...
-
-    def display_map(self, score_map: np.ndarray) -> np.ndarray: ...
-
-    def input_side(self, patch_size: int) -> int | None: ...
-
-    def check_ready(self) -> None: ...
-
-    def finalize(self, objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int]) -> Objects: ...
-
-
-class MethodBase:
-    """Shared behaviour of the method dataclasses (subclasses are ``@dataclass(frozen=True)``).
+class Method:
+    """What every method is: a frozen dataclass of options, called on a batch of features
+    (subclasses are ``@dataclass(frozen=True)`` and define ``__call__``).
 
     Class attributes a method sets:
         name: registry name (``lost``).
@@ -63,12 +42,35 @@ class MethodBase:
     map_label: ClassVar[str] = "score map"
     needs_image: ClassVar[bool] = False
 
+    def __call__(
+        self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
+    ) -> ObjectsBatch:
+        """The objects of a batch sharing one patch grid.
+
+        Args:
+            feats: ``(B, N, C)`` patch features of the kind the method reads, row-major over ``grid_hw``.
+            grid_hw: ``(h, w)`` patch grid of the padded model input.
+            patch_size: patch side in pixels.
+            image_hws: ``(B, 2)`` int64 unpadded model-input sizes ``(H, W)`` in pixels.
+
+        Returns:
+            :class:`~objdisc.objects.ObjectsBatch` on the features' device (or the host), boxes in
+            model-input pixels.
+        """
+        raise NotImplementedError
+
     def __post_init__(self) -> None:
         check_options(self)
 
     def options(self) -> dict[str, Any]:
         """The method's name and every option value, JSON-able (journal settings, ``run.json``)."""
         return {"method": self.name, **{o.name: getattr(self, o.name) for o in options_of(type(self))}}
+
+    @staticmethod
+    def legacy_settings(settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The settings objdisc 0.1 journaled for the run whose settings are ``settings`` (so that
+        its journals still resume), or ``None``: no 0.1 journal can hold this method's objects."""
+        return None
 
     def display_map(self, score_map: np.ndarray) -> np.ndarray:
         """The per-patch map as ``objdisc visualize`` draws it (brighter = more object)."""
@@ -103,4 +105,14 @@ class MethodBase:
         return objects.at_image_size(image_hw)
 
 
-__all__ = ["Method", "MethodBase"]
+def objdisc_0_1_settings(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """What objdisc 0.1 journaled for a LOST or TokenCut run on keys, queries or values: no
+    ``format``, and LOST's ``k_patches`` at the top level (100 unless given)."""
+    if settings["features"] not in ("k", "q", "v"):
+        return None
+    old = {k: v for k, v in settings.items() if k != "format"}
+    old["k_patches"] = settings.get("k_patches", 100)
+    return old
+
+
+__all__ = ["Method", "objdisc_0_1_settings"]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from objdisc.errors import OptionError
-from objdisc.methods.base import MethodBase
+from objdisc.methods.base import Method
 from objdisc.methods.options import at_least, in_open_unit, option
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class DinoSeg(MethodBase):
+class DinoSeg(Method):
     """DINO-seg: the largest blob of one head's CLS attention; one object per image."""
 
     head: int = option(4, "DINO-seg: the attention head to read (LOST's --dinoseg_head).", checks=[at_least(0)])

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from objdisc.methods.base import MethodBase
+from objdisc.methods.base import Method, objdisc_0_1_settings
 from objdisc.methods.options import at_least, finite, option
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Lost(MethodBase):
+class Lost(Method):
     """LOST seed expansion; one object per image, never syncs with the device."""
 
     k_patches: int = option(100, "LOST: how many lowest-degree patches may join the seed (LOST's k).",
@@ -47,6 +47,7 @@ class Lost(MethodBase):
     name: ClassVar[str] = "lost"
     title: ClassVar[str] = "LOST (Siméoni et al., BMVC 2021): seed of lowest degree, expanded"
     map_label: ClassVar[str] = "inverse degree (LOST)"
+    legacy_settings = staticmethod(objdisc_0_1_settings)  # objdisc 0.1 journals resume
 
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor

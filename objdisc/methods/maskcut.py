@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from objdisc.errors import OptionError
-from objdisc.methods.base import MethodBase
+from objdisc.methods.base import Method
 from objdisc.methods.options import at_least, finite, option, positive
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ MAX_IOU = 0.5  # with the previous mask: above it, the new mask is dropped
 
 
 @dataclass(frozen=True)
-class MaskCut(MethodBase):
+class MaskCut(Method):
     """MaskCut: up to ``masks`` objects per image by repeated normalised cuts (CutLER)."""
 
     masks: int = option(3, "MaskCut: masks per image at most (CutLER's N).", checks=[at_least(1)], short="n")

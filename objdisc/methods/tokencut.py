@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from objdisc.methods.base import MethodBase
+from objdisc.methods.base import Method, objdisc_0_1_settings
 from objdisc.methods.options import finite, option, positive
 
 if TYPE_CHECKING:  # torch and scipy are imported when TokenCut runs
@@ -51,7 +51,7 @@ _TIE = 1e-6  # relative: |x| entries this close to the max are tied for the seed
 
 
 @dataclass(frozen=True)
-class TokenCut(MethodBase):
+class TokenCut(Method):
     """TokenCut normalised cut; one object per image."""
 
     tau: float = option(0.2, "TokenCut: cosine similarity above which two patches are linked (weight 1).",
@@ -61,6 +61,7 @@ class TokenCut(MethodBase):
     name: ClassVar[str] = "tokencut"
     title: ClassVar[str] = "TokenCut (Wang et al., CVPR 2022): normalised cut of the patch graph"
     map_label: ClassVar[str] = "|eigenvector| (TokenCut)"
+    legacy_settings = staticmethod(objdisc_0_1_settings)  # objdisc 0.1 journals resume
 
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor

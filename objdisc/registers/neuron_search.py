@@ -18,12 +18,10 @@ test-time registers.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -252,81 +250,8 @@ def find_register_neurons(
     }
 
 
-@dataclass(frozen=True)
-class FindConfig:
-    """Everything ``objdisc registers find`` takes (see :func:`find`)."""
-
-    backbone: str
-    out: Path
-    weights: Path | None = None
-    dataset: str = "folder"
-    data_root: Path | None = None
-    images: Path | None = None
-    annotations: Path | None = None
-    split: str = "trainval"
-    limit: int = 500
-    layer: int = -1
-    threshold: float | None = None
-    top: int = DEFAULT_TOP
-    max_side: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    resample_weights: bool = False
-    overwrite: bool = False
-
-
-def is_neurons_file(path: Path) -> bool:
-    """Whether ``path`` is a file ``objdisc registers find`` wrote."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and str(data.get("method", "")).startswith("register neurons") and "ranked" in data
-
-
-def find(config: FindConfig, progress: bool | None = None) -> dict[str, Any]:
-    """``objdisc registers find``: rank the register neurons and write them to ``config.out`` (JSON).
-
-    Returns:
-        The file's content (:func:`find_register_neurons` plus ``producer`` and ``method``).
-
-    Raises:
-        ObjdiscError: a bad option, dataset, backbone or weights file; an ``out`` that is a folder,
-            a file ``registers find`` did not write, or its own earlier file without ``overwrite``.
-    """
-    from objdisc.datasets import load_dataset
-    from objdisc.engine.out_folder import claim_file
-    from objdisc.models.backbones import create_backbone
-    from objdisc.utils.device import resolve_device, resolve_precision
-    from objdisc.utils.jsonio import write_json_atomic
-    from objdisc.utils.provenance import producer
-
-    out = Path(config.out)
-    if config.threshold is not None and not (config.threshold > 0 and config.threshold < float("inf")):
-        raise OptionError(f"--threshold {config.threshold}: a positive finite number or auto")
-    claim_file(out, "objdisc registers find", config.overwrite, is_neurons_file)  # before the slow work
-    data = load_dataset(config.dataset, config.data_root, config.images, config.annotations, config.split)
-    where = resolve_device(config.device)
-    used = resolve_precision(config.precision, where)
-    model = create_backbone(config.backbone, config.weights, where, resample_weights=config.resample_weights)
-    found = find_register_neurons(
-        model, data.records[: config.limit], where, config.layer, config.threshold, config.top, used,
-        config.max_side, progress,
-    )  # fmt: skip
-    made_by = {**producer(model.spec, model.weights, where, used), "dataset": data.name, "limit": config.limit}
-    content = {"producer": made_by, "method": "register neurons (Jiang et al., NeurIPS 2025)", **found}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, content)
-    except OSError as exc:
-        raise OptionError(f"--out {out}: cannot write the file ({exc.strerror or exc})") from exc
-    return content
-
-
 __all__ = [
     "DEFAULT_TOP",
-    "FindConfig",
-    "find",
     "find_register_neurons",
     "neuron_scores",
     "rank",

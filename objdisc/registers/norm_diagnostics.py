@@ -7,25 +7,19 @@ patch tokens above it, per-layer mean / max norms of patch, register and CLS tok
 high-norm tokens sit (per image grid positions) and how redundant their input patches are
 (mean cosine similarity of the patch embedding to its 4 neighbours, high-norm vs other tokens).
 
-Files in ``--out``: ``norms.json`` (summary), ``layers.csv``, ``histogram.png``,
-``layers.png``, and, with ``--all-layers``, ``histogram_layers.png``.
+``objdisc norms`` (:mod:`objdisc.commands.norms`) writes the summary and its pictures
+(:mod:`objdisc.reports.norm_figures`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from objdisc.utils.jsonio import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -187,54 +181,6 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def layers_csv(summary: dict[str, Any]) -> str:
-    """Per-layer table as CSV text."""
-    buffer = io.StringIO()
-    columns = ["block", "patch_mean", "patch_max", "register_mean", "register_max", "cls_mean"]
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    for row in summary["layers"]:
-        writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
-    return buffer.getvalue()
-
-
-def write_outputs(out: Path, summary: dict[str, Any], acc: NormSummary, label: str, all_layers: bool) -> list[Path]:
-    """norms.json, layers.csv and the pictures; returns the written paths."""
-    import cv2
-
-    from objdisc.reports.plots import histogram, lines
-
-    out.mkdir(parents=True, exist_ok=True)
-    series = [("patch tokens", acc.patch_norms())]
-    registers = acc.register_norms()
-    if registers.size:
-        series.append(("register tokens", registers))
-    share = 100 * summary["share_high"]
-    title = f"{label}: output token norms, {summary['n_patch_tokens']:,} patches, {share:.2f}% above threshold"
-    pictures = {"histogram.png": histogram(series, threshold=summary["threshold"], title=title)}
-    blocks = [row["block"] for row in summary["layers"]]
-    chart = [("patch mean", [r["patch_mean"] for r in summary["layers"]])]
-    chart.append(("patch max", [r["patch_max"] for r in summary["layers"]]))
-    if summary["layers"][0]["register_mean"] is not None:
-        chart.append(("register mean", [r["register_mean"] for r in summary["layers"]]))
-    if summary["layers"][0]["cls_mean"] is not None:
-        chart.append(("CLS", [r["cls_mean"] for r in summary["layers"]]))
-    pictures["layers.png"] = lines(blocks, chart, title=f"{label}: token norms per block")
-    if all_layers:
-        per_layer = [(f"block {b}", acc.patch_norms(b)) for b in blocks]
-        pictures["histogram_layers.png"] = histogram(per_layer[-6:], title=f"{label}: patch norms, last 6 blocks")
-    written = []
-    for name, image in pictures.items():
-        ok, data = cv2.imencode(".png", image)
-        if not ok:
-            raise RuntimeError(f"PNG encoding of {name} failed")
-        (out / name).write_bytes(data.tobytes())
-        written.append(out / name)
-    write_text_atomic(out / "layers.csv", layers_csv(summary))
-    write_json_atomic(out / "norms.json", summary)
-    return [*written, out / "layers.csv", out / "norms.json"]
-
-
 def collect(backbone: Any, records: Iterable[Any], device: Any, max_side: int | None = None) -> Iterable[ImageNorms]:
     """Token norms of each record (one image per forward pass; unreadable images are logged and skipped)."""
     import torch
@@ -262,18 +208,16 @@ def collect(backbone: Any, records: Iterable[Any], device: Any, max_side: int | 
             )
 
 
-def run_norms(
+def norm_summary(
     backbone: Any,
     records: Sequence[Any],
-    out: Path,
     device: Any = "cpu",
     threshold: float | None = None,
-    all_layers: bool = False,
     max_side: int | None = None,
     producer: dict[str, Any] | None = None,
     progress: bool | None = None,
-) -> dict[str, Any]:
-    """``objdisc norms``: collect, summarise, write; returns the summary.
+) -> tuple[dict[str, Any], NormSummary]:
+    """What ``objdisc norms`` computes: every image's token norms collected and summarised.
 
     With test-time registers (:mod:`objdisc.models.test_time_registers`) the images are also run without them, and the
     summary's ``test_time_registers`` says where the high norms went: the share of high-norm
@@ -282,6 +226,10 @@ def run_norms(
     summary and the pictures are of the model with test-time registers.
 
     ``progress``: a bar per image (``None``: only on a terminal).
+
+    Returns:
+        ``(summary, accumulated norms)``: the summary as ``norms.json`` holds it, and the norms
+        the pictures are drawn from (:func:`objdisc.reports.norm_figures.write_norm_files`).
     """
     ttr = getattr(backbone.model, "objdisc_ttr", None)
     before: dict[str, Any] | None = None
@@ -309,8 +257,7 @@ def run_norms(
             "output_norm_before": before["output_norm"],
             "extra_token_norm": _stats(extra),
         }
-    write_outputs(Path(out), summary, acc, backbone.spec.name, all_layers)
-    return summary
+    return summary, acc
 
 
 def _accumulate(
@@ -329,106 +276,4 @@ def _accumulate(
     return acc
 
 
-@dataclass(frozen=True)
-class NormsConfig:
-    """Everything ``objdisc norms`` takes (see :func:`norms`)."""
-
-    backbone: str
-    dataset: str
-    out: Path
-    weights: Path | None = None
-    data_root: Path | None = None
-    images: Path | None = None
-    annotations: Path | None = None
-    split: str = "trainval"
-    no_hard: bool = False
-    limit: int = 200
-    threshold: float | None = None
-    all_layers: bool = False
-    max_side: int | None = None
-    device: str = "auto"
-    test_time_registers: str | None = None
-    ttr_top: int | None = None
-    resample_weights: bool = False
-    overwrite: bool = False
-
-
-NORMS_FILES = ("norms.json", "layers.csv", "histogram.png", "layers.png", "histogram_layers.png")
-
-
-def is_norms_folder(out: Path) -> bool:
-    """Whether ``out`` holds an ``objdisc norms`` output written before output manifests existed."""
-    try:
-        data = json.loads((out / "norms.json").read_text())
-    except (OSError, ValueError):
-        return False
-    names = {p.name for p in out.iterdir()}
-    return isinstance(data, dict) and "threshold_source" in data and names <= {*NORMS_FILES, ".objdisc.lock"}
-
-
-def norms(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
-    """``objdisc norms``: build the model, collect the first ``limit`` images' norms, write the files.
-
-    ``out`` must be new, empty, or an earlier ``objdisc norms`` output (replaced with ``overwrite``
-    only): a folder holding anything else is refused before any work
-    (:func:`objdisc.engine.out_folder.claim_folder`).
-
-    Returns:
-        The summary written to ``norms.json``.
-
-    Raises:
-        ObjdiscError: a bad option, dataset, backbone, weights file or ``out``.
-    """
-    from objdisc.datasets import load_dataset
-    from objdisc.engine.out_folder import claim_folder, lock_out, record_outputs
-    from objdisc.errors import OptionError
-    from objdisc.models.backbones import create_backbone
-    from objdisc.models.specs import get_spec
-    from objdisc.models.test_time_registers import load_register_neurons
-    from objdisc.utils.device import resolve_device
-    from objdisc.utils.provenance import producer
-
-    neurons = None
-    if config.test_time_registers is not None:
-        neurons = load_register_neurons(config.test_time_registers, get_spec(config.backbone).name, config.ttr_top)
-    elif config.ttr_top is not None:
-        raise OptionError("--ttr-top needs --test-time-registers")
-    if config.threshold is not None and not (math.isfinite(config.threshold) and config.threshold > 0):
-        raise OptionError(f"--threshold {config.threshold}: a norm threshold is a finite number > 0")
-    data = load_dataset(
-        config.dataset, config.data_root, config.images, config.annotations, config.split, config.no_hard, config.out
-    )
-    out = Path(config.out)
-    with lock_out(out, "objdisc norms"):
-        claim_folder(out, "objdisc norms", config.overwrite, legacy=is_norms_folder)  # before the slow work
-        where = resolve_device(config.device)
-        model = create_backbone(config.backbone, config.weights, where, neurons, config.resample_weights)
-        made_by = {**producer(model.spec, model.weights, where, "fp32"), "dataset": data.name, "limit": config.limit}
-        if neurons is not None:
-            made_by["test_time_registers"] = neurons.describe()
-        summary = run_norms(
-            model,
-            data.records[: config.limit],
-            out,
-            where,
-            config.threshold,
-            config.all_layers,
-            config.max_side,
-            made_by,
-            progress,
-        )
-        record_outputs(out, "objdisc norms", [out / n for n in NORMS_FILES if (out / n).exists()])
-    return summary
-
-
-__all__ = [
-    "ImageNorms",
-    "NormSummary",
-    "NormsConfig",
-    "collect",
-    "find_threshold",
-    "layers_csv",
-    "norms",
-    "run_norms",
-    "write_outputs",
-]
+__all__ = ["ImageNorms", "NormSummary", "collect", "find_threshold", "norm_summary"]

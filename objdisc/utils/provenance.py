@@ -7,7 +7,7 @@ import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import objdisc
+from objdisc.version import __version__
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +44,7 @@ def versions() -> dict[str, str]:
     import torch
 
     return {
-        "objdisc": objdisc.__version__,
+        "objdisc": __version__,
         "torch": torch.__version__,
         "timm": timm.__version__,
         "python": sys.version.split()[0],

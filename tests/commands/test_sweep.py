@@ -25,7 +25,7 @@ def test_sweep_makes_one_run_per_point_with_one_forward_pass(tmp_path: Path, wei
     make_voc(tmp_path)
     built = []
     real = backbones_module.create_backbone
-    monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr("objdisc.models.backbones.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     out = tmp_path / "sweep"
     result = invoke(
         "sweep", "-b", "dinov2_reg", "-d", "voc07", "--data-root", str(tmp_path), "--weights",

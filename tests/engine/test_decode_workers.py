@@ -19,15 +19,17 @@ def test_workers_forked_after_parent_work_do_not_deadlock(tmp_path: Path):
     script = textwrap.dedent(f"""
         import cv2, numpy as np, torch
         from objdisc.datasets import load_dataset
-        from objdisc.models.backbones import Backbone, build_model, get_spec
         from objdisc.engine.discover import discover
+        from objdisc.methods import Lost
+        from objdisc.models.backbones import Backbone, build_model
+        from objdisc.models.specs import get_spec
         from objdisc.models.weights import WeightsInfo
         spec = get_spec("dino")
         backbone = Backbone(spec, build_model(spec, depth=1).eval(), WeightsInfo("-", "random", "-"))
         records = load_dataset("folder", images={str(tmp_path)!r}).records
         cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))
-        first = list(discover(backbone, records, workers=0))
-        second = list(discover(backbone, records, workers=2))
+        first = list(discover(backbone, records, method=Lost(), workers=0))
+        second = list(discover(backbone, records, method=Lost(), workers=2))
         assert len(second) == 6 and all(r.objects is not None for r in second)
         print("ok")
     """)

@@ -12,9 +12,9 @@ from conftest import corloc, corloc_value, make_voc, write_image
 from pycocotools.coco import COCO
 
 import objdisc.engine.discover as pipeline
+from objdisc.commands.run import RunConfig, run
 from objdisc.datasets import load_dataset
 from objdisc.engine.discover import discover
-from objdisc.engine.runner import RunConfig, run
 from objdisc.geometry import iou, xywh_to_xyxy
 from objdisc.images import load_image, make_batch
 from objdisc.methods import Lost, TokenCut
@@ -50,9 +50,9 @@ def test_any_batch_size_gives_the_boxes_of_batch_size_one(backbone, tmp_path: Pa
     forwards = []
     handle = backbone.model.patch_embed.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape[0]))
     try:
-        single = boxes_by_id(discover(backbone, records, batch_size=1, workers=0))
+        single = boxes_by_id(discover(backbone, records, method=Lost(), batch_size=1, workers=0))
         forwards.clear()
-        batched = boxes_by_id(discover(backbone, records, batch_size=batch_size, workers=0))
+        batched = boxes_by_id(discover(backbone, records, method=Lost(), batch_size=batch_size, workers=0))
     finally:
         handle.remove()
     assert max(forwards) > 1  # real multi-image batches ran
@@ -65,9 +65,11 @@ def test_a_token_budget_caps_batches_and_changes_no_box(backbone, tmp_path: Path
     forwards = []
     handle = backbone.model.patch_embed.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape))
     try:
-        single = boxes_by_id(discover(backbone, records, batch_size=1, workers=0))
+        single = boxes_by_id(discover(backbone, records, method=Lost(), batch_size=1, workers=0))
         forwards.clear()
-        capped = boxes_by_id(discover(backbone, records, batch_size=8, batch_tokens=batch_tokens, workers=0))
+        capped = boxes_by_id(
+            discover(backbone, records, method=Lost(), batch_size=8, batch_tokens=batch_tokens, workers=0)
+        )
     finally:
         handle.remove()
     # 84 x 112 pixels at patch 14 is 48 patches: the padded size 5 of these images share.
@@ -78,7 +80,8 @@ def test_a_token_budget_caps_batches_and_changes_no_box(backbone, tmp_path: Path
 @pytest.mark.slow
 def test_decode_workers_change_nothing(backbone, tmp_path: Path):
     records = load_dataset("folder", images=folder_of_mixed_sizes(tmp_path)).records
-    assert boxes_by_id(discover(backbone, records, workers=2)) == boxes_by_id(discover(backbone, records, workers=0))
+    forked = boxes_by_id(discover(backbone, records, method=Lost(), workers=2))
+    assert forked == boxes_by_id(discover(backbone, records, method=Lost(), workers=0))
 
 
 def voc_with_bad_images(root: Path) -> None:
@@ -94,7 +97,7 @@ def voc_with_bad_images(root: Path) -> None:
 
 def test_bad_images_are_skipped_named_and_count_as_misses(backbone, tmp_path: Path):
     voc_with_bad_images(tmp_path)
-    config = RunConfig("dinov2_reg", "voc07", tmp_path / "out", data_root=tmp_path, workers=0)
+    config = RunConfig.flat("dinov2_reg", "voc07", tmp_path / "out", data_root=tmp_path, workers=0)
     result = run(config, backbone=backbone)
     metrics = json.loads((tmp_path / "out/metrics.json").read_text())
     assert metrics == result.metrics
@@ -125,7 +128,7 @@ def test_a_failing_batch_is_retried_image_by_image(
         return real(self, work)
 
     monkeypatch.setattr(pipeline._BatchStep, stage, flaky)
-    results = list(discover(backbone, records, batch_size=4, workers=0))
+    results = list(discover(backbone, records, method=Lost(), batch_size=4, workers=0))
     failed = [r for r in results if r.objects is None]
     assert [r.record.file_name for r in failed] == ["im2.jpg"]
     assert "im2.jpg" in failed[0].error and "out of memory" in failed[0].error
@@ -135,7 +138,7 @@ def test_a_failing_batch_is_retried_image_by_image(
 def test_outputs_load_in_pycocotools_and_agree_with_metrics(backbone, tmp_path: Path):
     make_voc(tmp_path)
     out = tmp_path / "out"
-    run(RunConfig("dinov2_reg", "voc07", out, data_root=tmp_path, batch_size=3, workers=0), backbone=backbone)
+    run(RunConfig.flat("dinov2_reg", "voc07", out, data_root=tmp_path, batch_size=3, workers=0), backbone=backbone)
     gt = COCO(str(out / "gt.json"))
     predictions = gt.loadRes(str(out / "predictions.json"))
     assert sorted(gt.getImgIds()) == [5, 7, 9, 12]
@@ -174,7 +177,8 @@ def test_outputs_load_in_pycocotools_and_agree_with_metrics(backbone, tmp_path: 
 
 def test_limit_runs_the_first_images(backbone, tmp_path: Path):
     make_voc(tmp_path)
-    result = run(RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, limit=2, workers=0), backbone)
+    config = RunConfig.flat("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, limit=2, workers=0)
+    result = run(config, backbone)
     assert result.metrics["n_images"] == 2
     assert [i["id"] for i in json.loads((tmp_path / "o/gt.json").read_text())["images"]] == [5, 7]
 
@@ -187,7 +191,7 @@ def test_k_patches_and_gram_bias_reach_lost(backbone, tmp_path: Path, monkeypatc
     real = lost_module.lost_device
     monkeypatch.setattr(lost_module, "lost_device", lambda *a: seen.append(a[-2:]) or real(*a))
     options = {"k_patches": 7, "gram_bias": 0.25}
-    config = RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, method_options=options)
+    config = RunConfig.flat("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, method_options=options)
     run(dataclasses.replace(config, workers=0), backbone)
     assert seen and set(seen) == {(7, 0.25)}
 
@@ -222,7 +226,7 @@ def test_each_feature_option_gives_lost_on_exactly_those_features(backbone, tmp_
 def test_gram_bias_changes_the_degrees_it_should(backbone, tmp_path: Path):
     make_voc(tmp_path)
     records = load_dataset("voc07", tmp_path).records[:1]
-    plain = next(iter(discover(backbone, records, workers=0))).objects
+    plain = next(iter(discover(backbone, records, method=Lost(), workers=0))).objects
     biased = next(iter(discover(backbone, records, method=Lost(100, 1e9), workers=0))).objects
     # A bias above every affinity leaves no positive pair: every degree is 0, the seed is patch 0.
     assert plain.score_map.max() > 0 and biased.score_map.max() == 0 and biased.seeds[0] == 0

@@ -10,9 +10,9 @@ import pytest
 from conftest import corloc_value, make_voc
 
 import objdisc.models.backbones as backbones_module
+from objdisc.commands.run import RunConfig, run
 from objdisc.datasets import load_dataset
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.runner import RunConfig, run
 from objdisc.models.backbones import create_backbone
 from objdisc.models.feature_spec import FeatureSpec
 
@@ -23,7 +23,7 @@ def backbone(weights_file):
 
 
 def voc_run(tmp_path: Path, out: str, **options) -> RunConfig:
-    return RunConfig("dinov2_reg", "voc07", tmp_path / out, data_root=tmp_path, workers=0, **options)
+    return RunConfig.flat("dinov2_reg", "voc07", tmp_path / out, data_root=tmp_path, workers=0, **options)
 
 
 def predictions(out: Path) -> list:
@@ -41,7 +41,7 @@ def test_cached_rerun_skips_the_model_and_gives_identical_objects(backbone, tmp_
     def never(*args, **kwargs):
         raise AssertionError("the backbone was built on a cached run")
 
-    monkeypatch.setattr("objdisc.engine.runner.create_backbone", never)
+    monkeypatch.setattr("objdisc.models.backbones.create_backbone", never)
     calls = []
     handle = backbone.model.register_forward_pre_hook(lambda *a: calls.append(1))
     again = run(voc_run(tmp_path, "b", cache=cache, weights=weights))
@@ -104,7 +104,7 @@ def test_a_torn_cache_entry_goes_back_to_the_model(backbone, tmp_path: Path, mon
     torn.write_bytes(torn.read_bytes()[:100])
     built = []
     real = backbones_module.create_backbone
-    monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr("objdisc.models.backbones.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     result = run(voc_run(tmp_path, "b", cache=cache, weights=weights))
     assert built == [1] and result.metrics["n_skipped"] == 0
     assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
@@ -118,7 +118,7 @@ def test_a_run_with_another_layer_builds_the_model(backbone, tmp_path: Path, mon
     run(voc_run(tmp_path, "a", cache=tmp_path / "cache", weights=weights), backbone)
     built = []
     real = backbones_module.create_backbone
-    monkeypatch.setattr("objdisc.engine.runner.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr("objdisc.models.backbones.create_backbone", lambda *a, **k: built.append(1) or real(*a, **k))
     run(voc_run(tmp_path, "b", cache=tmp_path / "cache", weights=weights, layer=-2))
     assert built == [1]
 

@@ -18,9 +18,9 @@ import pytest
 import tqdm
 from conftest import coco_instances, coco_run, corloc, folder_run, invoke, refused, write_image
 
-import objdisc.engine.runner as runner
+import objdisc.models.backbones as backbones_module
+from objdisc.commands.run import RunConfig, run
 from objdisc.engine.journal import JournalMismatchError, read_journals
-from objdisc.engine.runner import RunConfig, run
 
 SAME = ("predictions.json", "gt.json", "per_image.json")
 TIMING = {"seconds", "images_per_s", "stage_seconds", "n_processed", "n_resumed"}
@@ -35,7 +35,7 @@ def photo_folder(root: Path, n: int = 10) -> Path:
 
 
 def config(images: Path, out: Path, weights: Path, **kw) -> RunConfig:
-    return RunConfig("dinov2_reg", "folder", out, weights=weights, images=images, workers=0, **kw)
+    return RunConfig.flat("dinov2_reg", "folder", out, weights=weights, images=images, workers=0, **kw)
 
 
 def assert_same_outputs(a: Path, b: Path) -> None:
@@ -68,7 +68,7 @@ def test_a_finished_run_reruns_in_seconds_without_building_the_model(reference, 
     images, weights, ref = reference
     out = tmp_path / "out"
     run(config(images, out, weights))
-    monkeypatch.setattr(runner, "create_backbone", lambda *a, **k: pytest.fail("model built for a finished run"))
+    monkeypatch.setattr(backbones_module, "create_backbone", lambda *a, **k: pytest.fail("model built for a finished run"))
     start = time.perf_counter()
     result = run(config(images, out, weights))
     assert time.perf_counter() - start < 10
@@ -191,14 +191,14 @@ def test_a_journal_of_objdisc_0_1_resumes(reference, tmp_path: Path):
     """A run begun by objdisc 0.1 (settings without format and with a top-level k_patches; one
     box and seed per entry) resumes: the same boxes as an uninterrupted run, no masks added."""
     from objdisc.engine.journal import settings_key
-    from objdisc.engine.runner import legacy_settings
+    from objdisc.methods import Lost
 
     images, weights, ref = reference
     out = tmp_path / "out"
     run(config(images, out, weights, limit=4))
     journal = out / "journal" / "rank0.jsonl"
     header, *entries = (json.loads(line) for line in journal.read_text().splitlines())
-    old = legacy_settings(header["settings"])
+    old = Lost.legacy_settings(header["settings"])
     assert "format" not in old and old["k_patches"] == 100 and old["method"] == "lost"
     lines = [{"key": settings_key(old), "settings": old}]
     for entry in entries:

@@ -92,10 +92,11 @@ def test_a_head_the_model_lacks_is_refused_naming_the_count():
 
 
 def test_dinoseg_reads_the_cls_attention_only():
-    from objdisc.engine.runner import RunConfig
+    from objdisc.commands.run import RunConfig, resolve_discovery
+    from objdisc.models.specs import get_spec
 
     assert make_method("dinoseg").feature_kinds == ("attn",)
-    config = RunConfig("dino", "folder", "o", method="dinoseg")
-    assert config.feature_spec.kind == "attn"
+    config = RunConfig.flat("dino", "folder", "o", method="dinoseg")
+    assert resolve_discovery(config, get_spec("dino")).features.kind == "attn"
     with pytest.raises(OptionError, match="--features k: dinoseg reads attn"):
-        RunConfig("dino", "folder", "o", method="dinoseg", features="k").discovery()
+        resolve_discovery(RunConfig.flat("dino", "folder", "o", method="dinoseg", features="k"), get_spec("dino"))

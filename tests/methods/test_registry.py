@@ -3,6 +3,7 @@ goes through run, sweep, table and visualize with no other file changed, K objec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,18 @@ import torch
 from conftest import corloc, make_voc
 from pycocotools.coco import COCO
 
+from objdisc.commands.run import RunConfig, run
 from objdisc.commands.sweep import grid, sweep
-from objdisc.engine.runner import RunConfig, run
-from objdisc.methods import METHODS, MethodBase
+from objdisc.commands.visualize import VisualizeConfig
+from objdisc.commands.visualize import run as visualize
+from objdisc.methods import METHODS, Method
 from objdisc.methods.options import at_least, option
 from objdisc.objects import ObjectsBatch
-from objdisc.reports.pictures import visualize
 from objdisc.reports.table import table
 
 
 @dataclass(frozen=True)
-class Frames(MethodBase):
+class Frames(Method):
     """Two objects per image: the grid less a margin (score 0.9) and its top-left patch (score 0.2)."""
 
     margin: int = option(1, "Frames: patches left out on every side.", checks=[at_least(0)], short="m")
@@ -64,8 +66,8 @@ def test_a_method_registered_alone_goes_through_run_sweep_table_and_visualize(
 ):
     make_voc(tmp_path)
     weights = weights_file("dinov2_reg")
-    base = RunConfig("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, weights=weights, workers=0)
-    config = RunConfig(**{**base.__dict__, "method": "frames", "method_options": {"margin": 2}})
+    base = RunConfig.flat("dinov2_reg", "voc07", tmp_path / "o", data_root=tmp_path, weights=weights, workers=0)
+    config = dataclasses.replace(base, method="frames", method_options={"margin": 2})
     result = run(config)
     predictions = json.loads((tmp_path / "o/predictions.json").read_text())
     assert len(predictions) == 2 * 4 and [p["score"] for p in predictions[:2]] == [0.9, 0.2]
@@ -81,7 +83,7 @@ def test_a_method_registered_alone_goes_through_run_sweep_table_and_visualize(
 
     points = grid(["frames", "lost"], None, [-1], {"margin": [0, 2]})
     assert [p.slug for p in points] == ["frames_v_l-1_m0", "frames_v_l-1_m2", "lost_k_l-1"]
-    rows = sweep(RunConfig(**{**base.__dict__, "cache": tmp_path / "cache"}), points, tmp_path / "s")
+    rows = sweep(dataclasses.replace(base, cache=tmp_path / "cache"), points, tmp_path / "s")
     assert [r["run"] for r in rows] == [p.slug for p in points] and "corloc" in rows[0]
     summary = (tmp_path / "s" / "summary.md").read_text()
     assert "(method=frames, margin=0)" in summary and "(method=frames, margin=2)" in summary
@@ -89,7 +91,7 @@ def test_a_method_registered_alone_goes_through_run_sweep_table_and_visualize(
     text, _ = table([tmp_path / "s" / p.slug for p in points])
     assert "(method=frames, margin=0)" in text
 
-    page = visualize([tmp_path / "o"], limit=2)
+    page = visualize(VisualizeConfig([tmp_path / "o"], limit=2))
     pictures = sorted((tmp_path / "o" / "vis" / "o").glob("*.png"))
     assert page.exists() and len(pictures) == 2
     assert "differ" not in page.read_text()  # the recomputed objects are the run's

@@ -178,19 +178,19 @@ def test_apply_recipe_refuses_a_model_without_learned_position_embeddings():
 
 
 def test_journals_and_caches_from_timm_resized_features_are_not_reused(tmp_path):
-    from objdisc.datasets import Dataset
-    from objdisc.engine.runner import RunConfig, box_settings, cache_identity
+    from objdisc.engine.plan import cache_identity, journal_settings
+    from objdisc.models.args import ModelArgs, ResolvedModel
+    from objdisc.models.weights import WeightsInfo
 
-    config = RunConfig(backbone="dino", dataset="folder", out=tmp_path)
-    dataset = Dataset(name="folder", image_root=tmp_path, records=[], has_gt=False)
-    dino, reg = get_spec("dino"), get_spec("dinov2_reg")
-    new = box_settings(config, dataset, dino, "0" * 64, "fp32")
+    weights = WeightsInfo("w.pth", "local", "0" * 64)
+    dino, reg = (ResolvedModel(ModelArgs(n), get_spec(n), weights, None) for n in ("dino", "dinov2_reg"))
+    discovery = {"features": "k", "layer": -1, "method": "lost", "k_patches": 100, "gram_bias": 0.0}
+    new = journal_settings(dino, "folder", False, None, "fp32", False, discovery)
     assert new["pos_embed"] == "dino-release"
-    assert "pos_embed" not in box_settings(
-        config, dataset, reg, "0" * 64, "fp32"
-    )  # unchanged family: journals stay valid
-    assert cache_identity(dino, "0" * 64, "fp32", config)["pos_embed"] == "dino-release"
-    assert "pos_embed" not in cache_identity(reg, "0" * 64, "fp32", config)
+    # unchanged family: journals stay valid
+    assert "pos_embed" not in journal_settings(reg, "folder", False, None, "fp32", False, discovery)
+    assert cache_identity(dino, "fp32", None, None, False)["pos_embed"] == "dino-release"
+    assert "pos_embed" not in cache_identity(reg, "fp32", None, None, False)
     old = {k: v for k, v in new.items() if k != "pos_embed"}  # what objdisc wrote before
     with Journal(tmp_path / "journal", 0, old) as journal:
         journal.append(

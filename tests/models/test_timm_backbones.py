@@ -13,7 +13,7 @@ from conftest import refused, write_image
 from safetensors.torch import save_file
 
 from objdisc.cli import cli
-from objdisc.engine.runner import RunConfig, run
+from objdisc.commands.run import RunConfig, run
 from objdisc.images import make_batch
 from objdisc.models.backbones import build_model, create_backbone
 from objdisc.models.features import KeyExtractor
@@ -59,7 +59,7 @@ def test_any_timm_vit_end_to_end(tmp_path: Path, images: Path, name, patch, pref
         keys = extract(x)
     assert keys.shape[:2] == (1, (x.shape[2] // patch) * (x.shape[3] // patch))  # every patch, no prefix token
 
-    config = RunConfig(
+    config = RunConfig.flat(
         backbone=spec.name, dataset="folder", images=images, out=tmp_path / "o", weights=weights,
         workers=0, model_kwargs={"depth": 2},
     )  # fmt: skip

@@ -19,7 +19,8 @@ from objdisc.datasets import load_dataset
 from objdisc.images import load_image, make_batch
 from objdisc.models.backbones import create_backbone
 from objdisc.models.token_probe import TokenProbe
-from objdisc.registers.norm_diagnostics import ImageNorms, NormSummary, find_threshold, run_norms
+from objdisc.registers.norm_diagnostics import ImageNorms, NormSummary, find_threshold, norm_summary
+from objdisc.reports.norm_figures import write_norm_files
 
 
 def on_voc(command: str, root: Path, weights_file, *extra: str):
@@ -104,7 +105,8 @@ def test_norms_on_a_dataset_count_every_patch_token_once(tmp_path: Path, weights
     make_voc(tmp_path)
     backbone = create_backbone("dinov2_reg", weights_file("dinov2_reg"))
     records = load_dataset("voc07", tmp_path).records
-    summary = run_norms(backbone, records, tmp_path / "norms", threshold=12.0, all_layers=True)
+    summary, norms = norm_summary(backbone, records, threshold=12.0)
+    write_norm_files(tmp_path / "norms", summary, norms, backbone.spec.name, all_layers=True)
     direct = []
     with TokenProbe(backbone.model, 4) as probe:
         for record in records:

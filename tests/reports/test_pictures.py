@@ -72,13 +72,13 @@ class Links(HTMLParser):
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, weights_file) -> tuple[Path, Path, Path]:
-    from objdisc.engine.runner import RunConfig, run
+    from objdisc.commands.run import RunConfig, run
 
     root = tmp_path_factory.mktemp("vis")
     make_voc(root)
     runs = []
     for name in ("dinov2", "dinov2_reg"):
-        config = RunConfig(name, "voc07", root / name, data_root=root, weights=weights_file(name), workers=0)
+        config = RunConfig.flat(name, "voc07", root / name, data_root=root, weights=weights_file(name), workers=0)
         runs.append(run(config).out)
     return root, runs[0], runs[1]
 
@@ -237,12 +237,13 @@ def test_chromium_renders_the_gallery_without_console_errors(two_runs, tmp_path:
 
 @pytest.mark.slow
 def test_visualize_draws_the_others_when_an_image_is_gone_and_takes_moved_weights(tmp_path: Path, weights_file):
-    from objdisc.engine.runner import RunConfig, run
+    from objdisc.commands.run import RunConfig, run
 
     make_voc(tmp_path / "data")
     moved = tmp_path / "w.safetensors"
     shutil.copy(weights_file("dinov2_reg"), moved)
-    config = RunConfig("dinov2_reg", "voc07", tmp_path / "r", data_root=tmp_path / "data", weights=moved, workers=0)
+    data = tmp_path / "data"
+    config = RunConfig.flat("dinov2_reg", "voc07", tmp_path / "r", data_root=data, weights=moved, workers=0)
     run(config)
     gone = tmp_path / "data/VOCdevkit/VOC2007/JPEGImages/000007.jpg"
     gone.unlink()

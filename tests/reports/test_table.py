@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import corloc_value, fake_run, invoke, make_voc, refused
 
-from objdisc.engine.runner import RunConfig, run
+from objdisc.commands.run import RunConfig, run
 from objdisc.models.backbones import create_backbone
 from objdisc.reports.table import build_rows, read_run, render
 
@@ -152,8 +152,8 @@ def test_table_rows_from_real_runs(weights_file, tmp_path: Path):
     backbone = create_backbone("dinov2_reg", weights_file("dinov2_reg"))
     make_voc(tmp_path)
     made = [
-        run(RunConfig("dinov2_reg", "voc07", tmp_path / name, data_root=tmp_path, workers=0, method=method), backbone)
-        for name, method in (("a", "lost"), ("b", "tokencut"))
+        run(RunConfig.flat("dinov2_reg", "voc07", tmp_path / name, data_root=tmp_path, workers=0, method=m), backbone)
+        for name, m in (("a", "lost"), ("b", "tokencut"))
     ]
     rows, columns = build_rows([read_run(r.out) for r in made])
     tag = f"[local {backbone.weights.sha256[:8]}]"  # not the pretrained model: the label says so
