@@ -25,7 +25,7 @@ from typing import Any
 from objdisc.commands.run import RunConfig
 from objdisc.commands.run import run as run_point
 from objdisc.errors import ObjdiscError, OptionError
-from objdisc.methods import make_method, method_class, owners
+from objdisc.methods import check_method_options, method_class, owners
 from objdisc.methods.options import options_of
 from objdisc.models.feature_spec import FeatureSpec
 from objdisc.utils.jsonio import write_json_atomic, write_text_atomic
@@ -103,7 +103,7 @@ def grid(
             FeatureSpec(kind, layer)  # checks the kind now, not after an hour of sweeping
             for combo in itertools.product(*(values for _, values in axes)):
                 options = tuple((name, value) for (name, _), value in zip(axes, combo, strict=True))
-                make_method(method, **dict(options))  # checks every value
+                check_method_options(method, **dict(options))  # every value, before the first run
                 points.append(SweepPoint(method, kind, layer, options))
     return list(dict.fromkeys(points))
 

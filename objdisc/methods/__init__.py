@@ -39,6 +39,23 @@ def owners(option_name: str) -> list[str]:
     return [name for name, cls in METHODS.items() if any(o.name == option_name for o in options_of(cls))]
 
 
+def check_method_options(name: str, **options: Any) -> None:
+    """Check a method's options as :func:`make_method` would, without building the method.
+
+    Raises:
+        OptionError: unknown method, an option the method does not have (naming the methods
+            that have it), or a value the option refuses.
+    """
+    declared = {o.name: o for o in options_of(method_class(name))}
+    for key, value in options.items():
+        if key not in declared:
+            flag = "--" + key.replace("_", "-")
+            having = owners(key)
+            where = f"an option of {', '.join(having)}" if having else "no method's option"
+            raise OptionError(f"{flag} is {where}; {name} does not take it")
+        declared[key].check(value)
+
+
 def make_method(name: str, **options: Any) -> Method:
     """Build a method from its name and the options given (the others keep their defaults).
 
@@ -46,15 +63,8 @@ def make_method(name: str, **options: Any) -> Method:
         OptionError: unknown method, an option the method does not have (naming the methods
             that have it), or a value the option refuses.
     """
-    cls = method_class(name)
-    known = {o.name for o in options_of(cls)}
-    for key in options:
-        if key not in known:
-            flag = "--" + key.replace("_", "-")
-            having = owners(key)
-            where = f"an option of {', '.join(having)}" if having else "no method's option"
-            raise OptionError(f"{flag} is {where}; {name} does not take it")
-    return cls(**options)
+    check_method_options(name, **options)
+    return method_class(name)(**options)
 
 
 def all_options() -> dict[str, list[tuple[str, OptionInfo]]]:
@@ -82,6 +92,7 @@ __all__ = [
     "Method",
     "TokenCut",
     "all_options",
+    "check_method_options",
     "make_method",
     "method_class",
     "owners",

@@ -68,7 +68,8 @@ def test_a_finished_run_reruns_in_seconds_without_building_the_model(reference, 
     images, weights, ref = reference
     out = tmp_path / "out"
     run(config(images, out, weights))
-    monkeypatch.setattr(backbones_module, "create_backbone", lambda *a, **k: pytest.fail("model built for a finished run"))
+    never = lambda *a, **k: pytest.fail("model built for a finished run")  # noqa: E731
+    monkeypatch.setattr(backbones_module, "create_backbone", never)
     start = time.perf_counter()
     result = run(config(images, out, weights))
     assert time.perf_counter() - start < 10
@@ -363,3 +364,27 @@ def test_maskcut_survives_sigkill_and_shards_like_lost(reference, tmp_path: Path
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_outputs(ref, sharded)
+
+
+def test_the_method_is_built_once_per_run(reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """resolve() builds the method object; nothing else does (a fresh run, a finished one, a sweep point)."""
+    from objdisc.commands.sweep import grid, sweep
+    from objdisc.methods import METHODS, Lost
+
+    built: list[str] = []
+
+    class Counting(Lost):
+        def __post_init__(self) -> None:
+            built.append(self.name)
+            super().__post_init__()
+
+    monkeypatch.setitem(METHODS, "lost", Counting)
+    images, weights, _ = reference
+    run(config(images, tmp_path / "fresh", weights, limit=3))
+    assert built == ["lost"]
+    run(config(images, tmp_path / "fresh", weights, limit=3))  # finished: files rewritten from the journal
+    assert built == ["lost", "lost"]
+    points = grid(["lost"], ["k", "v"], [-1], {"k_patches": [5, 50]})
+    assert len(built) == 2  # the grid checks its values without building
+    sweep(config(images, tmp_path / "s", weights, limit=3, cache=tmp_path / "cache"), points, tmp_path / "s")
+    assert len(built) == 2 + len(points) == 6
