@@ -1,7 +1,7 @@
 """The discovery engine: decode in DataLoader workers, batch by padded size, features, method.
 
 :func:`discover` takes image records and yields one :class:`ImageResult` per record;
-:mod:`objdisc.engine.runner` wraps it with datasets, resume, torchrun, CorLoc and the output files.
+:mod:`objdisc.engine.runner` wraps it with resume, torchrun, the evaluators and the output files.
 """
 
 from __future__ import annotations

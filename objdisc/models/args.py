@@ -113,7 +113,7 @@ class ResolvedModel:
 
         if self.backbone is None:
             self.backbone = create_backbone(
-                self.spec.name, self.weights, device, self.neurons, self.args.resample_weights, **self.args.model_kwargs
+                self.spec, self.weights, device, self.neurons, self.args.resample_weights, **self.args.model_kwargs
             )
         self.backbone.model.to(device)
         return self.backbone

@@ -127,7 +127,7 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | WeightsInfo | None
 
 
 def create_backbone(
-    name: str,
+    name: str | BackboneSpec,
     weights: str | Path | WeightsInfo | None = None,
     device: str | torch.device = "cpu",
     test_time_registers: RegisterNeurons | None = None,
@@ -137,7 +137,7 @@ def create_backbone(
     """Build a backbone and load its weights.
 
     Args:
-        name: backbone name or alias (see :data:`BACKBONES`, :data:`ALIASES`).
+        name: backbone name or alias (see :data:`BACKBONES`, :data:`ALIASES`), or its resolved spec.
         weights: local ``.safetensors`` / ``.pth`` file, in timm's layout or the upstream
             DINO / DINOv2 release layout; a resolved :class:`WeightsInfo`; or ``None``: timm's
             pretrained weights from the Hugging Face hub cache, downloaded on first use.
@@ -153,7 +153,7 @@ def create_backbone(
     """
     from objdisc.models.weights import load_weights_file
 
-    spec = get_spec(name)
+    spec = name if isinstance(name, BackboneSpec) else get_spec(name)
     info = resolve_weights(spec, weights)
     model = build_model(spec, init=False, **model_kwargs)  # every weight comes from the file
     load_weights_file(model, Path(info.path), resample=resample_weights)
