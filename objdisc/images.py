@@ -112,12 +112,17 @@ def load_image(
     return np.ascontiguousarray(image[..., ::-1]), original
 
 
+def patch_count(image_hw: tuple[int, int], patch_size: int, max_side: int | None = None) -> int:
+    """Patches of the padded model input of an ``(H, W)`` image, after ``max_side`` (as :func:`load_image` sizes it)."""
+    scale = max_side_scale(image_hw, max_side)
+    hp, wp = padded_size((max(1, round(image_hw[0] * scale)), max(1, round(image_hw[1] * scale))), patch_size)
+    return (hp // patch_size) * (wp // patch_size)
+
+
 def _check_patches(
     path: str | Path, image_hw: tuple[int, int], max_side: int | None, max_patches: int, patch_size: int
 ) -> None:
-    scale = max_side_scale(image_hw, max_side)
-    hp, wp = padded_size((max(1, round(image_hw[0] * scale)), max(1, round(image_hw[1] * scale))), patch_size)
-    n = (hp // patch_size) * (wp // patch_size)
+    n = patch_count(image_hw, patch_size, max_side)
     if n > max_patches:
         gib = n * n * 4 / 2**30
         raise ImageError(

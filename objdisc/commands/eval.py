@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from objdisc.datasets import Dataset, DatasetArgs
-from objdisc.engine.out_folder import check_ours, is_run_folder, lock_out
+from objdisc.engine.out_folder import check_ours, check_out, is_run_folder, lock_out
 from objdisc.engine.run_files import read_metrics, read_per_image
 from objdisc.errors import ObjdiscError, OptionError
 from objdisc.evaluation import EVALUATORS
@@ -88,6 +88,8 @@ def run(config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
     Raises:
         ObjdiscError: a bad dataset, predictions file, ``images_of`` or ``out``.
     """
+    if config.out is not None:
+        check_eval_out(Path(config.out))  # before the scoring, and without touching it
     data = config.data.load()
     ids, notes = None, []
     if config.images_of is not None:
@@ -99,6 +101,16 @@ def run(config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
         note = limited_run_note(config.predictions, data)
         notes += [note] if note else []
     metrics = evaluate(data, config.predictions, ids, config.metrics)
+    outside = metrics["boxes_outside"]
+    if outside["n"]:
+        first = outside["first"]
+        x1, y1, x2, y2 = first["bbox_xyxy"]
+        notes.append(
+            f"warning: {outside['n']} of the {outside['n_checked']} predicted boxes reach past their image by more "
+            f"than a pixel (first: image {first['image_id']}, {first['image_wh'][0]}x{first['image_wh'][1]}, read "
+            f"as [x, y, w, h] = [{x1:g}, {y1:g}, {x2 - x1:g}, {y2 - y1:g}]): is {config.predictions} in "
+            "[x1, y1, x2, y2]? COCO results hold [x, y, w, h]; convert the boxes, or they are scored as read"
+        )
     if config.out is not None:
         label = config.name or Path(config.predictions).stem
         write_eval(config.out, metrics, config.predictions, label, config.images_of)
@@ -120,13 +132,9 @@ def write_eval(
     from objdisc.version import __version__
 
     out = Path(out)
+    check_eval_out(out)
     with lock_out(out, "objdisc eval"):
-        check_ours(out)
-        if is_run_folder(out) and not is_eval_folder(out):
-            raise OptionError(
-                f"--out {out}: holds an objdisc run, whose run.json and metrics.json eval would replace; "
-                "give eval a folder of its own"
-            )
+        _check_not_a_run(out)  # again, under the lock
         made_by = {
             "backbone": label,
             "predictions": {"path": str(predictions), "sha256": _digest(Path(predictions))},
@@ -136,6 +144,26 @@ def write_eval(
         }
         write_json_atomic(out / "metrics.json", {"producer": made_by, **metrics})
         write_json_atomic(out / "run.json", {"producer": made_by, "status": "finished", "finished": now_iso()})
+
+
+def check_eval_out(out: Path) -> None:
+    """Refuse, without creating anything, an ``--out`` eval cannot use: a file, a busy folder, a folder
+    of others' files, or an objdisc run's folder (whose run.json and metrics.json eval would replace).
+
+    Raises:
+        OptionError: naming the folder and what to do.
+    """
+    check_out(out)
+    _check_not_a_run(out)
+
+
+def _check_not_a_run(out: Path) -> None:
+    check_ours(out)
+    if out.is_dir() and is_run_folder(out) and not is_eval_folder(out):
+        raise OptionError(
+            f"--out {out}: holds an objdisc run, whose run.json and metrics.json eval would replace; "
+            "give eval a folder of its own"
+        )
 
 
 def _digest(path: Path) -> str:
@@ -173,6 +201,7 @@ def report(metrics: dict[str, Any]) -> str:
 __all__ = [
     "EVALUATED_BY",
     "EvalConfig",
+    "check_eval_out",
     "is_eval_folder",
     "limited_run_note",
     "report",

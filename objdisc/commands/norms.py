@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from objdisc.datasets import DatasetArgs
-from objdisc.engine.out_folder import LOCK_NAME, claim_folder, lock_out, record_outputs
+from objdisc.engine.out_folder import LOCK_NAME, check_folder, claim_folder, lock_out, record_outputs
 from objdisc.errors import OptionError
 from objdisc.models.args import ModelArgs
 from objdisc.registers.norm_diagnostics import norm_summary
@@ -75,10 +75,11 @@ def run(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
     """
     if config.threshold is not None and not (math.isfinite(config.threshold) and config.threshold > 0):
         raise OptionError(f"--threshold {config.threshold}: a norm threshold is a finite number > 0")
+    out = Path(config.out)
+    check_folder(out, "objdisc norms", config.overwrite, legacy=is_norms_folder)  # without touching it
     model = config.model.resolve()
     data = config.data.load(exclude=config.out)
     where = resolve_device(config.device)
-    out = Path(config.out)
     with lock_out(out, "objdisc norms"):
         claim_folder(out, "objdisc norms", config.overwrite, legacy=is_norms_folder)  # before the slow work
         backbone = model.build(where)

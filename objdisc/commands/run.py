@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from objdisc.datasets import DATASETS, DatasetArgs
-from objdisc.datasets.checks import check_annotated_sizes, warn_dataset, warn_no_ground_truth
+from objdisc.datasets import DATASETS, DatasetArgs, ImageRecord
+from objdisc.datasets.checks import check_annotated_sizes, check_images_found, warn_dataset, warn_no_ground_truth
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
-from objdisc.engine.out_folder import check_out
+from objdisc.engine.out_folder import check_creatable, check_not_a_run_file, check_out, claim_file
 from objdisc.engine.plan import RunPlan, cache_identity, journal_settings, writes_maps
 from objdisc.engine.runner import RunResult, execute
 from objdisc.engine.saliency_maps import REFINERS, check_map_names
 from objdisc.errors import OptionError
 from objdisc.evaluation import EVALUATORS, default_evaluators
+from objdisc.evaluation.coco_export import is_pseudo_label_file
 from objdisc.methods import Method, make_method, method_class
 from objdisc.methods.options import options_of
 from objdisc.models.args import ModelArgs, ResolvedModel
@@ -209,6 +211,82 @@ def resolve_discovery(config: RunConfig, spec: BackboneSpec) -> Discovery:
     return _finish_discovery(config, *_method_and_features(config), spec)
 
 
+def check_outputs(config: RunConfig) -> None:
+    """Refuse, before any work and without creating anything, an output the run could not write at
+    the end: ``--out`` (a file, busy, others' files, read-only), ``--pseudo-labels`` (a folder, a
+    file objdisc did not write, a read-only place, one of the run's own files), ``--cache``.
+
+    Raises:
+        OptionError: naming the option and what to do.
+    """
+    out = Path(config.out)
+    check_out(out)
+    if config.pseudo_labels is not None:  # objdisc's own file is replaced; any other refused
+        pseudo = Path(config.pseudo_labels)
+        check_not_a_run_file(pseudo, out, "--pseudo-labels")
+        claim_file(pseudo, "objdisc run --pseudo-labels", True, is_pseudo_label_file, "--pseudo-labels")
+    if config.cache is not None:
+        cache = Path(config.cache)
+        if cache.exists() and not cache.is_dir():
+            raise OptionError(f"--cache {cache}: is a file, not a folder; give a folder for the feature cache")
+        if cache.is_dir() and not os.access(cache, os.W_OK | os.X_OK):
+            raise OptionError(f"--cache {cache}: the folder is not writable; choose a writable place")
+        if not cache.exists():
+            check_creatable(cache, "--cache", "the folder")
+
+
+SIZE_SAMPLE = 64  # images whose header is read to check --max-patches before a run
+
+
+def check_patch_limit(
+    records: Sequence[ImageRecord], config: RunConfig, patch_size: int, input_side: int | None
+) -> None:
+    """Refuse a ``--max-patches`` no image can meet (every image would be skipped).
+
+    With a method's own input size (MaskCut's 480) the grid is known; otherwise the headers of up to
+    :data:`SIZE_SAMPLE` images spread over the set are read.
+
+    Raises:
+        OptionError: naming the limit, the smallest grid and the fix.
+    """
+    from objdisc.images import header_size, patch_count
+
+    limit = config.max_patches
+    if limit is None:
+        return
+    if input_side is not None:
+        side = round(input_side / patch_size) * patch_size
+        n = (side // patch_size) ** 2
+        if n > limit:
+            raise OptionError(
+                f"--max-patches {limit:,}: {config.method} resizes every image to {side}x{side} pixels, {n:,} patches "
+                f"of {patch_size} px; give --max-patches {n:,} or more (or a smaller --fixed-size)"
+            )
+        return
+    step = max(1, len(records) // SIZE_SAMPLE)
+    smallest: tuple[int, str, tuple[int, int]] | None = None
+    for record in records[::step][:SIZE_SAMPLE]:
+        try:
+            with open(record.path, "rb") as f:
+                size = header_size(f.read(1 << 18))
+        except OSError:
+            continue
+        if size is None:
+            continue
+        n = patch_count(size, patch_size, config.max_side)
+        if n <= limit:
+            return
+        if smallest is None or n < smallest[0]:
+            smallest = (n, record.file_name, size)
+    if smallest is not None:
+        n, name, (h, w) = smallest
+        raise OptionError(
+            f"--max-patches {limit:,}: none of the images looked at fits (the smallest, {name} at {w}x{h} pixels, "
+            f"makes {n:,} patches of {patch_size} px): every image would be skipped; raise --max-patches or pass "
+            "--max-side"
+        )
+
+
 def resolve(
     config: RunConfig, backbone: Backbone | None = None, cache_features: Sequence[FeatureSpec] = ()
 ) -> RunPlan:
@@ -229,7 +307,7 @@ def resolve(
     from objdisc.utils.device import resolve_device, resolve_precision
 
     method, features, record = _method_and_features(config)  # option errors first, before any slow work
-    check_out(Path(config.out))  # a folder that cannot be used (or is busy), without touching it
+    check_outputs(config)  # every path the run will write, before any slow work and without touching it
     model_args = config.model
     if backbone is None:
         spec = model_args.spec()  # an unknown or unreadable model, before anything else is read
@@ -241,6 +319,7 @@ def resolve(
     warn_dataset(dataset)
     default_evaluators(dataset, config.metrics)  # an asked metric the dataset cannot give, before any work
     records = dataset.records[: config.limit] if config.limit is not None else dataset.records
+    check_images_found(records, "--images" if config.data.images is not None else "--data-root")
     warn_no_ground_truth(dataset, records)
     check_annotated_sizes(records, config.data.annotations or config.data.data_root)
     if writes_maps(dataset.has_saliency, config.refine):
@@ -252,6 +331,7 @@ def resolve(
     method.check_ready()
     discovery = _finish_discovery(config, method, features, record, spec)
     patch_resize = discovery.patch_resize
+    check_patch_limit(records, config, spec.patch_size, method.input_side(spec.patch_size))
     weights = backbone.weights if backbone is not None else resolve_weights(spec, model_args.weights)
     model = ResolvedModel(model_args, spec, weights, neurons, backbone)
     settings = journal_settings(
@@ -355,6 +435,8 @@ __all__ = [
     "Discovery",
     "RunConfig",
     "RunResult",
+    "check_outputs",
+    "check_patch_limit",
     "default_out",
     "fetch_dataset",
     "resolve",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from objdisc.commands.run import RunConfig, resolve_discovery
 from objdisc.datasets import DATASETS
-from objdisc.engine.out_folder import claim_folder, lock_out, record_outputs
+from objdisc.engine.out_folder import check_folder, claim_folder, lock_out, record_outputs
 from objdisc.errors import DatasetError, ObjdiscError
 from objdisc.images import ImageError
 from objdisc.reports import gallery
@@ -72,6 +72,7 @@ def run(config: VisualizeConfig) -> Path:
     if not names:
         raise ObjdiscError(f"{views[0].folder}: no images to draw (check --only)")
     files = {view.folder: _weights_for(view, list(config.weights)) for view in views}
+    check_folder(out, "objdisc visualize", config.overwrite, legacy=_is_gallery_folder)  # without touching it
     with lock_out(out, "objdisc visualize"):
         claim_folder(out, "objdisc visualize", config.overwrite, legacy=_is_gallery_folder)
         rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]

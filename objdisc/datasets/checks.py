@@ -86,4 +86,72 @@ def warn_no_ground_truth(dataset: Dataset, records: Sequence[ImageRecord]) -> No
         )
 
 
-__all__ = ["SHOWN_WARNINGS", "SIZE_SAMPLE", "check_annotated_sizes", "warn_dataset", "warn_no_ground_truth"]
+FOUND_SAMPLE = 256  # records whose file is looked for before a run
+
+
+def check_images_found(records: Sequence[ImageRecord], where: str = "--images") -> None:
+    """Refuse, before any work, a dataset whose images are mostly not where its records say.
+
+    Looks for up to :data:`FOUND_SAMPLE` files spread over the records. A few missing only warn
+    (they are skipped, each named, when the run reaches them); more than half missing is a wrong
+    image folder, or file names with a folder prefix the folder does not have (COCO files
+    written with ``train2017/NAME.jpg``): refused, naming the first missing file and the fix.
+
+    Raises:
+        DatasetError: more than half of the files looked for are missing.
+    """
+    if not records:
+        return
+    step = max(1, len(records) // FOUND_SAMPLE)
+    sample = records[::step][:FOUND_SAMPLE]
+    missing = [r for r in sample if not (r.path.exists() or r.path.is_symlink())]
+    if not missing:
+        return
+    if len(missing) * 2 <= len(sample):
+        logger.warning(
+            "%d of %d images looked for are missing (first: %s); they will be skipped",
+            len(missing), len(sample), missing[0].path,
+        )  # fmt: skip
+        return
+    first = missing[0]
+    raise DatasetError(
+        f"{len(missing)} of the {len(sample)} images looked for are missing (first: {first.path}); "
+        + _missing_hint(first, where)
+    )
+
+
+def _missing_hint(record: ImageRecord, where: str) -> str:
+    """What to do about a record whose file is missing: a folder prefix to drop or add, or the folder."""
+    path, name = Path(record.path), record.file_name
+    text = str(path)
+    root = Path(text[: -len(name)]) if text.endswith(name) and len(text) > len(name) else path.parent
+    parts = Path(name).parts
+    if len(parts) > 1 and (root / parts[-1]).exists():
+        prefix = "/".join(parts[:-1]) + "/"
+        if (root.parent / name).exists():
+            return (
+                f"the file names carry the folder prefix '{prefix}' and {root} holds the images without it: "
+                f"give {where} {root.parent} (the folder that holds '{parts[0]}/')"
+            )
+        return (
+            f"the file names carry the folder prefix '{prefix}', but {root} holds the images without it: "
+            f"remove the prefix from the annotations' file_name entries (or give {where} the folder that holds it)"
+        )
+    if len(parts) == 1:
+        below = [p for p in root.glob(f"*/{name}")] if root.is_dir() else []
+        if below:
+            return (
+                f"{name} is in {below[0].parent}, a folder below {root}: give {where} {below[0].parent}"
+            )
+    return f"check {where}: it must be the folder the file names are relative to ({root})"
+
+
+__all__ = [
+    "FOUND_SAMPLE",
+    "SHOWN_WARNINGS",
+    "SIZE_SAMPLE",
+    "check_annotated_sizes",
+    "check_images_found",
+    "warn_dataset",
+    "warn_no_ground_truth",
+]

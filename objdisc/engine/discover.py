@@ -93,7 +93,10 @@ class _DecodeDataset(torch.utils.data.Dataset):
         if record.error is not None:
             return index, None, None, record.error
         try:
-            image, original = load_image(record.path, **self.options)
+            if self.fixed_side is not None:  # the affinity is of the fixed size, not of the photo's
+                image, original = load_image(record.path, patch_size=self.options["patch_size"])
+            else:
+                image, original = load_image(record.path, **self.options)
             if self.fixed_side is not None:  # the method's own input size (MaskCut: 480 x 480)
                 image = fixed_model_input(image, self.fixed_side, self.options["patch_size"])
             elif self.patch_resize:  # to the nearest patch multiple, as TokenCut's saliency code

@@ -82,10 +82,7 @@ def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {out}: is a file, not a folder; give a folder path (it is created if missing)")
     if not out.is_dir():
-        existing = next((p for p in out.absolute().parents if p.exists()), None)
-        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            why = f"{existing} is not writable" if existing is not None else "no existing parent"
-            raise OptionError(f"--out {out}: cannot create the folder ({why}); choose a writable place")
+        check_creatable(out, "--out", "the folder")
         return
     lock = out / LOCK_NAME
     if lock.is_file():
@@ -103,6 +100,35 @@ def check_out(out: Path) -> None:
     check_ours(out)
     if not os.access(out, os.W_OK | os.X_OK):
         raise OptionError(f"--out {out}: the folder is not writable; choose a writable place")
+
+
+def check_creatable(path: Path, flag: str, what: str = "the file") -> None:
+    """Refuse a path that cannot be created: its nearest existing ancestor must be a writable folder.
+
+    Raises:
+        OptionError: naming the flag, the path and the ancestor.
+    """
+    existing = next((p for p in Path(path).absolute().parents if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is not a writable folder" if existing is not None else "no existing parent"
+        raise OptionError(f"{flag} {path}: cannot create {what} ({why}); choose a writable place")
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, a file path objdisc could not write at the end: a folder, a
+    read-only file, or a place where the file cannot be created.
+
+    Raises:
+        OptionError: naming the flag, the path and why.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"{flag} {path}: is a folder; give the file to write")
+    if path.exists():
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise OptionError(f"{flag} {path}: the file (or its folder) is not writable; choose a writable place")
+        return
+    check_creatable(path, flag)
 
 
 def lock_out(out: Path, what: str = "objdisc run") -> OutLock:
@@ -184,6 +210,44 @@ def clear_run(out: Path) -> None:
 MANIFEST = ".objdisc-output.json"
 
 
+def check_folder(
+    out: Path, command: str, overwrite: bool = False, legacy: Callable[[Path], bool] | None = None
+) -> None:
+    """Refuse, without creating or changing anything, an ``out`` :func:`claim_folder` would refuse.
+
+    Raises:
+        OptionError: as :func:`claim_folder`.
+    """
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out}: is a file, not a folder; give a folder path (it is created if missing)")
+    if not out.is_dir():
+        check_creatable(out, "--out", "the folder")
+        return
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OptionError(f"--out {out}: the folder is not writable; choose a writable place")
+    _claim_decision(out, command, overwrite, legacy)
+
+
+def _claim_decision(out: Path, command: str, overwrite: bool, legacy: Callable[[Path], bool] | None) -> dict | None:
+    """Refuse an ``out`` holding others' files, or ``command``'s own without ``overwrite``; returns
+    the manifest of an earlier output to replace (or ``None``: nothing to replace)."""
+    entries = sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, MANIFEST))
+    manifest = _read_manifest(out)
+    own = (manifest is not None and manifest.get("command") == command) or (legacy is not None and legacy(out))
+    if not entries and manifest is None:
+        return None
+    if not own:
+        what = "an objdisc run" if is_run_folder(out) else "files " + command + " did not write"
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise OptionError(
+            f"--out {out}: the folder holds {what} ({shown}); give {command} a new or empty folder "
+            "(objdisc never writes over other files)"
+        )
+    if not overwrite:
+        raise OptionError(f"--out {out}: holds an earlier {command} output; pass --overwrite to replace it")
+    return manifest or {}
+
+
 def claim_folder(
     out: Path, command: str, overwrite: bool = False, legacy: Callable[[Path], bool] | None = None
 ) -> None:
@@ -200,21 +264,10 @@ def claim_folder(
             run, a user's files), or holds an earlier output of ``command`` and ``overwrite`` is off.
     """
     make_out(out)
-    entries = sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, MANIFEST))
-    manifest = _read_manifest(out)
-    own = (manifest is not None and manifest.get("command") == command) or (legacy is not None and legacy(out))
-    if not entries and manifest is None:
+    manifest = _claim_decision(out, command, overwrite, legacy)
+    if manifest is None:
         return
-    if not own:
-        what = "an objdisc run" if is_run_folder(out) else "files " + command + " did not write"
-        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-        raise OptionError(
-            f"--out {out}: the folder holds {what} ({shown}); give {command} a new or empty folder "
-            "(objdisc never writes over other files)"
-        )
-    if not overwrite:
-        raise OptionError(f"--out {out}: holds an earlier {command} output; pass --overwrite to replace it")
-    for name in (manifest or {}).get("files", []):
+    for name in manifest.get("files", []):
         target = (out / name).resolve()
         if target.is_file() and out.resolve() in target.parents:
             target.unlink()
@@ -246,8 +299,7 @@ def claim_file(
         OptionError: ``path`` is a folder, a file ``ours`` does not recognise, or an earlier
             output with ``overwrite`` off (each naming ``flag``).
     """
-    if path.is_dir():
-        raise OptionError(f"{flag} {path}: is a folder; give the file to write")
+    check_writable_file(path, flag)
     if not path.exists():
         return
     if not ours(path):
@@ -279,8 +331,12 @@ __all__ = [
     "MANIFEST",
     "RUN_FILES",
     "OutLock",
+    "check_creatable",
+    "check_folder",
     "check_not_a_run_file",
     "check_ours",
+    "check_out",
+    "check_writable_file",
     "claim_file",
     "claim_folder",
     "clear_run",

@@ -49,10 +49,8 @@ def write_outputs(
     entries: dict[int, dict[str, Any]],
     made_by: dict[str, Any],
     evaluators: Sequence[Evaluator],
-    pseudo_label_file: Path | None = None,
 ) -> dict[str, Any]:
-    """``predictions.json``, ``gt.json`` and ``per_image.json`` from the journal entries, in dataset order
-    (and ``pseudo_label_file``, a COCO instances file of the objects, when given).
+    """``predictions.json``, ``gt.json`` and ``per_image.json`` from the journal entries, in dataset order.
 
     Returns:
         The ``metrics.json`` content (without timings): counts and one block per evaluator.
@@ -101,9 +99,7 @@ def write_outputs(
     write_json_atomic(out / "predictions.json", coco_results(results))
     write_json_atomic(out / "gt.json", coco_ground_truth(records, sizes, info={"producer": made_by}))
     write_json_atomic(out / "per_image.json", {"producer": made_by, "format": 2, "images": per_image})
-    if pseudo_label_file is not None:
-        write_json_atomic(pseudo_label_file, pseudo_labels(records, results, sizes, made_by))
-    return {
+    metrics = {
         "producer": made_by,
         "format": 2,
         "dataset": dataset.name,
@@ -121,6 +117,26 @@ def write_outputs(
         "size_mismatch": {"n": len(mismatch), "images": mismatch[:20]},
         "metrics": blocks,
     }
+    return metrics
+
+
+def write_pseudo_labels(
+    path: Path, records: Sequence[ImageRecord], entries: dict[int, dict[str, Any]], made_by: dict[str, Any]
+) -> None:
+    """The objects as a COCO instances file to train a detector on (one category ``fg``, RLE masks).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    results, sizes = {}, {}
+    for record in records:
+        entry = entries[record.image_id]
+        if entry["hw"] is not None:
+            sizes[record.image_id] = (entry["hw"][0], entry["hw"][1])
+        objects = entry_objects(entry)
+        if objects is not None:
+            results[record.image_id] = objects
+    write_json_atomic(path, pseudo_labels(records, results, sizes, made_by))
 
 
 def read_metrics(folder: Path) -> dict[str, Any]:
@@ -172,4 +188,4 @@ def read_per_image(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["entry_objects", "read_metrics", "read_per_image", "write_outputs"]
+__all__ = ["entry_objects", "read_metrics", "read_per_image", "write_outputs", "write_pseudo_labels"]

@@ -10,6 +10,7 @@ gt.json and per_image.json, and metrics.json differs only in its timing fields.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -27,13 +28,12 @@ from objdisc.engine import distributed
 from objdisc.engine.discover import NON_FINITE, ImageResult, StageTimes, discover, discover_cached
 from objdisc.engine.feature_cache import FeatureCache
 from objdisc.engine.journal import Journal, file_stamp, finished, read_journals, same_file
-from objdisc.engine.out_folder import OutLock, check_not_a_run_file, check_ours, claim_file, clear_run, lock_out
+from objdisc.engine.out_folder import LOCK_NAME, OutLock, check_ours, clear_run, lock_out
 from objdisc.engine.plan import RunPlan
-from objdisc.engine.run_files import write_outputs
+from objdisc.engine.run_files import read_metrics, write_outputs, write_pseudo_labels
 from objdisc.engine.saliency_maps import clear_maps, saliency_result
 from objdisc.errors import ObjdiscError
 from objdisc.evaluation import default_evaluators
-from objdisc.evaluation.coco_export import is_pseudo_label_file
 from objdisc.utils.device import resolve_device
 from objdisc.utils.jsonio import write_json_atomic
 from objdisc.utils.provenance import now_iso, producer
@@ -85,15 +85,11 @@ def execute(plan: RunPlan, progress: bool | None = None, label: str | None = Non
     """
     rank = distributed.setup(plan.device_type)
     lock: OutLock | None = None
+    created = not plan.out.exists()
     try:
         if rank.main:  # one writer per folder; other ranks write only their own journal in it
             lock = lock_out(plan.out)
             check_ours(plan.out)
-            if plan.pseudo_labels is not None:  # objdisc's own file is replaced; any other refused
-                check_not_a_run_file(plan.pseudo_labels, plan.out, "--pseudo-labels")
-                claim_file(
-                    plan.pseudo_labels, "objdisc run --pseudo-labels", True, is_pseudo_label_file, "--pseudo-labels"
-                )
         device = resolve_device(plan.device_type, rank.local_rank)
         made_by = producer(plan.model.spec, plan.model.weights, device, plan.precision)
         made_by["discovery"] = plan.discovery
@@ -108,10 +104,26 @@ def execute(plan: RunPlan, progress: bool | None = None, label: str | None = Non
                 f"{plan.out}: cannot write the run's files ({exc.strerror or exc}); make room there and rerun "
                 "the same command: it resumes from the journal, nothing journaled is computed again"
             ) from exc
+    except BaseException:
+        if lock is not None and created:  # failed before any image (the model would not load): leave no folder
+            _remove_if_unused(plan.out, lock)
+        raise
     finally:
         if lock is not None:
             lock.release()
         distributed.teardown(rank)
+
+
+def _remove_if_unused(out: Path, lock: OutLock) -> None:
+    """Remove a run folder this run created when no journal was written in it (nothing to resume)."""
+    if any((out / "journal").glob("rank*.jsonl")):
+        return
+    lock.release()
+    for name in ("run.json", LOCK_NAME):
+        (out / name).unlink(missing_ok=True)
+    for folder in (out / "journal", out):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def warn_changed_files(
@@ -186,7 +198,9 @@ def _execute(
     distributed.barrier(rank)
     if not rank.main:
         return RunResult(plan.out, {}, made_by)
-    metrics = _finish(this, stamps)
+    entries = _finished_entries(this, stamps)
+    evaluators = default_evaluators(plan.dataset, plan.metrics)
+    metrics = write_outputs(plan.out, plan.dataset, records, entries, made_by, evaluators)
     metrics.update(
         seconds=round(seconds, 3),
         n_processed=len(records) - n_resumed,
@@ -194,14 +208,20 @@ def _execute(
         images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
         stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
     )
+    if n_resumed == len(records):  # a rescore of a finished run: the blocks it did not recompute stay
+        _keep_earlier_blocks(plan.out, metrics)
     write_json_atomic(plan.out / "metrics.json", metrics)
     write_json_atomic(plan.out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
-    skipped = metrics["skipped"]
-    if records and len(skipped) == len(records) and all(NON_FINITE in str(s["reason"]) for s in skipped):
-        raise ObjdiscError(
-            f"every one of the {len(records)} images gave {NON_FINITE} (NaN or inf; first: {skipped[0]['reason']}); "
-            f"no object was found: check the weights file, or run with --precision fp32 (files in {plan.out})"
-        )
+    if plan.pseudo_labels is not None:  # last: a failure here leaves every other file written
+        try:
+            write_pseudo_labels(plan.pseudo_labels, records, entries, made_by)
+        except OSError as exc:
+            raise ObjdiscError(
+                f"--pseudo-labels {plan.pseudo_labels}: cannot write the file ({exc.strerror or exc}); the run's "
+                f"files are in {plan.out}: rerun the same command with a writable --pseudo-labels (it resumes from "
+                "the journal and only writes the files)"
+            ) from exc
+    _refuse_all_skipped(plan, metrics)
     return RunResult(plan.out, metrics, made_by)
 
 
@@ -298,15 +318,50 @@ def _process(
         )
 
 
-def _finish(this: _Run, stamps: dict[int, list[int] | None]) -> dict[str, Any]:
-    """Rank 0: every rank's journal -> the run's files (in dataset order) and the metrics."""
+def _finished_entries(this: _Run, stamps: dict[int, list[int] | None]) -> dict[int, dict[str, Any]]:
+    """Rank 0: every rank's journal entries, each record's (a record without one is an error)."""
     plan, records = this.plan, this.plan.records
     entries, _ = read_journals(plan.journal_dir, plan.settings, plan.legacy, stamps)
     missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
     if missing:
         raise ObjdiscError(f"{len(missing)} images have no result in {plan.journal_dir} (first: {missing[0]})")
-    evaluators = default_evaluators(plan.dataset, plan.metrics)
-    return write_outputs(plan.out, plan.dataset, records, entries, this.made_by, evaluators, plan.pseudo_labels)
+    return entries
+
+
+def _keep_earlier_blocks(out: Path, metrics: dict[str, Any]) -> None:
+    """Keep the metric blocks an earlier scoring of the same finished run computed and this one did
+    not (``--metrics corloc`` after a run scored AP too), and say so in ``metrics.json``."""
+    try:
+        earlier = read_metrics(out)
+    except (OSError, ValueError):
+        return
+    if earlier.get("image_set") != metrics["image_set"]:
+        return
+    kept = {k: v for k, v in (earlier.get("metrics") or {}).items() if k not in metrics["metrics"]}
+    if kept:
+        metrics["metrics"].update(kept)
+        metrics["kept_from_earlier_scoring"] = sorted(kept)
+        logger.warning(
+            "kept the %s block(s) of the earlier scoring (not recomputed with --metrics); they are of the same "
+            "journal and images", ", ".join(sorted(kept)),
+        )  # fmt: skip
+
+
+def _refuse_all_skipped(plan: RunPlan, metrics: dict[str, Any]) -> None:
+    """A run whose every image was skipped gives no object: an error, not a score (its files stay)."""
+    skipped = metrics["skipped"]
+    n = len(plan.records)
+    if not n or len(skipped) != n:
+        return
+    if all(NON_FINITE in str(s["reason"]) for s in skipped):
+        raise ObjdiscError(
+            f"every one of the {n} images gave {NON_FINITE} (NaN or inf; first: {skipped[0]['reason']}); "
+            f"no object was found: check the weights file, or run with --precision fp32 (files in {plan.out})"
+        )
+    raise ObjdiscError(
+        f"every one of the {n} images was skipped (first: {skipped[0]['reason']}); no object was found "
+        f"and nothing was scored (the reasons are in {plan.out}/metrics.json: skipped)"
+    )
 
 
 __all__ = ["RunResult", "execute", "journal_entry", "warn_changed_files"]

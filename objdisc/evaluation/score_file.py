@@ -164,8 +164,37 @@ def evaluate(
         "n_unknown": len(set(results) - ids),
         "no_ground_truth": sum(r.no_ground_truth for r in records),
         "image_set": image_set(sorted(ids)),
+        "boxes_outside": boxes_outside(records, results),
         "metrics": blocks,
     }
+
+
+OUTSIDE_TOLERANCE = 1.0  # pixels a box may reach past its image (rounding) before it is counted
+
+
+def boxes_outside(records: Sequence[ImageRecord], results: dict[int, Objects]) -> dict[str, Any]:
+    """How many predicted boxes reach past their image by more than :data:`OUTSIDE_TOLERANCE` pixels,
+    of how many whose image size is annotated, and the first such (a file of ``[x1, y1, x2, y2]``
+    boxes read as COCO's ``[x, y, w, h]`` makes many).
+
+    Returns:
+        ``{"n": outside, "n_checked": boxes checked, "first": {"image_id", "bbox_xyxy", "image_wh"} or None}``.
+    """
+    outside, checked, first = 0, 0, None
+    for record in records:
+        objects = results.get(record.image_id)
+        if objects is None or not record.width or not record.height:
+            continue
+        for box in objects.boxes.tolist():
+            checked += 1
+            x1, y1, x2, y2 = box
+            if min(x1, y1) < -OUTSIDE_TOLERANCE or x2 > record.width + OUTSIDE_TOLERANCE or (
+                y2 > record.height + OUTSIDE_TOLERANCE
+            ):
+                outside += 1
+                if first is None:
+                    first = {"image_id": record.image_id, "bbox_xyxy": box, "image_wh": [record.width, record.height]}
+    return {"n": outside, "n_checked": checked, "first": first}
 
 
 def read_mask_folder(folder: Path, dataset: Dataset, records: Sequence[ImageRecord]) -> dict[int, Objects]:
@@ -194,4 +223,12 @@ def read_mask_folder(folder: Path, dataset: Dataset, records: Sequence[ImageReco
     return out
 
 
-__all__ = ["PredictionsError", "evaluate", "read_mask_folder", "read_predictions", "select_records"]
+__all__ = [
+    "OUTSIDE_TOLERANCE",
+    "PredictionsError",
+    "boxes_outside",
+    "evaluate",
+    "read_mask_folder",
+    "read_predictions",
+    "select_records",
+]

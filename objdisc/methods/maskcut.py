@@ -49,7 +49,7 @@ import numpy as np
 
 from objdisc.errors import OptionError
 from objdisc.methods.base import Method
-from objdisc.methods.options import at_least, finite, option, positive
+from objdisc.methods.options import at_least, below_one, cosine, finite, option, positive
 
 if TYPE_CHECKING:
     import torch
@@ -69,9 +69,9 @@ class MaskCut(Method):
     tau: float = option(
         0.15,
         "MaskCut: cosine similarity above which two patches are linked (CutLER's paper and README: 0.15).",
-        checks=[finite],
+        checks=[finite, cosine],
     )
-    eps: float = option(1e-5, "MaskCut: weight of every other pair of patches.", checks=[finite, positive])
+    eps: float = option(1e-5, "MaskCut: weight of every other pair of patches.", checks=[finite, positive, below_one])
     fixed_size: int = option(
         480,
         "MaskCut: resize every image to this square side in pixels first, as maskcut.py (0: native size).",

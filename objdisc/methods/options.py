@@ -143,9 +143,31 @@ def positive(value: float) -> str | None:
     return None if value > 0 else "must be > 0"
 
 
+def cosine(value: float) -> str | None:
+    """Refuse a cosine-similarity threshold outside ``[-1, 1]`` (above 1 no pair is linked, below -1
+    every pair is)."""
+    return None if -1.0 <= value <= 1.0 else "is a cosine similarity: it must lie in [-1, 1]"
+
+
+def below_one(value: float) -> str | None:
+    """Refuse values of 1 or more (a weight that must stay below a linked pair's weight 1)."""
+    return None if value < 1 else "must be below 1 (the weight of a linked pair)"
+
+
 def in_open_unit(value: float) -> str | None:
     """Refuse values outside ``(0, 1)``."""
     return None if 0 < value < 1 else "must lie strictly between 0 and 1"
 
 
-__all__ = ["OptionInfo", "at_least", "check_options", "finite", "in_open_unit", "option", "options_of", "positive"]
+__all__ = [
+    "OptionInfo",
+    "at_least",
+    "below_one",
+    "check_options",
+    "cosine",
+    "finite",
+    "in_open_unit",
+    "option",
+    "options_of",
+    "positive",
+]

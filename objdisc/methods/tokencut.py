@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from objdisc.methods.base import Method, objdisc_0_1_settings
-from objdisc.methods.options import finite, option, positive
+from objdisc.methods.options import below_one, cosine, finite, option, positive
 
 if TYPE_CHECKING:  # torch and scipy are imported when TokenCut runs
     import torch
@@ -54,9 +54,12 @@ _TIE = 1e-6  # relative: |x| entries this close to the max are tied for the seed
 class TokenCut(Method):
     """TokenCut normalised cut; one object per image."""
 
-    tau: float = option(0.2, "TokenCut: cosine similarity above which two patches are linked (weight 1).",
-                        checks=[finite])
-    eps: float = option(1e-5, "TokenCut: weight of every other pair of patches.", checks=[finite, positive])
+    tau: float = option(
+        0.2, "TokenCut: cosine similarity above which two patches are linked (weight 1).", checks=[finite, cosine]
+    )
+    eps: float = option(
+        1e-5, "TokenCut: weight of every other pair of patches.", checks=[finite, positive, below_one]
+    )
 
     name: ClassVar[str] = "tokencut"
     title: ClassVar[str] = "TokenCut (Wang et al., CVPR 2022): normalised cut of the patch graph"

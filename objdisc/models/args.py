@@ -8,6 +8,7 @@ builds the model from them. Nothing here imports torch until a model is built.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from objdisc.models.backbones import Backbone
     from objdisc.models.test_time_registers import RegisterNeurons
     from objdisc.models.weights import WeightsInfo
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,12 @@ class ResolvedModel:
     weights: WeightsInfo
     neurons: RegisterNeurons | None
     backbone: Backbone | None = None
+
+    def __post_init__(self) -> None:
+        if self.neurons is not None:
+            why = self.neurons.other_weights(self.weights.sha256)
+            if why is not None:
+                logger.warning("%s", why)
 
     def build(self, device: str | torch.device) -> Backbone:
         """The model on ``device``, built from the resolved weights the first time only."""

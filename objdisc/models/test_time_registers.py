@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,11 +58,25 @@ class RegisterNeurons:
         neurons: ``(block, hidden unit)`` pairs, ranked (a found list) or in published order.
         source: ``builtin:<backbone>`` or the path of a ``registers find`` file.
         ranked: whether the order is a ranking (``--ttr-top`` keeps the first K).
+        found_on: sha256 of the weights a ``registers find`` file was made with (``None``: the
+            published list, or a file that does not say); not part of the identity.
     """
 
     neurons: tuple[tuple[int, int], ...]
     source: str
     ranked: bool = True
+    found_on: str | None = field(default=None, compare=False)
+
+    def other_weights(self, sha256: str) -> str | None:
+        """Why using these neurons on the weights of ``sha256`` deserves a warning, or ``None``."""
+        if self.found_on is None or self.found_on == sha256:
+            return None
+        return (
+            f"--test-time-registers {self.source}: these register neurons were found on other weights "
+            f"(sha256 {self.found_on[:12]}…) than the run's (sha256 {sha256[:12]}…); register neurons are a "
+            "property of the trained weights: find them on these (`objdisc registers find`) unless the two are meant "
+            "to share them"
+        )
 
     def by_block(self) -> dict[int, list[int]]:
         """Block index -> its hidden units, blocks ascending, units in list order."""
@@ -155,10 +169,13 @@ def load_register_neurons(value: str, backbone: str, top: int | None = None) -> 
         raise OptionError(f"{where}: file not found (give `builtin` or a `registers find` file)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise OptionError(f"{where}: not a JSON file ({exc})") from None
+    found_on = None
     if isinstance(data, Mapping):
-        made_for = (data.get("producer") or {}).get("backbone")
+        made_by = data.get("producer") or {}
+        made_for = made_by.get("backbone")
         if made_for is not None and made_for != backbone:
             raise OptionError(f"{where}: register neurons of {made_for}, not of {backbone}")
+        found_on = (made_by.get("weights") or {}).get("sha256")
         raw = data.get("ranked", data.get("neurons"))
     else:
         raw = data
@@ -167,7 +184,7 @@ def load_register_neurons(value: str, backbone: str, top: int | None = None) -> 
     pairs = _pairs(raw, where)[:top]
     if not pairs:
         raise OptionError(f"{where}: the list of register neurons is empty")
-    return RegisterNeurons(pairs, str(path))
+    return RegisterNeurons(pairs, str(path), found_on=found_on if isinstance(found_on, str) else None)
 
 
 def extra_tokens(model: torch.nn.Module) -> int:

@@ -86,7 +86,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise
     except pickle.UnpicklingError as exc:
         if "GLOBAL" not in str(exc):  # not a pickle of objects: a damaged or foreign file
-            raise WeightsError(f"{path}: cannot read weights (UnpicklingError: {exc})") from exc
+            raise WeightsError(
+                f"{path}: not a weights file objdisc can read (torch cannot unpickle it: {_first_line(exc)}); "
+                "give a .safetensors file or a .pth state dict of tensors"
+            ) from exc
         # torch's restricted unpickler met a class: a pickled model or payload
         what = _pickled_global(str(exc))
         raise WeightsError(
@@ -95,7 +98,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "save its weights instead: torch.save(model.state_dict(), 'weights.pth')"
         ) from exc
     except Exception as exc:  # safetensors and torch raise many types for a bad file
-        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {_first_line(exc)})") from exc
     for wrapper in ("teacher", "model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -270,6 +273,12 @@ def _load_rope_periods(model: torch.nn.Module, raw: dict[str, torch.Tensor]) -> 
         raise WeightsError(f"rope_embed.periods {tuple(stored.shape)} != the model's {tuple(current.shape)}")
     with torch.no_grad():
         current.copy_(stored.to(current.dtype))
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line: its first non-empty line (torch's run to a page)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _short(items: list[str], limit: int = 8) -> str:

@@ -165,7 +165,7 @@ def test_a_file_that_fits_neither_layout_names_the_keys(tmp_path: Path):
     [
         ("missing.pth", None, "not found"),
         ("garbage.safetensors", b"\x00\x01garbage", "cannot read weights"),
-        ("garbage.pth", b"not a pickle", "cannot read weights"),
+        ("garbage.pth", b"not a pickle", "not a weights file objdisc can read"),
         ("weights.npz", b"", "unsupported weights extension"),
     ],
 )
