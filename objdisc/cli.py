@@ -135,6 +135,14 @@ _COMMON = _options(
         f"{DEFAULT_BATCH_TOKENS['cuda']:,} on CUDA].",
     ),
     click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode workers [default: cores, max 8]."),
+    click.option(
+        "--post-workers",
+        default=None,
+        type=click.IntRange(min=0),
+        help="Processes for each image's host work after the method (MaskCut's CRF, the bilateral solver, mask "
+        "encoding), overlapping the next batch's forward pass; 0: in the main process [default: the cores the "
+        "main process and the decode workers leave free, at most 32].",
+    ),
     click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
     click.option(
         "--precision",

@@ -46,7 +46,7 @@ _OPTION_ORDER = (
     "backbone", "dataset", "out", "weights", "data_root", "images", "annotations", "split", "no_hard",
     "batch_size", "batch_tokens", "workers", "device", "precision", "limit", "max_side", "max_patches",
     "overwrite", "features", "layer", "method", "method_options", "cache", "test_time_registers", "ttr_top",
-    "model_kwargs", "resample_weights", "metrics", "pseudo_labels", "patch_resize", "refine",
+    "model_kwargs", "resample_weights", "metrics", "pseudo_labels", "patch_resize", "refine", "post_workers",
 )  # fmt: skip
 
 
@@ -86,6 +86,7 @@ class RunConfig:
     pseudo_labels: Path | None = None
     patch_resize: bool | None = None
     refine: str = "none"
+    post_workers: int | None = None
 
     @classmethod
     def flat(cls, backbone: str, dataset: str, out: str | Path, **options: Any) -> RunConfig:
@@ -364,7 +365,22 @@ def resolve(
         cache=Path(config.cache) if config.cache is not None else None,
         cache_identity=cache_identity(model, precision, config.max_side, side, patch_resize),
         cache_features=cache_features,
+        post_workers=_post_workers(config, method),
     )
+
+
+def _post_workers(config: RunConfig, method: Method) -> int:
+    """``--post-workers``; by default, where each image has heavy host work after the method (a
+    method that reads the image again, as MaskCut's CRF; the bilateral solver), the cores the main
+    process and the decode workers leave free, else 0 (mask encoding alone stays in the main process)."""
+    from objdisc.engine.discover import default_workers
+    from objdisc.engine.post_pool import default_post_workers
+
+    if config.post_workers is not None:
+        return config.post_workers
+    if not (type(method).needs_image or config.refine != "none"):
+        return 0
+    return default_post_workers(config.workers if config.workers is not None else default_workers())
 
 
 def run(

@@ -51,21 +51,27 @@ class ImageResult:
         objects: what the method found (boxes in original pixels), ``None`` when the image was
             skipped.
         error: why it was skipped.
+        finalized: the objects are in the original image's pixels; ``False`` when the engine left
+            the method's :meth:`~objdisc.methods.base.Method.finalize` to the caller
+            (``discover(..., finalize=False)``: :mod:`objdisc.engine.post` does it off the main process).
     """
 
     record: ImageRecord
     image_hw: tuple[int, int] | None
     objects: Objects | None
     error: str | None = None
+    finalized: bool = True
 
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage in the main process (decode happens in workers)."""
+    """Seconds spent per stage in the main process (decode, and post-processing with
+    ``--post-workers``, happen in worker processes)."""
 
     wait_decode: float = 0.0
     forward: float = 0.0
     method: float = 0.0
+    post: float = 0.0  # the runner: post-processing in the main process, or waiting for its workers
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
@@ -128,8 +134,9 @@ def discover(
     batch_tokens: int | None = None,
     times: StageTimes | None = None,
     patch_resize: bool = False,
+    finalize: bool = True,
 ) -> Iterator[ImageResult]:
-    """The objects of every record: the engine of :func:`objdisc.engine.runner.run`.
+    """The objects of every record: the engine of :func:`objdisc.engine.runner.execute`.
 
     Images are batched only with images of the same padded size, at most ``batch_size`` of
     them and at most ``batch_tokens`` patches per batch (default: :data:`DEFAULT_BATCH_TOKENS`
@@ -153,6 +160,8 @@ def discover(
         patch_resize: resize each image to the nearest patch multiple instead of padding it
             (:func:`~objdisc.images.patch_multiple`); its masks map back as torch's
             nearest interpolation (:mod:`objdisc.objects`).
+        finalize: run the method's pixel-level step here; ``False`` leaves it to the caller
+            (the results are then ``finalized=False``: :func:`objdisc.engine.post.post_process`).
 
     Yields:
         One :class:`ImageResult` per record, in completion order (not record order).
@@ -178,7 +187,9 @@ def discover(
     specs = [features, *(s for s in cache_features if s != features)] if cache is not None else [features]
     with FeatureExtractor(backbone.model, specs) as extractor:
         sampling = "nearest" if patch_resize else "centre"
-        step = _BatchStep(backbone, extractor, features, method, cache, records, device, precision, times, sampling)
+        step = _BatchStep(
+            backbone, extractor, features, method, cache, records, device, precision, times, sampling, finalize
+        )
         pending: _Pending | None = None
         start = time.perf_counter()
         for index, image, original, error in loader:
@@ -228,6 +239,7 @@ class _BatchStep:
     precision: str
     times: StageTimes
     sampling: str = "centre"
+    finalize: bool = True
 
     def launch(self, batch: list[_Item]) -> _Pending:
         start = time.perf_counter()
@@ -261,7 +273,9 @@ class _BatchStep:
         out = []
         for (index, _, original), item, ok in zip(pending.batch, found, finite, strict=True):
             record = self.records[index]
-            if ok:
+            if ok and not self.finalize:
+                out.append(ImageResult(record, original, with_sampling(item, self.sampling), finalized=False))
+            elif ok:
                 out.append(ImageResult(record, original, finalize(self.method, item, record, original, self.sampling)))
             else:
                 out.append(ImageResult(record, original, None, non_finite_message(record, self.features)))
@@ -322,6 +336,7 @@ def discover_cached(
     times: StageTimes | None = None,
     misses: list[ImageRecord] | None = None,
     patch_resize: bool = False,
+    finalize_objects: bool = True,
 ) -> Iterator[ImageResult]:
     """:func:`discover` for records whose features are in ``cache``: no model, no decoding.
 
@@ -346,8 +361,10 @@ def discover_cached(
         (item,) = method(feats, entry.grid_hw, patch_size, sizes.to(device)).to_host(patch_size, [entry.image_hw])
         times.wait_decode += middle - start
         times.method += time.perf_counter() - middle
-        if bool(finite[0]):
-            sampling = "nearest" if patch_resize else "centre"
+        sampling = "nearest" if patch_resize else "centre"
+        if bool(finite[0]) and not finalize_objects:
+            yield ImageResult(record, entry.original_hw, with_sampling(item, sampling), finalized=False)
+        elif bool(finite[0]):
             yield ImageResult(record, entry.original_hw, finalize(method, item, record, entry.original_hw, sampling))
         else:
             yield ImageResult(record, entry.original_hw, None, non_finite_message(record, features))
@@ -359,9 +376,14 @@ def finalize(
     """The method's objects in the original image's pixels (:meth:`~objdisc.methods.base.Method.finalize`;
     the image is decoded again only if the method reads it); ``sampling`` says how a resized
     model input maps back (:class:`~objdisc.objects.Geometry`)."""
+    return method.finalize(with_sampling(objects, sampling), lambda: load_image(record.path)[0], original)
+
+
+def with_sampling(objects: Objects, sampling: str) -> Objects:
+    """The objects with their geometry saying how the model input maps back (``centre`` or ``nearest``)."""
     if sampling != "centre" and objects.geometry is not None:
-        objects = dataclasses.replace(objects, geometry=dataclasses.replace(objects.geometry, sampling=sampling))
-    return method.finalize(objects, lambda: load_image(record.path)[0], original)
+        return dataclasses.replace(objects, geometry=dataclasses.replace(objects.geometry, sampling=sampling))
+    return objects
 
 
 NON_FINITE = "non-finite features"

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,73 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class JournalEntries(Mapping[int, dict[str, Any]]):
+    """The journaled images by id, read from disk when asked (never all held in memory at once).
+
+    Each image id maps to the winning line's place in its journal file; ``entries[image_id]``
+    parses that line, :meth:`summary` gives what resuming needs (file name, stamp, whether it
+    holds a result) without reading the file again. Files stay open until :meth:`close`.
+    """
+
+    def __init__(self, files: list[Path]) -> None:
+        self._files = files
+        self._handles: dict[int, Any] = {}
+        self._where: dict[int, tuple[int, int, int]] = {}  # image id -> (file, offset, length)
+        self._summaries: dict[int, dict[str, Any]] = {}
+        self.any_without_stamp = False  # an entry of objdisc 0.1 (no file stamp) was read
+
+    def _put(self, image_id: int, where: tuple[int, int, int], entry: dict[str, Any]) -> None:
+        self._where[image_id] = where
+        summary = {"file_name": entry["file_name"], "objects": True if finished(entry) else None}
+        if "stamp" in entry:
+            summary["stamp"] = entry["stamp"]
+        else:
+            self.any_without_stamp = True
+        self._summaries[image_id] = summary
+
+    def summary(self, image_id: int) -> dict[str, Any] | None:
+        """``{"file_name", "objects": True or None, "stamp" (absent for 0.1 entries)}``, or ``None``."""
+        return self._summaries.get(image_id)
+
+    def __getitem__(self, image_id: int) -> dict[str, Any]:
+        index, offset, length = self._where[image_id]
+        handle = self._handles.get(index)
+        if handle is None:
+            handle = self._handles[index] = open(self._files[index], "rb")  # closed by close()
+        handle.seek(offset)
+        return json.loads(handle.read(length))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def close(self) -> None:
+        """Close the journal files opened for reading."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def __enter__(self) -> JournalEntries:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def read_journals(
     folder: Path,
     settings: dict[str, Any],
     legacy: dict[str, Any] | None = None,
     stamps: Mapping[int, list[int] | None] | None = None,
-) -> tuple[dict[int, dict[str, Any]], bool]:
+) -> tuple[JournalEntries, bool]:
     """Every journaled image in ``folder``'s journals, by image id: the entry with a result for the
     image file as it is now wins over one with a result for another file under that name, which
     wins over one without a result (a failure that a later resume fixed); the later line on a tie.
+
+    The journals are read line by line; what is kept per image is where its winning line is and
+    a few words about it (:class:`JournalEntries`), so memory does not grow with the entries' size.
 
     Args:
         folder: the ``journal/`` folder.
@@ -66,44 +124,52 @@ def read_journals(
     """
     key = settings_key(settings)
     legacy_key = settings_key(legacy) if legacy is not None else None
-    done: dict[int, dict[str, Any]] = {}
+    files = sorted(folder.glob("rank*.jsonl"))
+    done = JournalEntries(files)
     old = False
     fix = "use --overwrite to start over, or another --out"
-    for path in sorted(folder.glob("rank*.jsonl")):
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
-        if not lines:
-            continue
-        header = _json_or_none(lines[0])
-        if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
-            raise JournalMismatchError(f"{path}: not an objdisc journal (its first line is no journal header); {fix}")
-        if legacy_key is not None and header.get("key") == legacy_key:
-            old = True
-        elif header.get("key") != key:
-            theirs = header.get("settings", {})
-            diff = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
-            raise JournalMismatchError(
-                f"{path}: this output folder holds a run made with other settings "
-                f"({', '.join(f'{k}: {theirs.get(k)!r} there, {settings.get(k)!r} now' for k in diff)}); "
-                "use another --out, or --overwrite to start over"
-            )
-        for number, line in enumerate(lines[1:], start=2):
-            entry = _json_or_none(line)
-            if entry is None:  # a line torn by a kill mid-write: that image is redone
+    for index, path in enumerate(files):
+        with open(path, "rb") as f:
+            first = f.readline()
+            if not first:
                 continue
-            if isinstance(entry, dict) and "settings" in entry and "key" in entry:
+            header = _json_or_none(first.decode("utf-8", errors="replace"))
+            if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
                 raise JournalMismatchError(
-                    f"{path}: line {number} is a second journal header: two runs wrote into this folder at once; {fix}"
+                    f"{path}: not an objdisc journal (its first line is no journal header); {fix}"
                 )
-            if not isinstance(entry, dict) or not isinstance(entry.get("image_id"), int) or "file_name" not in entry:
-                raise JournalMismatchError(f"{path}: line {number} is not a journal entry; {fix}")
-            image_id = entry["image_id"]
-            # Files are read in rank order, not time order: a failure journaled by one run must
-            # not hide the result a later resume (possibly on another rank) found for the image,
-            # nor a result for an earlier file under that name hide the result for today's.
-            now = stamps.get(image_id) if stamps is not None else None
-            if image_id not in done or _rank(entry, now) >= _rank(done[image_id], now):
-                done[image_id] = entry
+            if legacy_key is not None and header.get("key") == legacy_key:
+                old = True
+            elif header.get("key") != key:
+                theirs = header.get("settings", {})
+                diff = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
+                raise JournalMismatchError(
+                    f"{path}: this output folder holds a run made with other settings "
+                    f"({', '.join(f'{k}: {theirs.get(k)!r} there, {settings.get(k)!r} now' for k in diff)}); "
+                    "use another --out, or --overwrite to start over"
+                )
+            offset = len(first)
+            for number, raw in enumerate(f, start=2):
+                where = (index, offset, len(raw))
+                offset += len(raw)
+                entry = _json_or_none(raw.decode("utf-8", errors="replace"))
+                if entry is None:  # a line torn by a kill mid-write: that image is redone
+                    continue
+                if isinstance(entry, dict) and "settings" in entry and "key" in entry:
+                    raise JournalMismatchError(
+                        f"{path}: line {number} is a second journal header: two runs wrote into this folder at once; "
+                        f"{fix}"
+                    )
+                if not (isinstance(entry, dict) and isinstance(entry.get("image_id"), int) and "file_name" in entry):
+                    raise JournalMismatchError(f"{path}: line {number} is not a journal entry; {fix}")
+                image_id = entry["image_id"]
+                # Files are read in rank order, not time order: a failure journaled by one run must
+                # not hide the result a later resume (possibly on another rank) found for the image,
+                # nor a result for an earlier file under that name hide the result for today's.
+                now = stamps.get(image_id) if stamps is not None else None
+                current = done.summary(image_id)
+                if current is None or _rank(entry, now) >= _rank(current, now):
+                    done._put(image_id, where, entry)
     return done, old
 
 

@@ -55,6 +55,7 @@ class RunPlan:
         cache: the feature cache folder, or ``None``.
         cache_identity: what decides the cached features besides the image.
         cache_features: more features to cache from the same forward pass (``objdisc sweep``).
+        post_workers: processes for each image's host work after the method (0: the main process).
     """
 
     out: Path
@@ -82,6 +83,7 @@ class RunPlan:
     cache: Path | None = None
     cache_identity: dict[str, Any] = field(default_factory=dict)
     cache_features: Sequence[FeatureSpec] = ()
+    post_workers: int = 0
 
     @property
     def saliency_maps(self) -> bool:

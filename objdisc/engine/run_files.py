@@ -17,17 +17,27 @@ so runs made before the change stay usable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from objdisc.errors import ObjdiscError
-from objdisc.evaluation.coco_export import coco_ground_truth, coco_results, pseudo_labels
+from objdisc.evaluation.coco_export import (
+    CATEGORY,
+    FOREGROUND,
+    image_entry,
+    image_results,
+    pseudo_label_annotations,
+    pseudo_labels_head,
+    record_annotations,
+)
 from objdisc.evaluation.corloc import image_set
-from objdisc.evaluation.evaluator import Evaluator, score
+from objdisc.evaluation.evaluator import Evaluator
 from objdisc.objects import Objects
-from objdisc.utils.jsonio import read_json, write_json_atomic
+from objdisc.utils.jsonio import AtomicWriter, JsonList, read_json
 
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
@@ -46,67 +56,91 @@ def write_outputs(
     out: Path,
     dataset: Dataset,
     records: Sequence[ImageRecord],
-    entries: dict[int, dict[str, Any]],
+    entries: Mapping[int, dict[str, Any]],
     made_by: dict[str, Any],
     evaluators: Sequence[Evaluator],
 ) -> dict[str, Any]:
     """``predictions.json``, ``gt.json`` and ``per_image.json`` from the journal entries, in dataset order.
 
+    One pass over the records: each entry is read (from disk, :class:`~objdisc.engine.journal.JournalEntries`),
+    scored by the evaluators and written to the three files as it comes, so memory does not grow
+    with the objects' size; each file is written to a temp file and renamed when complete.
+
     Returns:
         The ``metrics.json`` content (without timings): counts and one block per evaluator.
     """
-    results: dict[int, Objects] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    skipped, no_gt = [], []
-    for record in records:
-        entry = entries[record.image_id]
-        if entry["hw"] is not None:
-            sizes[record.image_id] = (entry["hw"][0], entry["hw"][1])
-        objects = entry_objects(entry)
-        if objects is not None:
-            results[record.image_id] = objects
-        if dataset.has_gt and record.no_ground_truth:
-            no_gt.append(record.file_name)
-    # The evaluators see each image at its decoded size, as gt.json says it (AP's masks need it).
-    decoded = [replace(r, height=sizes[r.image_id][0], width=sizes[r.image_id][1]) if r.image_id in sizes else r
-               for r in records]  # fmt: skip
-    blocks, details = score(decoded, results, evaluators)
-    mismatch = [
-        {"file_name": r.file_name, "decoded": [h, w], "annotated": [r.height, r.width]}
-        for r in records
-        if r.width and r.height and r.image_id in sizes
-        for h, w in [sizes[r.image_id]]
-        if (h, w) != (r.height, r.width)
-    ]
-    per_image = []
-    for record in records:
-        item: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
-        if dataset.has_gt and record.no_ground_truth:
-            item["no_ground_truth"] = True
-        objects = results.get(record.image_id)
-        if objects is None:
-            reason = entries[record.image_id]["error"]
-            skipped.append({**item, "reason": reason})
-            item["reason"] = reason
-        else:
-            seeds = objects.seeds.tolist() if objects.seeds is not None else [None] * len(objects)
-            item["objects"] = [
-                {"box": box, "score": float(s), "seed": seed}
-                for box, s, seed in zip(objects.boxes.tolist(), objects.scores, seeds, strict=True)
-            ]
-            item.update(details.get(record.image_id, {}))
-        per_image.append(item)
-    write_json_atomic(out / "predictions.json", coco_results(results))
-    write_json_atomic(out / "gt.json", coco_ground_truth(records, sizes, info={"producer": made_by}))
-    write_json_atomic(out / "per_image.json", {"producer": made_by, "format": 2, "images": per_image})
-    metrics = {
+    for evaluator in evaluators:
+        evaluator.reset()
+    skipped, no_gt, mismatch = [], [], []
+    n_mismatch = n_with_objects = n_objects = n_annotations = 0
+    with (
+        AtomicWriter(out / "predictions.json") as predictions_file,
+        AtomicWriter(out / "gt.json") as gt_file,
+        AtomicWriter(out / "per_image.json") as per_image_file,
+        tempfile.TemporaryFile("w+", dir=out, prefix=".gt-annotations.") as gt_spool,
+    ):
+        predictions = JsonList(predictions_file)
+        gt_file.write('{"info": ' + json.dumps({"producer": made_by}) + ', "images": ')
+        gt_images, gt_annotations = JsonList(gt_file), JsonList(gt_spool)
+        per_image_file.write('{"producer": ' + json.dumps(made_by) + ', "format": 2, "images": ')
+        per_image = JsonList(per_image_file)
+        for record in records:
+            entry = entries[record.image_id]
+            size = (entry["hw"][0], entry["hw"][1]) if entry["hw"] is not None else None
+            objects = entry_objects(entry)
+            # The evaluators see each image at its decoded size, as gt.json says it (AP's masks need it).
+            decoded = replace(record, height=size[0], width=size[1]) if size is not None else record
+            details = {}
+            for evaluator in evaluators:
+                detail = evaluator.process(decoded, objects)
+                if detail is not None:
+                    details[evaluator.name] = detail
+            if objects is not None:
+                n_with_objects += len(objects) > 0
+                n_objects += len(objects)
+                for result in image_results(record.image_id, objects):
+                    predictions.add(result)
+            gt_images.add(image_entry(record, size))
+            for annotation in record_annotations(record, n_annotations + 1):
+                gt_annotations.add(annotation)
+                n_annotations += 1
+            item: dict[str, Any] = {"image_id": record.image_id, "file_name": record.file_name}
+            if dataset.has_gt and record.no_ground_truth:
+                item["no_ground_truth"] = True
+                no_gt.append(record.file_name)
+            if objects is None:
+                skipped.append({**item, "reason": entry["error"]})
+                item["reason"] = entry["error"]
+            else:
+                seeds = objects.seeds.tolist() if objects.seeds is not None else [None] * len(objects)
+                item["objects"] = [
+                    {"box": box, "score": float(s), "seed": seed}
+                    for box, s, seed in zip(objects.boxes.tolist(), objects.scores, seeds, strict=True)
+                ]
+                item.update(details)
+            per_image.add(item)
+            if size is not None and record.width and record.height and size != (record.height, record.width):
+                n_mismatch += 1
+                if len(mismatch) < 20:
+                    annotated = [record.height, record.width]
+                    mismatch.append({"file_name": record.file_name, "decoded": list(size), "annotated": annotated})
+        predictions.close()
+        gt_images.close()
+        gt_annotations.close()
+        gt_file.write(', "annotations": ')
+        gt_file.copy_from(gt_spool)
+        gt_file.write(', "categories": ' + json.dumps([CATEGORY]) + "}")
+        per_image.close()
+        per_image_file.write("}")
+    blocks = {e.name: e.evaluate() for e in evaluators}
+    return {
         "producer": made_by,
         "format": 2,
         "dataset": dataset.name,
         "n_images": len(records),
         "image_set": image_set([r.image_id for r in records]),
-        "n_images_with_objects": sum(len(o) > 0 for o in results.values()),
-        "n_objects": sum(len(o) for o in results.values()),
+        "n_images_with_objects": n_with_objects,
+        "n_objects": n_objects,
         "no_ground_truth": len(no_gt) if dataset.has_gt else None,
         "no_ground_truth_images": no_gt,
         "n_skipped": len(skipped),
@@ -114,29 +148,43 @@ def write_outputs(
         "n_excluded": len(dataset.excluded),
         "excluded": dataset.excluded,
         "dataset_warnings": dataset.warnings,
-        "size_mismatch": {"n": len(mismatch), "images": mismatch[:20]},
+        "size_mismatch": {"n": n_mismatch, "images": mismatch},
         "metrics": blocks,
     }
-    return metrics
 
 
 def write_pseudo_labels(
-    path: Path, records: Sequence[ImageRecord], entries: dict[int, dict[str, Any]], made_by: dict[str, Any]
+    path: Path, records: Sequence[ImageRecord], entries: Mapping[int, dict[str, Any]], made_by: dict[str, Any]
 ) -> None:
-    """The objects as a COCO instances file to train a detector on (one category ``fg``, RLE masks).
+    """The objects as a COCO instances file to train a detector on (one category ``fg``, RLE masks;
+    :func:`~objdisc.evaluation.coco_export.pseudo_labels`), streamed from the journal entries.
 
     Raises:
         OSError: the file cannot be written.
     """
-    results, sizes = {}, {}
-    for record in records:
-        entry = entries[record.image_id]
-        if entry["hw"] is not None:
-            sizes[record.image_id] = (entry["hw"][0], entry["hw"][1])
-        objects = entry_objects(entry)
-        if objects is not None:
-            results[record.image_id] = objects
-    write_json_atomic(path, pseudo_labels(records, results, sizes, made_by))
+    n_annotations = 0
+    with (
+        AtomicWriter(path) as pseudo,
+        tempfile.TemporaryFile("w+", dir=Path(path).parent, prefix=".pseudo-annotations.") as spool,
+    ):
+        head = json.dumps(pseudo_labels_head(made_by))
+        pseudo.write(head[:-1] + ', "images": ')  # the head's keys, then the lists
+        images, annotations = JsonList(pseudo), JsonList(spool)
+        for record in records:
+            entry = entries[record.image_id]
+            objects = entry_objects(entry)
+            if objects is None or entry["hw"] is None:
+                continue
+            size = (entry["hw"][0], entry["hw"][1])
+            images.add(image_entry(record, size))
+            for annotation in pseudo_label_annotations(record.image_id, objects, size, n_annotations + 1):
+                annotations.add(annotation)
+                n_annotations += 1
+        images.close()
+        annotations.close()
+        pseudo.write(', "annotations": ')
+        pseudo.copy_from(spool)
+        pseudo.write(', "categories": ' + json.dumps([FOREGROUND]) + "}")
 
 
 def read_metrics(folder: Path) -> dict[str, Any]:

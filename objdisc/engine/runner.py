@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ from objdisc.datasets.checks import SHOWN_WARNINGS
 from objdisc.engine import distributed
 from objdisc.engine.discover import NON_FINITE, ImageResult, StageTimes, discover, discover_cached
 from objdisc.engine.feature_cache import FeatureCache
-from objdisc.engine.journal import Journal, file_stamp, finished, read_journals, same_file
+from objdisc.engine.journal import Journal, JournalEntries, file_stamp, finished, read_journals, same_file
 from objdisc.engine.out_folder import LOCK_NAME, OutLock, check_ours, clear_run, lock_out
 from objdisc.engine.plan import RunPlan
-from objdisc.engine.run_files import read_metrics, write_outputs, write_pseudo_labels
-from objdisc.engine.saliency_maps import clear_maps, saliency_result
+from objdisc.engine.post import PostSpec
+from objdisc.engine.post_pool import make_post
+from objdisc.engine.run_files import entry_objects, read_metrics, write_outputs, write_pseudo_labels
+from objdisc.engine.saliency_maps import clear_maps
 from objdisc.errors import ObjdiscError
 from objdisc.evaluation import default_evaluators
 from objdisc.utils.device import resolve_device
@@ -48,19 +50,6 @@ class RunResult:
     out: Path
     metrics: dict[str, Any]
     producer: dict[str, Any]
-
-
-def journal_entry(result: ImageResult, with_masks: bool = True) -> dict[str, Any]:
-    """One journal line for a finished image (masks as RLEs unless ``with_masks`` is off), with its
-    file's stamp: a resume redoes an image whose file changed."""
-    return {
-        "image_id": result.record.image_id,
-        "file_name": result.record.file_name,
-        "stamp": file_stamp(result.record.path),
-        "hw": list(result.image_hw) if result.image_hw else None,
-        "objects": result.objects.to_json(with_masks) if result.objects is not None else None,
-        "error": result.error,
-    }
 
 
 def _finished(entry: dict[str, Any] | None, record: ImageRecord, stamp: list[int] | None) -> bool:
@@ -127,21 +116,21 @@ def _remove_if_unused(out: Path, lock: OutLock) -> None:
 
 
 def warn_changed_files(
-    done: dict[int, dict[str, Any]], records: Sequence[ImageRecord], stamps: dict[int, list[int] | None]
+    done: JournalEntries, records: Sequence[ImageRecord], stamps: dict[int, list[int] | None]
 ) -> None:
     """Say which journaled images are done again because their file changed, and when a journal of
     objdisc 0.1 (no file stamps) is resumed: its images are taken as journaled."""
     changed = [
         r.file_name
         for r in records
-        if finished(done.get(r.image_id)) and not same_file(done[r.image_id], stamps[r.image_id])
+        if finished(summary := done.summary(r.image_id)) and not same_file(summary, stamps[r.image_id])  # type: ignore[arg-type]
     ]
     if changed:
         logger.warning(
             "%d journaled images are other files now (size or modification time changed: %s%s); they are done again",
             len(changed), ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "",
         )  # fmt: skip
-    if any("stamp" not in e for e in done.values()):
+    if done.any_without_stamp:
         logger.warning(
             "the journal holds entries of objdisc 0.1, which recorded no file identity: images changed since "
             "those were journaled are not noticed (use --overwrite to redo them all)"
@@ -157,6 +146,7 @@ class _Run:
     device: torch.device
     made_by: dict[str, Any]
     cache: FeatureCache | None
+    times: StageTimes = field(default_factory=StageTimes)
 
 
 def _execute(
@@ -171,6 +161,7 @@ def _execute(
     records = plan.records
     cache = FeatureCache(plan.cache, plan.cache_identity) if plan.cache is not None else None
     this = _Run(plan, rank, device, made_by, cache)
+    times = this.times
     if plan.overwrite and rank.main:
         clear_run(plan.out)
         clear_maps(plan.out)
@@ -184,43 +175,44 @@ def _execute(
     mine = [records[i] for i in distributed.shard(len(records), rank)]
     # Finished means a result for the file as it is now: images that failed before (unreadable,
     # out of memory) or whose file changed since are done again.
-    todo = [r for r in mine if not _finished(done.get(r.image_id), r, stamps[r.image_id])]
-    times, start = StageTimes(), time.perf_counter()
+    todo = [r for r in mine if not _finished(done.summary(r.image_id), r, stamps[r.image_id])]
+    start = time.perf_counter()
     if todo:
         logger.info(
             "rank %d: %d of %d images to do (%d already in the journal)",
             rank.rank, len(todo), len(mine), len(mine) - len(todo),
         )  # fmt: skip
         # A resumed objdisc 0.1 journal holds no masks: none are added, so all images agree.
-        _process(this, _engine(this, todo, times), len(todo), progress, label, with_masks=not legacy)
+        _process(this, _engine(this, todo), len(todo), progress, label, with_masks=not legacy)
     seconds = time.perf_counter() - start
-    n_resumed = sum(_finished(done.get(r.image_id), r, stamps[r.image_id]) for r in records)
+    n_resumed = sum(_finished(done.summary(r.image_id), r, stamps[r.image_id]) for r in records)
+    done.close()
     distributed.barrier(rank)
     if not rank.main:
         return RunResult(plan.out, {}, made_by)
-    entries = _finished_entries(this, stamps)
-    evaluators = default_evaluators(plan.dataset, plan.metrics)
-    metrics = write_outputs(plan.out, plan.dataset, records, entries, made_by, evaluators)
-    metrics.update(
-        seconds=round(seconds, 3),
-        n_processed=len(records) - n_resumed,
-        n_resumed=n_resumed,
-        images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
-        stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
-    )
-    if n_resumed == len(records):  # a rescore of a finished run: the blocks it did not recompute stay
-        _keep_earlier_blocks(plan.out, metrics)
-    write_json_atomic(plan.out / "metrics.json", metrics)
-    write_json_atomic(plan.out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
-    if plan.pseudo_labels is not None:  # last: a failure here leaves every other file written
-        try:
-            write_pseudo_labels(plan.pseudo_labels, records, entries, made_by)
-        except OSError as exc:
-            raise ObjdiscError(
-                f"--pseudo-labels {plan.pseudo_labels}: cannot write the file ({exc.strerror or exc}); the run's "
-                f"files are in {plan.out}: rerun the same command with a writable --pseudo-labels (it resumes from "
-                "the journal and only writes the files)"
-            ) from exc
+    with _finished_entries(this, stamps) as entries:
+        evaluators = default_evaluators(plan.dataset, plan.metrics)
+        metrics = write_outputs(plan.out, plan.dataset, records, entries, made_by, evaluators)
+        metrics.update(
+            seconds=round(seconds, 3),
+            n_processed=len(records) - n_resumed,
+            n_resumed=n_resumed,
+            images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
+            stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
+        )
+        if n_resumed == len(records):  # a rescore of a finished run: the blocks it did not recompute stay
+            _keep_earlier_blocks(plan.out, metrics)
+        write_json_atomic(plan.out / "metrics.json", metrics)
+        write_json_atomic(plan.out / "run.json", {**run_info, "status": "finished", "finished": now_iso()})
+        if plan.pseudo_labels is not None:  # last: a failure here leaves every other file written
+            try:
+                write_pseudo_labels(plan.pseudo_labels, records, entries, made_by)
+            except OSError as exc:
+                raise ObjdiscError(
+                    f"--pseudo-labels {plan.pseudo_labels}: cannot write the file ({exc.strerror or exc}); the run's "
+                    f"files are in {plan.out}: rerun the same command with a writable --pseudo-labels (it resumes "
+                    "from the journal and only writes the files)"
+                ) from exc
     _refuse_all_skipped(plan, metrics)
     return RunResult(plan.out, metrics, made_by)
 
@@ -242,12 +234,12 @@ def _run_info(this: _Run, n_records: int) -> dict[str, Any]:
     }
 
 
-def _engine(this: _Run, todo: list[ImageRecord], times: StageTimes) -> Iterator[ImageResult]:
+def _engine(this: _Run, todo: list[ImageRecord]) -> Iterator[ImageResult]:
     """The images' results: from the feature cache where every asked feature is there, else the model.
 
     An entry that turns out unusable when read goes back to the model with the uncached images.
     """
-    plan, cache, features = this.plan, this.cache, this.plan.features
+    plan, cache, features, times = this.plan, this.cache, this.plan.features, this.times
     wanted = [features, *plan.cache_features]
     cached = [r for r in todo if all(cache.has(r.path, s) for s in wanted)] if cache else []
     cached_ids = {r.image_id for r in cached}
@@ -257,7 +249,7 @@ def _engine(this: _Run, todo: list[ImageRecord], times: StageTimes) -> Iterator[
         logger.info("rank %d: %d images from the feature cache %s", this.rank.rank, len(cached), cache.folder)
         yield from discover_cached(
             cached, cache, features=features, method=plan.method, patch_size=plan.model.spec.patch_size,
-            device=this.device, times=times, misses=misses, patch_resize=plan.patch_resize,
+            device=this.device, times=times, misses=misses, patch_resize=plan.patch_resize, finalize_objects=False,
         )  # fmt: skip
     rest = [r for r in todo if r.image_id not in cached_ids] + misses
     if not rest:
@@ -266,7 +258,7 @@ def _engine(this: _Run, todo: list[ImageRecord], times: StageTimes) -> Iterator[
         plan.model.build(this.device), rest, features=features, method=plan.method, cache=cache,
         cache_features=plan.cache_features, batch_size=plan.batch_size, workers=plan.workers, device=this.device,
         precision=plan.precision, max_side=plan.max_side, max_patches=plan.max_patches,
-        batch_tokens=plan.batch_tokens, times=times, patch_resize=plan.patch_resize,
+        batch_tokens=plan.batch_tokens, times=times, patch_resize=plan.patch_resize, finalize=False,
     )  # fmt: skip
 
 
@@ -278,7 +270,8 @@ def _process(
     label: str | None = None,
     with_masks: bool = True,
 ) -> None:
-    """Drain the engine, journaling each image as it finishes; the bar shows the live evaluators' progress."""
+    """Drain the engine through the post-processing (:mod:`objdisc.engine.post_pool`), journaling
+    each image as it finishes; the bar shows the live evaluators' progress."""
     plan, rank = this.plan, this.rank
     show = rank.main and (sys.stderr.isatty() if progress is None else progress)
     evaluators = [e for e in default_evaluators(plan.dataset, plan.metrics) if e.live]
@@ -288,29 +281,42 @@ def _process(
     parts = [label] if label else []
     parts += [f"rank 0/{rank.world}"] if rank.world > 1 else []
     desc = " ".join(parts) or None
-    with (
-        Journal(plan.journal_dir, rank.rank, plan.settings) as journal,
-        tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
-    ):
-        for result in engine:
-            if plan.saliency_maps:
-                result = saliency_result(result, plan.out, plan.refine)
-            journal.append(journal_entry(result, with_masks))
-            if result.objects is None:
-                logger.warning("skipped %s", result.error)
-            record = result.record
-            if result.image_hw and record.width and record.height and result.image_hw != (record.height, record.width):
+    spec = PostSpec(plan.method, plan.out if plan.saliency_maps else None, plan.refine, with_masks)
+
+    def take(done: Iterable[tuple[ImageResult, dict[str, Any]]]) -> None:
+        nonlocal mismatched
+        for result, entry in done:
+            journal.append(entry)
+            if entry["objects"] is None:
+                logger.warning("skipped %s", entry["error"])
+            record, hw = result.record, entry["hw"]
+            if hw and record.width and record.height and tuple(hw) != (record.height, record.width):
                 mismatched += 1
                 if mismatched <= SHOWN_WARNINGS:
                     logger.warning(
                         "%s: decoded %dx%d, annotated %dx%d: its boxes are for another size",
-                        record.path, result.image_hw[1], result.image_hw[0], record.width, record.height,
+                        record.path, hw[1], hw[0], record.width, record.height,
                     )  # fmt: skip
-            for evaluator in evaluators:
-                evaluator.process(result.record, result.objects)
-            if evaluators:  # before update(1), which redraws: the bar never lags an image
+            if evaluators:
+                objects = entry_objects(entry)
+                for evaluator in evaluators:
+                    evaluator.process(record, objects)
+                # before update(1), which redraws: the bar never lags an image
                 bar.set_postfix_str(" ".join(e.progress() for e in evaluators), refresh=False)
             bar.update(1)
+
+    with (
+        Journal(plan.journal_dir, rank.rank, plan.settings) as journal,
+        tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
+        make_post(spec, plan.post_workers) as post,
+    ):
+        for result in engine:
+            start = time.perf_counter()
+            take(post.submit(result))
+            this.times.post += time.perf_counter() - start
+        start = time.perf_counter()
+        take(post.drain())
+        this.times.post += time.perf_counter() - start
     if mismatched > SHOWN_WARNINGS:
         logger.warning(
             "... and %d more images not of their annotated size (metrics.json: size_mismatch)",
@@ -318,12 +324,13 @@ def _process(
         )
 
 
-def _finished_entries(this: _Run, stamps: dict[int, list[int] | None]) -> dict[int, dict[str, Any]]:
+def _finished_entries(this: _Run, stamps: dict[int, list[int] | None]) -> JournalEntries:
     """Rank 0: every rank's journal entries, each record's (a record without one is an error)."""
     plan, records = this.plan, this.plan.records
     entries, _ = read_journals(plan.journal_dir, plan.settings, plan.legacy, stamps)
-    missing = [r.file_name for r in records if entries.get(r.image_id, {}).get("file_name") != r.file_name]
+    missing = [r.file_name for r in records if (entries.summary(r.image_id) or {}).get("file_name") != r.file_name]
     if missing:
+        entries.close()
         raise ObjdiscError(f"{len(missing)} images have no result in {plan.journal_dir} (first: {missing[0]})")
     return entries
 
@@ -364,4 +371,4 @@ def _refuse_all_skipped(plan: RunPlan, metrics: dict[str, Any]) -> None:
     )
 
 
-__all__ = ["RunResult", "execute", "journal_entry", "warn_changed_files"]
+__all__ = ["RunResult", "execute", "warn_changed_files"]

@@ -20,6 +20,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
+import logging
+import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +32,8 @@ from objdisc.evaluation.evaluator import Evaluator
 if TYPE_CHECKING:
     from objdisc.datasets.base import Dataset, ImageRecord
     from objdisc.objects import Objects
+
+logger = logging.getLogger(__name__)
 
 # COCOeval's stats, in its order, and the ones shown by default.
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -84,7 +89,12 @@ def coco_eval(
 
 
 class _APEvaluator(Evaluator):
-    """Shared by box and mask AP: collects ground truth and detections, runs COCOeval once."""
+    """Shared by box and mask AP: collects ground truth and detections, runs COCOeval once.
+
+    The detections (with their masks, the bulk) are spooled to a temporary file as the images are
+    processed, not held: memory grows only with COCOeval's own needs at :meth:`evaluate`, which
+    logs an estimate of them before it starts.
+    """
 
     name: ClassVar[str]
     iou_type: ClassVar[str]
@@ -98,7 +108,9 @@ class _APEvaluator(Evaluator):
     def reset(self) -> None:
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
-        self.results: list[dict[str, Any]] = []
+        self._spool = tempfile.TemporaryFile("w+")  # read back and closed by evaluate()
+        self.n_results = 0
+        self.n_bare = 0  # detections without a mask
 
     def process(self, record: ImageRecord, objects: Objects | None) -> dict[str, Any] | None:
         height, width = record.height, record.width
@@ -107,14 +119,29 @@ class _APEvaluator(Evaluator):
         self.images.append({"id": record.image_id, "width": width or 0, "height": height or 0})
         self.annotations += ground_truth_annotations(record, len(self.annotations) + 1)
         if objects is not None:
-            self.results += detections(record.image_id, objects, self.iou_type == "segm")
+            for det in detections(record.image_id, objects, self.iou_type == "segm"):
+                self._spool.write(json.dumps(det) + "\n")
+                self.n_results += 1
+                self.n_bare += "segmentation" not in det
         return None
 
     def progress(self) -> str:
         return ""
 
+    def results(self) -> list[dict[str, Any]]:
+        """The spooled detections, read back (COCOeval needs them all at once)."""
+        self._spool.seek(0)
+        return [json.loads(line) for line in self._spool]
+
     def evaluate(self) -> dict[str, Any]:
-        stats = coco_eval(self.images, self.annotations, self.results, self.iou_type)
+        size = self._spool.tell()
+        logger.info(
+            "COCOeval (%s) on %d images, %d ground-truth objects, %d detections: about %.0f MB",
+            self.iou_type, len(self.images), len(self.annotations), self.n_results, 8 * size / 2**20 + 1,
+        )  # fmt: skip
+        results = self.results()
+        self._spool.close()
+        stats = coco_eval(self.images, self.annotations, results, self.iou_type)
         kind = "box" if self.iou_type == "bbox" else "mask"
         return {
             "values": {f"{self.prefix}{name}": stats[name] for name in _SHOWN},
@@ -123,7 +150,7 @@ class _APEvaluator(Evaluator):
             "headline": [f"{self.prefix}{name}" for name in self.headline],
             "all_stats": {f"{self.prefix}{name}": stats[name] for name in _STATS},
             "n_images": len(self.images),
-            "n_detections": len(self.results),
+            "n_detections": self.n_results,
             "n_ground_truth": sum(not a["iscrowd"] for a in self.annotations),
             "n_crowd": sum(bool(a["iscrowd"]) for a in self.annotations),
             "iou_type": self.iou_type,
@@ -179,13 +206,13 @@ class MaskAPEvaluator(_APEvaluator):
         return dataset.has_gt and dataset.has_masks
 
     def evaluate(self) -> dict[str, Any]:
-        bare = sum("segmentation" not in r for r in self.results)
+        bare, total = self.n_bare, self.n_results
         if not bare:
             return super().evaluate()
         block = super().evaluate()  # counts and labels; no numbers from boxes standing in for masks
         block["values"] = {name: None for name in block["values"]}
         block["all_stats"] = {name: None for name in block["all_stats"]}
-        block["reason"] = f"{bare} of the {len(self.results)} detections carry no mask"
+        block["reason"] = f"{bare} of the {total} detections carry no mask"
         return block
 
 

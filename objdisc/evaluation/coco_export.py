@@ -57,27 +57,39 @@ def coco_ground_truth(
             annotated size (0 when unknown).
         info: written as the file's ``info``.
     """
-
     images, annotations = [], []
     for record in records:
-        height, width = sizes.get(record.image_id, (record.height or 0, record.width or 0))
-        images.append({"id": record.image_id, "file_name": record.file_name, "width": width, "height": height})
-        if record.instances is not None:
-            annotations += ground_truth_annotations(record, len(annotations) + 1)
-            continue
-        for box in record.gt_boxes if record.gt_boxes is not None else []:
-            x, y, w, h = (int(v) for v in xyxy_to_xywh(box))
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": record.image_id,
-                    "category_id": CATEGORY["id"],
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+        images.append(image_entry(record, sizes.get(record.image_id)))
+        annotations += record_annotations(record, len(annotations) + 1)
     return {"info": info or {}, "images": images, "annotations": annotations, "categories": [CATEGORY]}
+
+
+def image_entry(record: ImageRecord, size: tuple[int, int] | None) -> dict[str, Any]:
+    """One image of a COCO file: ``id``, ``file_name``, ``width``, ``height`` (the decoded ``(H, W)``
+    ``size``, else the annotated one, 0 when unknown)."""
+    height, width = size if size is not None else (record.height or 0, record.width or 0)
+    return {"id": record.image_id, "file_name": record.file_name, "width": width, "height": height}
+
+
+def record_annotations(record: ImageRecord, start_id: int) -> list[dict[str, Any]]:
+    """A record's ground truth as class-agnostic COCO annotations, ids from ``start_id``: its
+    ``instances`` where it has them, else its ``gt_boxes``."""
+    if record.instances is not None:
+        return ground_truth_annotations(record, start_id)
+    out = []
+    for box in record.gt_boxes if record.gt_boxes is not None else []:
+        x, y, w, h = (int(v) for v in xyxy_to_xywh(box))
+        out.append(
+            {
+                "id": start_id + len(out),
+                "image_id": record.image_id,
+                "category_id": CATEGORY["id"],
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+            }
+        )
+    return out
 
 
 PSEUDO_LABELS = "objdisc pseudo-labels"
@@ -101,51 +113,73 @@ def pseudo_labels(
         sizes: decoded ``(H, W)`` per image id.
         producer: what made the objects (the run's ``producer`` block), kept in ``info``.
     """
-    from pycocotools import mask as mask_utils
-
     images, annotations = [], []
     for record in records:
         if record.image_id not in results or record.image_id not in sizes:
             continue
-        height, width = sizes[record.image_id]
-        images.append({"id": record.image_id, "file_name": record.file_name, "width": width, "height": height})
-        objects = results[record.image_id]
-        rles = objects.rles() if objects.has_masks else [None] * len(objects)
-        for box, score, rle in zip(objects.boxes.tolist(), objects.scores.tolist(), rles, strict=True):
-            xywh = [float(v) for v in xyxy_to_xywh(box)]
-            ann: dict[str, Any] = {
-                "id": len(annotations) + 1,
-                "image_id": record.image_id,
-                "category_id": FOREGROUND["id"],
-                "iscrowd": 0,
-                "bbox": xywh,
-                "area": float(xywh[2] * xywh[3]),
-                "score": float(score),
-                "width": width,
-                "height": height,
-            }
-            if rle is not None:
-                ann["segmentation"] = rle
-                ann["area"] = float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode()}))
-            annotations.append(ann)
-    return {
-        "info": {"description": PSEUDO_LABELS, "producer": producer},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [FOREGROUND],
-    }
+        images.append(image_entry(record, sizes[record.image_id]))
+        annotations += pseudo_label_annotations(
+            record.image_id, results[record.image_id], sizes[record.image_id], len(annotations) + 1
+        )
+    return {**pseudo_labels_head(producer), "images": images, "annotations": annotations, "categories": [FOREGROUND]}
+
+
+def pseudo_labels_head(producer: dict[str, Any]) -> dict[str, Any]:
+    """The keys a pseudo-label file starts with (``info`` first: :func:`is_pseudo_label_file` reads it)."""
+    return {"info": {"description": PSEUDO_LABELS, "producer": producer}, "licenses": []}
+
+
+def pseudo_label_annotations(
+    image_id: int, objects: Objects, size: tuple[int, int], start_id: int
+) -> list[dict[str, Any]]:
+    """One image's objects as pseudo-label annotations (:func:`pseudo_labels`), ids from ``start_id``."""
+    from pycocotools import mask as mask_utils
+
+    height, width = size
+    rles = objects.rles() if objects.has_masks else [None] * len(objects)
+    out = []
+    for box, score, rle in zip(objects.boxes.tolist(), objects.scores.tolist(), rles, strict=True):
+        xywh = [float(v) for v in xyxy_to_xywh(box)]
+        ann: dict[str, Any] = {
+            "id": start_id + len(out),
+            "image_id": image_id,
+            "category_id": FOREGROUND["id"],
+            "iscrowd": 0,
+            "bbox": xywh,
+            "area": float(xywh[2] * xywh[3]),
+            "score": float(score),
+            "width": width,
+            "height": height,
+        }
+        if rle is not None:
+            ann["segmentation"] = rle
+            ann["area"] = float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode()}))
+        out.append(ann)
+    return out
 
 
 def is_pseudo_label_file(path: Path) -> bool:
-    """Whether ``path`` holds pseudo-labels objdisc wrote (:func:`pseudo_labels`)."""
+    """Whether ``path`` holds pseudo-labels objdisc wrote (:func:`pseudo_labels`): read from the file's
+    head only (its ``info`` comes first), however large the file."""
     import json
 
     try:
+        with open(path, "rb") as f:
+            head = f.read(len(_PSEUDO_HEAD) + 8)
+    except OSError:
+        return False
+    if head.startswith(_PSEUDO_HEAD):
+        return True
+    if Path(path).stat().st_size > 64 << 20:  # no objdisc head: not read whole
+        return False
+    try:  # a small file written otherwise (by hand, another JSON writer): read it whole
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and (data.get("info") or {}).get("description") == PSEUDO_LABELS
+
+
+_PSEUDO_HEAD = ('{"info": {"description": "' + PSEUDO_LABELS + '"').encode()
 
 
 def ground_truth_annotations(record: ImageRecord, start_id: int) -> list[dict[str, Any]]:

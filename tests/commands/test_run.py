@@ -320,16 +320,17 @@ def test_a_full_disk_is_one_message_and_the_rerun_resumes(tmp_path: Path, weight
     message = refused(folder_run(weights, two_images, out), str(out / "journal"), "No space left", "rerun")
     assert "resumes" in message
     monkeypatch.undo()
-    real = jsonio.write_text_atomic
+    real = jsonio.AtomicWriter.write
 
-    def full(path, text):
-        if Path(path).name == "predictions.json":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, text)
+    def full(self, text):  # the disk fills while predictions.json is streamed out
+        if self.path.name == "predictions.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        return real(self, text)
 
-    monkeypatch.setattr(jsonio, "write_text_atomic", full)
+    monkeypatch.setattr(jsonio.AtomicWriter, "write", full)
     refused(folder_run(weights, two_images, out), str(out), "cannot write the run's files", "No space left")
-    monkeypatch.setattr(jsonio, "write_text_atomic", real)
+    assert not list(out.glob(".predictions.json.*")) and not list(out.glob(".gt-annotations.*"))  # no temp left
+    monkeypatch.setattr(jsonio.AtomicWriter, "write", real)
     result = folder_run(weights, two_images, out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["n_resumed"] == 2  # nothing computed again
