@@ -81,6 +81,12 @@ _DATA = _options(
     click.option("--annotations", type=_PATH, default=None, help="COCO instances json (coco)."),
     click.option("--split", default="trainval", show_default=True, help="VOC image set."),
     click.option("--no-hard", is_flag=True, help="VOC: drop difficult/truncated objects; skip images left with none."),
+    click.option(
+        "--classes",
+        default=None,
+        help="class-folders / tars: which class folders or shards: NAME,NAME; START:STOP of the sorted ones "
+        "(CutLER's jobs); or @FILE, one name a line [default: all].",
+    ),
 )
 
 _BACKBONE = _options(
@@ -152,6 +158,13 @@ _COMMON = _options(
         help="Model compute precision (autocast); auto: bf16 on CUDA, fp32 on CPU. LOST is always fp32.",
     ),
     click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images of the split."),
+    click.option(
+        "--shard",
+        default=None,
+        metavar="i/N",
+        help="Only the i-th of N exact, contiguous parts of the images (0-based; for job arrays; "
+        "`objdisc merge` joins the parts' run folders).",
+    ),
     click.option(
         "--max-side", default=None, type=click.IntRange(min=16), help="Resize larger images (boxes mapped back)."
     ),
@@ -236,7 +249,7 @@ def _model_args(options: dict[str, Any]) -> ModelArgs:
 
 def _dataset_args(options: dict[str, Any]) -> DatasetArgs:
     """Pop the dataset options (``_DATA``) into :class:`~objdisc.datasets.DatasetArgs`."""
-    keys = ("data_root", "images", "annotations", "split", "no_hard")
+    keys = ("data_root", "images", "annotations", "split", "no_hard", "classes")
     return DatasetArgs(options.pop("dataset"), **{k: options.pop(k) for k in keys if k in options})
 
 
@@ -375,6 +388,62 @@ def eval_command(predictions: Path, **options: Any) -> None:
     for note in notes:
         click.echo(note, err=True)
     click.echo(report(metrics))
+
+
+@cli.command(name="merge")
+@click.argument("runs", nargs=-1, required=True, type=_PATH)
+@click.option("--out", "-o", type=_PATH, required=True, help="The merged run folder.")
+@click.option(
+    "--pseudo-labels",
+    type=_PATH,
+    default=None,
+    help="Also write the merged objects as one COCO pseudo-label file (category fg, RLE masks).",
+)
+def merge_command(runs: tuple[Path, ...], out: Path, pseudo_labels: Path | None) -> None:
+    """Merge finished runs over parts of one dataset (shards, class folders) into one run folder."""
+    from objdisc.commands.merge import MergeConfig, report, run
+
+    config = MergeConfig(list(runs), out, pseudo_labels)
+    try:
+        metrics = run(config)
+    except ObjdiscError as exc:
+        raise _fail(exc) from exc
+    click.echo(report(metrics, config))
+
+
+@cli.command(name="submit", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--array", "array", required=True, type=click.IntRange(min=1), help="Tasks (shards) of the array.")
+@click.option("--out", "-o", type=_PATH, required=True, help="OUT/shard-i-of-N per task, OUT/merged, OUT/submitit.")
+@click.option("--executor", default="auto", show_default=True, type=click.Choice(["auto", "slurm", "local"]),
+              help="slurm, local (the tasks as processes here), or auto: slurm where sbatch is found.")  # fmt: skip
+@click.option("--slurm-partition", "partition", default=None, help="SLURM partition.")
+@click.option("--gpus-per-task", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option("--cpus-per-task", default=None, type=click.IntRange(min=1), help="Cores per task (post-workers).")
+@click.option("--mem-gb", default=None, type=click.IntRange(min=1), help="Memory per task, GiB.")
+@click.option("--timeout-min", default=24 * 60, show_default=True, type=click.IntRange(min=1))
+@click.option("--parallelism", default=None, type=click.IntRange(min=1), help="Tasks running at once, at most.")
+@click.option("--slurm-account", "account", default=None)
+@click.option("--slurm-qos", "qos", default=None)
+@click.option("--slurm-constraint", "constraint", default=None)
+@click.option("--pseudo-labels", type=_PATH, default=None, help="The merge also writes the pseudo-labels here.")
+@click.option("--wait", is_flag=True, help="Wait for the merge job (the local executor always waits).")
+@click.argument("run_args", nargs=-1, required=True, type=click.UNPROCESSED)
+def submit_command(run_args: tuple[str, ...], array: int, out: Path, **options: Any) -> None:
+    """Run `objdisc run ARGS` as a job array of N shards, then merge them (submitit; SLURM or local).
+
+    Usage: objdisc submit --array 8 --out OUT [--slurm-partition P ...] -- run -b ... -d ... [run options]
+    """
+    from objdisc.commands.submit import SubmitConfig, report, run, shard_args
+
+    config = SubmitConfig(list(run_args), out, array, **options)
+    try:
+        shard_args(config)  # the task's own options first, as `objdisc run` parses them, before anything is submitted
+        with run_command.make_context("run", [*run_args[1:], "--out", "-"]):
+            pass
+        done = run(config)
+    except ObjdiscError as exc:
+        raise _fail(exc) from exc
+    click.echo(report(done, config))
 
 
 @cli.command(name="table")

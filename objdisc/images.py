@@ -11,19 +11,53 @@ import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
-import torch
 
 from objdisc.errors import ImageError
+
+if TYPE_CHECKING:  # torch only where a batch is made: listing datasets needs none
+    import torch
 
 T = TypeVar("T")
 
 
 # JPEG start-of-frame markers (all but DHT 0xC4, JPG 0xC8, DAC 0xCC) carry height and width.
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class Member(NamedTuple):
+    """An image stored inside another file (a member of a tar shard): where its bytes are.
+
+    Attributes:
+        offset: byte offset of the image's data in the file.
+        size: its length in bytes.
+        name: its name in the file, for messages.
+    """
+
+    offset: int
+    size: int
+    name: str
+
+
+def read_image_bytes(path: str | Path, member: Member | None = None) -> bytes:
+    """The bytes of an image file, or of an image stored in ``path`` at ``member``.
+
+    Raises:
+        OSError: the file cannot be read.
+        ImageError: the member's bytes are cut short (a truncated shard).
+    """
+    if member is None:
+        return Path(path).read_bytes()
+    with open(path, "rb") as f:
+        f.seek(member.offset)
+        data = f.read(member.size)
+    if len(data) != member.size:
+        where = f"{path} (member {member.name})"
+        raise ImageError(f"{where}: cut short ({len(data)} of {member.size} bytes): a truncated shard")
+    return data
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -59,7 +93,11 @@ def decode_image(path: str | Path) -> np.ndarray:
 
 
 def load_image(
-    path: str | Path, max_side: int | None = None, max_patches: int | None = None, patch_size: int = 16
+    path: str | Path,
+    max_side: int | None = None,
+    max_patches: int | None = None,
+    patch_size: int = 16,
+    member: Member | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode an image file to RGB, guarding memory before any pixel is decoded.
 
@@ -72,6 +110,7 @@ def load_image(
         max_patches: refuse an image whose patch grid (after ``max_side``) has more patches,
             reading only its header: LOST's affinity is ``N x N`` floats.
         patch_size: patch side in pixels, for ``max_patches``.
+        member: the image is stored in ``path`` here (a tar shard's member), not ``path`` itself.
 
     Returns:
         ``((h, w, 3) uint8 RGB array, original (H, W))``; ``(h, w) == (H, W)`` unless
@@ -81,27 +120,28 @@ def load_image(
         ImageError: naming the file when it is missing, empty, truncated, too large or not
             decodable.
     """
+    where = f"{path} (member {member.name})" if member is not None else str(path)  # what messages name
     try:
-        data = Path(path).read_bytes()
+        data = read_image_bytes(path, member)
     except OSError as exc:
         if Path(path).is_symlink() and not Path(path).exists():
             target = os.readlink(path)
-            raise ImageError(f"{path}: broken symbolic link (its target {target} does not exist)") from exc
-        raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+            raise ImageError(f"{where}: broken symbolic link (its target {target} does not exist)") from exc
+        raise ImageError(f"{where}: cannot read file ({exc.strerror or exc})") from exc
     if not data:
-        raise ImageError(f"{path}: file is empty (0 bytes)")
+        raise ImageError(f"{where}: file is empty (0 bytes)")
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-65536:]:
         # OpenCV decodes a cut JPEG into a half-grey picture without complaint; refuse it.
-        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker; {len(data)} bytes)")
+        raise ImageError(f"{where}: truncated JPEG (no end-of-image marker; {len(data)} bytes)")
     size = header_size(data)
     if size is not None and max_patches is not None:
-        _check_patches(path, size, max_side, max_patches, patch_size)
+        _check_patches(where, size, max_side, max_patches, patch_size)
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: not a decodable image ({len(data)} bytes)")
+        raise ImageError(f"{where}: not a decodable image ({len(data)} bytes)")
     if size is None and max_patches is not None:
-        _check_patches(path, image.shape[:2], max_side, max_patches, patch_size)
+        _check_patches(where, image.shape[:2], max_side, max_patches, patch_size)
     original = (int(image.shape[0]), int(image.shape[1]))
     scale = max_side_scale(original, max_side)
     if scale < 1.0:
@@ -206,6 +246,8 @@ def make_batch(
     if len(sizes) != 1:
         raise ValueError(f"images of one batch must share a padded size, got {sorted(sizes)}")
     (hp, wp) = sizes.pop()
+    import torch
+
     mean_t, std_t = _mean_std(tuple(mean), tuple(std), torch.device(device))
     batch = torch.zeros((len(images), 3, hp, wp), dtype=torch.float32, device=device)
     for i, image in enumerate(images):
@@ -220,6 +262,8 @@ def _mean_std(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(3, 1, 1)`` mean and std on ``device``, made once: a fresh host->device copy per batch
     would wait for the GPU's queue to drain (a pageable copy is synchronous)."""
+    import torch
+
     as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
     return as_tensor(mean).view(3, 1, 1), as_tensor(std).view(3, 1, 1)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from objdisc.datasets import DATASETS, DatasetArgs, ImageRecord
+from objdisc.datasets import DATASETS, Dataset, DatasetArgs, ImageRecord
 from objdisc.datasets.checks import check_annotated_sizes, check_images_found, warn_dataset, warn_no_ground_truth
 from objdisc.engine.limits import DEFAULT_MAX_PATCHES
 from objdisc.engine.out_folder import check_creatable, check_not_a_run_file, check_out, claim_file
@@ -41,12 +41,13 @@ logger = logging.getLogger(__name__)
 
 # run.json's "options": the flat keys objdisc has always written, in this order.
 _MODEL_KEYS = ("backbone", "weights", "resample_weights", "test_time_registers", "ttr_top", "model_kwargs")
-_DATA_KEYS = ("dataset", "data_root", "images", "annotations", "split", "no_hard")
+_DATA_KEYS = ("dataset", "data_root", "images", "annotations", "split", "no_hard", "classes")
 _OPTION_ORDER = (
     "backbone", "dataset", "out", "weights", "data_root", "images", "annotations", "split", "no_hard",
     "batch_size", "batch_tokens", "workers", "device", "precision", "limit", "max_side", "max_patches",
     "overwrite", "features", "layer", "method", "method_options", "cache", "test_time_registers", "ttr_top",
     "model_kwargs", "resample_weights", "metrics", "pseudo_labels", "patch_resize", "refine", "post_workers",
+    "classes", "shard",
 )  # fmt: skip
 
 
@@ -87,6 +88,7 @@ class RunConfig:
     patch_resize: bool | None = None
     refine: str = "none"
     post_workers: int | None = None
+    shard: str | None = None
 
     @classmethod
     def flat(cls, backbone: str, dataset: str, out: str | Path, **options: Any) -> RunConfig:
@@ -121,6 +123,41 @@ class RunConfig:
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "data")},
         }
         return {k: (str(values[k]) if isinstance(values[k], Path) else values[k]) for k in _OPTION_ORDER}
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard i/N`` -> ``(i, N)``: the ``i``-th of ``N`` exact, contiguous parts of the images
+    (after ``--limit``), numbered from 0, as torchrun's ranks split them.
+
+    Raises:
+        OptionError: not ``i/N`` with ``0 <= i < N``.
+    """
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise OptionError(f"--shard {text}: give i/N, the i-th of N shards counted from 0 (e.g. 0/8 ... 7/8)") from None
+    if n < 1:
+        raise OptionError(f"--shard {text}: N, the number of shards, must be at least 1")
+    if not 0 <= i < n:
+        raise OptionError(f"--shard {text}: shards of {n} are numbered 0 to {n - 1}")
+    return i, n
+
+
+def select_records(config: RunConfig, dataset: Dataset) -> list[ImageRecord]:
+    """The images a run takes of its dataset: the first ``--limit``, then the ``--shard`` of them.
+
+    Raises:
+        OptionError: a bad ``--shard``, or a shard holding no image.
+    """
+    records = dataset.records[: config.limit] if config.limit is not None else dataset.records
+    if config.shard is None:
+        return list(records)
+    index, count = parse_shard(config.shard)
+    taken = records[len(records) * index // count : len(records) * (index + 1) // count]
+    if not taken:
+        raise OptionError(f"--shard {config.shard}: this shard holds no image (the set has fewer than {count})")
+    return list(taken)
 
 
 def default_out(backbone: str, dataset: str) -> Path:
@@ -319,7 +356,7 @@ def resolve(
     dataset = config.data.load(exclude=config.out)
     warn_dataset(dataset)
     default_evaluators(dataset, config.metrics)  # an asked metric the dataset cannot give, before any work
-    records = dataset.records[: config.limit] if config.limit is not None else dataset.records
+    records = select_records(config, dataset)
     check_images_found(records, "--images" if config.data.images is not None else "--data-root")
     warn_no_ground_truth(dataset, records)
     check_annotated_sizes(records, config.data.annotations or config.data.data_root)
@@ -455,8 +492,10 @@ __all__ = [
     "check_patch_limit",
     "default_out",
     "fetch_dataset",
+    "parse_shard",
     "resolve",
     "resolve_discovery",
     "run",
+    "select_records",
     "summary",
 ]

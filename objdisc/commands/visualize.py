@@ -17,7 +17,7 @@ from objdisc.commands.run import RunConfig, resolve_discovery
 from objdisc.datasets import DATASETS
 from objdisc.engine.out_folder import check_folder, claim_folder, lock_out, record_outputs
 from objdisc.errors import DatasetError, ObjdiscError
-from objdisc.images import ImageError
+from objdisc.images import ImageError, Member
 from objdisc.reports import gallery
 from objdisc.reports.pictures import Redrawer, RunView, select
 
@@ -151,6 +151,7 @@ def redrawer_for(view: RunView, device: str = "cpu", weights_file: Path | None =
         config.max_side,
         discovery.patch_resize,
         _saliency_truths(config),
+        _members(config),
     )
 
 
@@ -166,6 +167,13 @@ def _saliency_truths(config: RunConfig) -> dict[str, Path]:
         logger.warning("ground-truth masks not drawn: %s", exc)
         return {}
     return {r.file_name: r.mask_path for r in data.records if r.mask_path is not None}
+
+
+def _members(config: RunConfig) -> dict[str, tuple[Path, Member]]:
+    """File name -> ``(shard, member)`` of a run over tar shards (empty for other datasets)."""
+    if config.data.dataset != "tars":
+        return {}
+    return {r.file_name: (r.path, r.member) for r in config.data.load().records if r.member is not None}
 
 
 def _weights_for(view: RunView, given: list[Path]) -> Path | None:

@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from objdisc.datasets.base import Dataset, DatasetError, ImageRecord, resolve_data_root
+from objdisc.datasets.class_folders import load_class_folders
 from objdisc.datasets.coco import load_coco, load_coco20k, load_coco_val2017
 from objdisc.datasets.folder import load_folder
 from objdisc.datasets.saliency import SALIENCY_SETS, load_saliency, load_saliency_set
+from objdisc.datasets.tars import load_tars
 from objdisc.datasets.voc import load_voc
 
 
 @dataclass(frozen=True)
 class DatasetArgs:
     """Which images a command reads, as given: ``--dataset`` and the arguments its kind takes
-    (``--data-root``, ``--images``, ``--annotations``, ``--split``, ``--no-hard``)."""
+    (``--data-root``, ``--images``, ``--annotations``, ``--split``, ``--no-hard``, ``--classes``)."""
 
     dataset: str
     data_root: str | Path | None = None
@@ -30,6 +32,7 @@ class DatasetArgs:
     annotations: str | Path | None = None
     split: str = "trainval"
     no_hard: bool = False
+    classes: str | None = None
 
     @property
     def kind(self) -> DatasetKind:
@@ -50,7 +53,7 @@ class DatasetArgs:
             DatasetError: an unknown kind, an argument the kind does not take, or what its loader refuses.
         """
         return load_dataset(
-            self.dataset, self.data_root, self.images, self.annotations, self.split, self.no_hard, exclude
+            self.dataset, self.data_root, self.images, self.annotations, self.split, self.no_hard, exclude, self.classes
         )
 
 
@@ -125,6 +128,18 @@ DATASETS: dict[str, DatasetKind] = {
         "any image folder with a ground-truth mask per image (--images, --annotations: the mask folder)",
         saliency=True,
     ),
+    "class-folders": DatasetKind(
+        lambda a, exclude: load_class_folders(
+            _path(a.images, "--images DIR", "class-folders", "the folder of class folders"), a.classes, exclude
+        ),
+        frozenset({"images", "classes"}),
+        "a tree of one image folder per class, as ImageNet's train/ (--images; --classes to take some)",
+    ),
+    "tars": DatasetKind(
+        lambda a, _: load_tars(_path(a.images, "--images DIR", "tars", "the folder of .tar shards"), a.classes),
+        frozenset({"images", "classes"}),
+        "tar shards of images, WebDataset's layout, read in place (--images; --classes to take some shards)",
+    ),
     "folder": DatasetKind(
         lambda a, exclude: load_folder(_path(a.images, "--images DIR", "folder", "the image folder"), exclude),
         frozenset({"images"}),
@@ -132,7 +147,13 @@ DATASETS: dict[str, DatasetKind] = {
     ),
 }
 
-_FLAGS = {"images": "--images", "annotations": "--annotations", "split": "--split", "no_hard": "--no-hard"}
+_FLAGS = {
+    "images": "--images",
+    "annotations": "--annotations",
+    "split": "--split",
+    "no_hard": "--no-hard",
+    "classes": "--classes",
+}
 
 
 def load_dataset(
@@ -143,6 +164,7 @@ def load_dataset(
     split: str = "trainval",
     no_hard: bool = False,
     exclude: str | Path | None = None,
+    classes: str | None = None,
 ) -> Dataset:
     """Load a dataset by kind.
 
@@ -154,14 +176,16 @@ def load_dataset(
         split: VOC image set.
         no_hard: VOC only: drop difficult / truncated objects.
         exclude: a folder whose files are never images of the set (the command's own ``--out``).
+        classes: ``class-folders`` and ``tars``: which class folders or shards (names, ``START:STOP``
+            or ``@FILE``); ``None``: all.
 
     Raises:
         DatasetError: an unknown kind, an argument the kind does not take, or what its loader refuses.
     """
-    args = DatasetArgs(kind, data_root, images, annotations, split, no_hard)
+    args = DatasetArgs(kind, data_root, images, annotations, split, no_hard, classes)
     entry = args.kind
     given = {"images": images is not None, "annotations": annotations is not None}
-    given |= {"split": split != "trainval", "no_hard": bool(no_hard)}
+    given |= {"split": split != "trainval", "no_hard": bool(no_hard), "classes": classes is not None}
     unused = [_FLAGS[name] for name, is_given in given.items() if is_given and name not in entry.takes]
     if unused:
         uses = ", ".join(sorted(_FLAGS.get(t, "--data-root") for t in entry.takes))

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from objdisc.errors import DatasetError
+from objdisc.images import Member
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """One image to process.
 
@@ -34,6 +35,10 @@ class ImageRecord:
             ``None`` for datasets without ground truth.
         mask_path: the ground-truth saliency mask (a PNG of the image's size), for the
             saliency datasets; ``None`` elsewhere.
+        group: the folder a class-folder tree keeps the image in (ImageNet's ``n01440764``), or
+            ``None``.
+        member: where in ``path`` (a tar shard) the image's bytes are, or ``None``: ``path`` is
+            the image file.
     """
 
     image_id: int
@@ -45,6 +50,8 @@ class ImageRecord:
     error: str | None = None
     instances: tuple[dict[str, Any], ...] | None = None
     mask_path: Path | None = None
+    group: str | None = None
+    member: Member | None = None
 
     @property
     def no_ground_truth(self) -> bool:

@@ -100,9 +100,9 @@ class _DecodeDataset(torch.utils.data.Dataset):
             return index, None, None, record.error
         try:
             if self.fixed_side is not None:  # the affinity is of the fixed size, not of the photo's
-                image, original = load_image(record.path, patch_size=self.options["patch_size"])
+                image, original = load_image(record.path, patch_size=self.options["patch_size"], member=record.member)
             else:
-                image, original = load_image(record.path, **self.options)
+                image, original = load_image(record.path, **self.options, member=record.member)
             if self.fixed_side is not None:  # the method's own input size (MaskCut: 480 x 480)
                 image = fixed_model_input(image, self.fixed_side, self.options["patch_size"])
             elif self.patch_resize:  # to the nearest patch multiple, as TokenCut's saliency code
@@ -376,7 +376,9 @@ def finalize(
     """The method's objects in the original image's pixels (:meth:`~objdisc.methods.base.Method.finalize`;
     the image is decoded again only if the method reads it); ``sampling`` says how a resized
     model input maps back (:class:`~objdisc.objects.Geometry`)."""
-    return method.finalize(with_sampling(objects, sampling), lambda: load_image(record.path)[0], original)
+    return method.finalize(
+        with_sampling(objects, sampling), lambda: load_image(record.path, member=record.member)[0], original
+    )
 
 
 def with_sampling(objects: Objects, sampling: str) -> Objects:

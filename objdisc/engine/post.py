@@ -63,7 +63,9 @@ def post_process(spec: PostSpec, result: ImageResult) -> dict[str, Any]:
     try:
         if not result.finalized and result.objects is not None and result.image_hw is not None:
             record = result.record
-            objects = spec.method.finalize(result.objects, lambda: load_image(record.path)[0], result.image_hw)
+            objects = spec.method.finalize(
+                result.objects, lambda: load_image(record.path, member=record.member)[0], result.image_hw
+            )
             result = dataclasses.replace(result, objects=objects, finalized=True)
         if spec.maps is not None:
             result = saliency_result(result, spec.maps, spec.refine)

@@ -82,7 +82,7 @@ def saliency_result(result: ImageResult, out: Path, refine: str = "none") -> Ima
         if refine == "bilateral":
             from objdisc.refinement.bilateral import bilateral_solve, refined_mask
 
-            rgb, _ = load_image(record.path)
+            rgb, _ = load_image(record.path, member=record.member)
             scored = bilateral_solve(rgb, binary)
             mask = refined_mask(scored)
             write_png(out / SOFT / png_name(record.file_name), scored)

@@ -65,7 +65,7 @@ def _batches(
     show = sys.stderr.isatty() if progress is None else progress
     for record in tqdm(records, unit="img", desc=label, disable=not show):
         try:
-            image, _ = load_image(record.path, max_side=max_side, patch_size=backbone.patch_size)
+            image, _ = load_image(record.path, max_side=max_side, patch_size=backbone.patch_size, member=record.member)
         except ImageError as exc:
             logger.warning("skipped %s", exc)
             continue

@@ -192,7 +192,9 @@ def collect(backbone: Any, records: Iterable[Any], device: Any, max_side: int | 
     with TokenProbe(backbone.model, spec.num_registers, spec.class_token) as probe:
         for record in records:
             try:
-                image, _ = load_image(record.path, max_side=max_side, patch_size=backbone.patch_size)
+                image, _ = load_image(
+                    record.path, max_side=max_side, patch_size=backbone.patch_size, member=record.member
+                )
             except ImageError as exc:
                 logger.warning("skipped %s", exc)
                 continue

@@ -27,6 +27,7 @@ from objdisc.reports.panels import figure
 from objdisc.utils.jsonio import read_json
 
 if TYPE_CHECKING:
+    from objdisc.images import Member
     from objdisc.methods import Method
     from objdisc.models.backbones import Backbone
     from objdisc.models.feature_spec import FeatureSpec
@@ -97,6 +98,8 @@ class Redrawer:
         max_side: the run's ``--max-side``.
         patch_resize: the run resized images to the nearest patch multiple.
         truths: file name -> ground-truth mask, for a saliency dataset's run (else empty).
+        members: file name -> ``(shard, member)`` for images stored in tar shards (else the image
+            is the file ``name`` under the run's image root).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class Redrawer:
         max_side: int | None = None,
         patch_resize: bool = False,
         truths: dict[str, Path] | None = None,
+        members: dict[str, tuple[Path, Member]] | None = None,
     ) -> None:
         from objdisc.models.features import FeatureExtractor
         from objdisc.models.token_probe import TokenProbe
@@ -122,6 +126,7 @@ class Redrawer:
         self.max_side = max_side
         self.patch_resize = patch_resize
         self.truths = truths or {}
+        self.members = members or {}
         self.root = Path(view.info["dataset"]["image_root"])
         # Hooks registered once; one full forward pass per image gives both features and norms.
         spec = backbone.spec
@@ -160,9 +165,12 @@ class Redrawer:
         entry = self.view.images[name]
         ran = sorted(entry["objects"], key=lambda o: -o["score"])  # the run's objects, best first
         spec, patch = self.backbone.spec, self.backbone.patch_size
-        path = self.root / name
-        original, _ = load_image(path, patch_size=patch)
-        image = original if self.max_side is None else load_image(path, max_side=self.max_side, patch_size=patch)[0]
+        path, member = self.members.get(name, (self.root / name, None))
+        original, _ = load_image(path, patch_size=patch, member=member)
+        if self.max_side is None:
+            image = original
+        else:
+            image = load_image(path, max_side=self.max_side, patch_size=patch, member=member)[0]
         side = self.method.input_side(patch)
         if side is not None:  # the method's own input size, as the run made it (MaskCut: 480 x 480)
             image = fixed_model_input(original, side, patch)
