@@ -16,7 +16,9 @@ objdisc with ``create_backbone``. Per image (``tau`` 0.15, N = 3, fixed size 480
   ``maskcut_forward`` with its dense ``scipy.linalg.eigh`` per mask), then maskcut.py's main loop
   (``densecrf``, hole filling, the IoU filter, the resize to the original size,
   ``create_annotation_info``'s threshold);
-- objdisc: ``objdisc run --method maskcut`` on the same files.
+- objdisc: ``objdisc run --method maskcut`` on the same files, once per ``--post-workers`` count
+  (0: the CRF in the main process; N: in N processes beside the model), whose predictions must
+  be identical.
 
 Compared: the masks before the CRF (official ``bipartitions`` against objdisc's
 ``unrefined_masks``, at 480 x 480), counted identical, differing where the official code's
@@ -171,13 +173,22 @@ def compare(name: str, files: list[Path], args: argparse.Namespace, mc: Any, wor
         if not link.exists():
             link.symlink_to(path.resolve())
     options = {"crf": not args.no_crf, "tau": TAU, "masks": N, "fixed_size": FIXED}
-    config = RunConfig.flat(name, "folder", work / f"run_{name}", weights=weights, images=folder, overwrite=True,
-                       method="maskcut", method_options=options, workers=0, batch_size=1)  # fmt: skip
-    start = time.perf_counter()
-    run(config, progress=False)
-    objdisc_s = (time.perf_counter() - start) / len(files)
-    counts["seconds_per_image"] = {"official": float(np.mean(official_s)), "objdisc": objdisc_s}
-    counts["speedup"] = counts["seconds_per_image"]["official"] / objdisc_s
+    seconds: dict[str, float] = {"official": float(np.mean(official_s))}
+    outputs = []
+    for workers in [int(w) for w in args.post_workers.split(",")]:
+        config = RunConfig.flat(name, "folder", work / f"run_{name}_{workers}", weights=weights, images=folder,
+                                overwrite=True, method="maskcut", method_options=options, workers=0,
+                                post_workers=workers)  # fmt: skip
+        start = time.perf_counter()
+        run(config, progress=False)
+        seconds[f"objdisc_post_workers_{workers}"] = (time.perf_counter() - start) / len(files)
+        outputs.append((work / f"run_{name}_{workers}" / "predictions.json").read_bytes())
+    counts["seconds_per_image"] = seconds
+    counts["same_predictions_for_every_post_workers"] = all(o == outputs[0] for o in outputs)
+    best = min(v for k, v in seconds.items() if k != "official")
+    counts["speedup"] = seconds["official"] / best
+    if "objdisc_post_workers_1" in seconds and "objdisc_post_workers_2" in seconds:
+        counts["pool_speedup_1_to_2_workers"] = seconds["objdisc_post_workers_1"] / seconds["objdisc_post_workers_2"]
     counts["eigen"] = eigen_seconds(backbone, files[: min(3, len(files))], patch)
     print(json.dumps(counts, indent=2))
     return counts
@@ -235,6 +246,9 @@ def main() -> None:
     parser.add_argument("--models", default="dino_vits16")
     parser.add_argument("--no-crf", action="store_true", help="compare without the CRF (no pydensecrf needed)")
     parser.add_argument("--unfused", action="store_true", help="objdisc's attention unfused (explicit softmax)")
+    parser.add_argument(
+        "--post-workers", default="0,1,2", help="objdisc end to end with each of these --post-workers (comma list)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_grad_enabled(False)

@@ -10,7 +10,9 @@ same as in the main process (:class:`SerialPost`, ``--post-workers 0``).
 
 A worker that dies (killed, out of memory) costs only the image it was processing: that image's
 entry says so (it is then skipped, and redone by a resume); the images queued behind it go to
-the other workers, and a new worker takes its place.
+the other workers, and a new worker takes its place. Workers that keep dying before they start
+an image (a script using objdisc without an ``if __name__ == "__main__":`` guard: each worker
+imports it) make the pool hand the work back to the main process, with a warning saying why.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class _Worker:
     results: Any  # the main process's end of the worker's result pipe
     jobs: deque[int] = field(default_factory=deque)  # assigned, in order; jobs[0] is the one it works on
     started: int | None = None
+    served: int = 0  # images it finished
 
 
 def _context() -> Any:
@@ -131,6 +134,8 @@ class PostPool:
         self._jobs: dict[int, ImageResult] = {}
         self._next_id = 0
         self._done: deque[Done] = deque()
+        self._idle_deaths = 0  # workers that died with no image started: at start-up, or reading a job
+        self.serial = False  # the workers cannot run here: the main process does the work
 
     def _start(self) -> _Worker:
         uid, self._uids = self._uids, self._uids + 1
@@ -149,6 +154,9 @@ class PostPool:
 
     def submit(self, result: ImageResult) -> Iterator[Done]:
         """Hand ``result`` to the least busy worker; yields the images finished meanwhile."""
+        if self.serial:
+            yield result, post_process(self.spec, result)
+            return
         while True:
             worker = min(self._workers, key=lambda w: len(w.jobs))
             if len(worker.jobs) < self.depth:
@@ -174,6 +182,7 @@ class PostPool:
         while self._jobs:
             self._collect(block=True)
             yield from self._pop_done()
+        yield from self._pop_done()
 
     def _pop_done(self) -> Iterator[Done]:
         while self._done:
@@ -182,6 +191,8 @@ class PostPool:
     def _collect(self, block: bool) -> None:
         """Read the workers' messages (waiting up to a moment for one when ``block``), and replace
         any worker that died (after reading every message it sent)."""
+        if self.serial:
+            return
         pipes = {w.results: w for w in self._workers}
         sentinels = {w.process.sentinel: w for w in self._workers}
         ready = multiprocessing.connection.wait([*pipes, *sentinels], timeout=0.2 if block else 0.0)
@@ -204,6 +215,7 @@ class PostPool:
                     if worker.jobs and worker.jobs[0] == job_id:
                         worker.jobs.popleft()
                     worker.started = None
+                    worker.served += 1
                     result = self._jobs.pop(job_id, None)
                     if result is not None:
                         self._done.append((result, payload))
@@ -212,13 +224,18 @@ class PostPool:
 
     def _replace_dead(self) -> None:
         for index, worker in enumerate(self._workers):
-            if worker.process.is_alive():
+            if self.serial or worker.process.is_alive():
                 continue
             self._read(worker)  # whatever it sent before it died
             worker.results.close()
             code = worker.process.exitcode
             lost = list(worker.jobs)
-            culprit = worker.started if worker.started is not None else (lost[0] if lost else None)
+            culprit = worker.started  # the image it announced and did not finish, if any
+            if culprit is None:
+                self._idle_deaths += 1
+            if self._idle_deaths > 2 * len(self._workers):
+                self._go_serial(code, worker.served)
+                return
             self._workers[index] = self._start()
             for job_id in lost:
                 result = self._jobs.get(job_id)
@@ -234,9 +251,23 @@ class PostPool:
                     del self._jobs[job_id]
                     failed = ImageResult(result.record, result.image_hw, None, error)
                     self._done.append((failed, journal_entry(failed, self.spec.with_masks)))
-                else:  # queued behind the lost image: to whichever worker is least busy
+                else:  # queued behind the lost image, or never started: to whichever worker is least busy
                     target = min(self._workers, key=lambda w: len(w.jobs))
                     self._assign(target, job_id)
+
+    def _go_serial(self, code: int | None, served: int) -> None:
+        """Workers keep dying before they start an image: do the rest in the main process, saying why."""
+        logger.warning(
+            "the post-processing workers cannot run here (they exit with code %s before starting an image%s); "
+            "the main process does the work instead. A script that runs objdisc with --post-workers must keep its "
+            'code under `if __name__ == "__main__":` (Python starts worker processes by importing the script)',
+            code, "" if served == 0 else ", after some images",
+        )  # fmt: skip
+        self.close()
+        self.serial = True
+        for job_id in sorted(self._jobs):
+            result = self._jobs.pop(job_id)
+            self._done.append((result, post_process(self.spec, result)))
 
     def close(self) -> None:
         """Stop the workers (those still busy are terminated)."""

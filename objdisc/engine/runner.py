@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -309,6 +310,7 @@ def _process(
         Journal(plan.journal_dir, rank.rank, plan.settings) as journal,
         tqdm(total=total, unit="img", desc=desc, disable=not show) as bar,
         make_post(spec, plan.post_workers) as post,
+        _model_threads(this),
     ):
         for result in engine:
             start = time.perf_counter()
@@ -322,6 +324,26 @@ def _process(
             "... and %d more images not of their annotated size (metrics.json: size_mismatch)",
             mismatched - SHOWN_WARNINGS,
         )
+
+
+@contextlib.contextmanager
+def _model_threads(this: _Run) -> Iterator[None]:
+    """On the CPU, with post-processing workers, the model's threads are the cores the workers and
+    the decoders leave (at least one) for the run's time: every core busy, none oversubscribed
+    (on 2 cores, MaskCut with the CRF: 1.14 s/img with 1 thread and 2 workers, 1.33 with 2 threads)."""
+    plan = this.plan
+    if this.device.type != "cpu" or plan.post_workers == 0:
+        yield
+        return
+    from objdisc.engine.discover import default_workers
+
+    decoders = plan.workers if plan.workers is not None else default_workers()
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - plan.post_workers - decoders)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _finished_entries(this: _Run, stamps: dict[int, list[int] | None]) -> JournalEntries:

@@ -276,7 +276,7 @@ def finalize_masks(
     from objdisc.geometry import component_box
     from objdisc.images import fixed_square
     from objdisc.objects import Objects, encode_rles
-    from objdisc.refinement.crf import dense_crf
+    from objdisc.refinement.crf import ImageCRF
 
     geometry = objects.geometry
     assert geometry is not None and objects.masks is not None
@@ -284,10 +284,12 @@ def finalize_masks(
     original = load()
     square = fixed_square(original, fixed_size) if fixed_size else original
     keep, finals = [], []
-    for k, mask in enumerate(unrefined_masks(objects, square.shape[:2], fixed_size, image_hw)):
+    masks = unrefined_masks(objects, square.shape[:2], fixed_size, image_hw)
+    image_crf = ImageCRF(square) if crf and masks else None  # the kernels once, for every mask
+    for k, mask in enumerate(masks):
         refined = mask > 0.5
-        if crf:
-            refined = scipy.ndimage.binary_fill_holes(dense_crf(square, mask) >= 0.5)
+        if image_crf is not None:
+            refined = scipy.ndimage.binary_fill_holes(image_crf.refine(mask) >= 0.5)
             if mask_iou(mask > 0.5, refined) < 0.5 and np.logical_or(mask > 0.5, refined).any():
                 continue
         if fixed_size:

@@ -12,6 +12,11 @@ labels (background, foreground):
 
 The inference is pydensecrf's (``pip install 'objdisc[crf]'``: the ``pydensecrf2`` package, built
 from source, which needs a C++ compiler), so that the result equals maskcut.py's on the same input.
+
+The pairwise kernels depend on the image only: :class:`ImageCRF` builds them once per image (the
+bilateral kernel's permutohedral lattice is 40 % of one refinement's cost) and refines each of the
+image's masks with its own unary, exactly as a CRF built anew for each mask (maskcut.py's
+``densecrf``) does: pydensecrf's inference starts from the unary it is given, whatever ran before.
 """
 
 from __future__ import annotations
@@ -32,8 +37,56 @@ class CRFUnavailableError(ImportError):
     """pydensecrf is not installed."""
 
 
+class ImageCRF:
+    """The dense CRF of one image: the pairwise kernels built once, then :meth:`refine` per mask.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        CRFUnavailableError: pydensecrf is not installed, naming the extra that installs it.
+    """
+
+    def __init__(self, image: np.ndarray) -> None:
+        try:
+            import pydensecrf.densecrf as dcrf
+        except ImportError as exc:
+            raise CRFUnavailableError(CRF_MISSING) from exc
+        self.height, self.width = image.shape[:2]
+        self._crf = dcrf.DenseCRF2D(self.width, self.height, 2)
+        self._crf.addPairwiseGaussian(sxy=GAUSSIAN_SXY, compat=GAUSSIAN_WEIGHT)
+        rgb = np.array(image, dtype=np.uint8, order="C")  # a writable copy: pydensecrf refuses read-only buffers
+        self._crf.addPairwiseBilateral(sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=rgb, compat=BILATERAL_WEIGHT)
+
+    def refine(self, mask: np.ndarray) -> np.ndarray:
+        """Refine one mask (see :func:`dense_crf`).
+
+        Args:
+            mask: ``(h, w)`` float or bool foreground mask (0/1); resized to ``(H, W)`` bilinearly.
+
+        Returns:
+            ``(H, W)`` float32, 1.0 where the foreground label wins.
+        """
+        self._crf.setUnaryEnergy(unary_energy(mask, (self.height, self.width)))
+        marginals = np.array(self._crf.inference(MAX_ITER)).reshape(2, self.height, self.width)
+        return np.argmax(marginals, axis=0).astype(np.float32)
+
+
+def unary_energy(mask: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """``(2, H W)`` float32: ``-log`` of the softmaxed logits ``(1 - m, m)`` resized bilinearly to the
+    image, clipped at :data:`CLIP` (crf.py's ``unary_from_softmax``)."""
+    import torch
+    import torch.nn.functional as F
+
+    fg = np.asarray(mask, dtype=np.float64)[None]
+    logits = torch.from_numpy(np.concatenate((1.0 - fg, fg), axis=0))
+    logits = F.interpolate(logits[None], size=tuple(image_hw), mode="bilinear", align_corners=False)[0]
+    probs = F.softmax(logits, dim=0).numpy()
+    return np.ascontiguousarray((-np.log(np.clip(probs, CLIP, 1.0))).reshape(2, -1).astype(np.float32))
+
+
 def dense_crf(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Refine a mask with the dense CRF.
+    """Refine a mask with the dense CRF (one image, one mask: :class:`ImageCRF` for several).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
@@ -45,26 +98,7 @@ def dense_crf(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Raises:
         CRFUnavailableError: pydensecrf is not installed, naming the extra that installs it.
     """
-    import torch
-    import torch.nn.functional as F
-
-    try:
-        import pydensecrf.densecrf as dcrf
-    except ImportError as exc:
-        raise CRFUnavailableError(CRF_MISSING) from exc
-    height, width = image.shape[:2]
-    fg = np.asarray(mask, dtype=np.float64)[None]
-    logits = torch.from_numpy(np.concatenate((1.0 - fg, fg), axis=0))
-    logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    probs = F.softmax(logits, dim=0).numpy()
-    unary = np.ascontiguousarray((-np.log(np.clip(probs, CLIP, 1.0))).reshape(2, -1).astype(np.float32))
-    crf = dcrf.DenseCRF2D(width, height, 2)
-    crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=GAUSSIAN_SXY, compat=GAUSSIAN_WEIGHT)
-    rgb = np.array(image, dtype=np.uint8, order="C")  # a writable copy: pydensecrf refuses read-only buffers
-    crf.addPairwiseBilateral(sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=rgb, compat=BILATERAL_WEIGHT)
-    marginals = np.array(crf.inference(MAX_ITER)).reshape(2, height, width)
-    return np.argmax(marginals, axis=0).astype(np.float32)
+    return ImageCRF(image).refine(mask)
 
 
 def crf_available() -> bool:
@@ -76,4 +110,4 @@ def crf_available() -> bool:
     return True
 
 
-__all__ = ["CRF_MISSING", "CRFUnavailableError", "crf_available", "dense_crf"]
+__all__ = ["CRF_MISSING", "CRFUnavailableError", "ImageCRF", "crf_available", "dense_crf", "unary_energy"]
