@@ -16,6 +16,13 @@
    images whose boxes are identical, the smallest IoU of the others, and seconds per image on
    each device. fp32 matmuls on the GPU (TF32 off) differ from the CPU's in the last bits, so a
    near-tie may flip; a method that fails on the GPU shows its error.
+5. MaskCut as CutLER labels ImageNet (``--maskcut N``, default 64 images; 0 skips): DINO ViT-S/16
+   and ViT-B/8 (random weights) at 480 x 480, three masks, the CRF in ``--post-workers`` processes
+   on the host (default: the CPU's cores less one and the decode workers), through the real
+   ``objdisc run`` (decode workers, journal, files): images/s, and the main process's seconds
+   waiting for decoded images, in the forward pass, in the cuts (graphs on the GPU, eigen-solves
+   on the host) and waiting for the CRF workers; the first is a lower bound the GPU could reach,
+   the last says whether the CPUs keep up with it. Sized to finish within five minutes.
 
 Without --weights the model is random-init: speed does not depend on the weights' values.
 The issue's target is 1000 images/s for ViT-S/14 on VOC-sized images on an H100.
@@ -50,6 +57,8 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--compare", type=int, default=16, help="images for the GPU-against-CPU check (0: skip)")
+    parser.add_argument("--maskcut", type=int, default=64, help="images for the MaskCut section (0: skip)")
+    parser.add_argument("--post-workers", type=int, default=None, help="MaskCut: CRF processes [default: free cores]")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: this benchmark measures the GPU path")
@@ -120,6 +129,43 @@ def main() -> None:
     # 4. every method, GPU against CPU
     if args.compare:
         compare_methods(backbone, records[: args.compare])
+
+    # 5. MaskCut with the CRF pool, as CutLER labels ImageNet
+    if args.maskcut:
+        maskcut_rates(args.images, args.maskcut, args.workers, args.post_workers)
+
+
+def maskcut_rates(images: Path, limit: int, workers: int, post_workers: int | None) -> None:
+    """Section 5 of the module docstring."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from objdisc.commands.run import RunConfig, run
+
+    for name in ("dino_vits16", "dino_vitb8"):
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            weights = Path(tmp) / f"{name}.safetensors"
+            save_file({k: v.contiguous() for k, v in build_model(get_spec(name)).state_dict().items()}, str(weights))
+            config = RunConfig.flat(name, "folder", Path(tmp) / "run", images=images, weights=weights, limit=limit,
+                                    device="cuda", workers=workers, method="maskcut", post_workers=post_workers,
+                                    batch_size=16)  # fmt: skip
+            start = time.perf_counter()
+            try:
+                result = run(config, progress=False)
+            except Exception as exc:  # report it and go on
+                print(f"maskcut {name}: FAILED {type(exc).__name__}: {exc}")
+                continue
+            seconds = time.perf_counter() - start
+            stages = result.metrics["stage_seconds"]
+            print(
+                f"maskcut {name} at 480, CRF on, {result.metrics['n_images']} images: "
+                f"{result.metrics['n_images'] / seconds:.2f} images/s end to end; main process: waiting for decode "
+                f"{stages['wait_decode']:.1f} s, forward {stages['forward']:.1f} s, cuts {stages['method']:.1f} s, "
+                f"waiting for the CRF workers {stages['post']:.1f} s (post workers: "
+                f"{result.metrics['post_workers']})"
+            )
 
 
 def box_iou(a: list[int], b: list[int]) -> float:

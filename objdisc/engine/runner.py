@@ -200,6 +200,7 @@ def _execute(
             n_resumed=n_resumed,
             images_per_s=round(len(todo) * rank.world / seconds, 3) if todo and seconds > 0 else None,
             stage_seconds={k: round(v, 3) for k, v in asdict(times).items()},
+            post_workers=plan.post_workers,
         )
         if n_resumed == len(records):  # a rescore of a finished run: the blocks it did not recompute stay
             _keep_earlier_blocks(plan.out, metrics)

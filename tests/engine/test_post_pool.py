@@ -104,3 +104,26 @@ def test_maskcut_with_the_crf_in_two_workers_equals_the_main_process(tmp_path: P
     assert run["options"]["post_workers"] == 2
     predictions = json.loads((tmp_path / "pooled" / "predictions.json").read_text())
     assert predictions and all("segmentation" in p for p in predictions)
+
+
+def _cannot_start() -> None:
+    raise RuntimeError("this worker cannot start")
+
+
+@dataclass(frozen=True)
+class Unstartable(Lost):
+    """LOST that a worker process cannot unpickle (as a method of an unguarded script's __main__)."""
+
+    def __reduce__(self):
+        return (_cannot_start, ())
+
+
+def test_workers_that_cannot_start_hand_the_work_to_the_main_process(images: list[Path], caplog):
+    import logging
+
+    results = [raw(p, i + 1) for i, p in enumerate(images[:3])]
+    with caplog.at_level(logging.WARNING), PostPool(PostSpec(Unstartable()), workers=1) as pool:
+        done = [d for r in results for d in pool.submit(r)] + list(pool.drain())
+    assert pool.serial and 'if __name__ == "__main__":' in caplog.text
+    serial = [post_process(PostSpec(Lost()), r) for r in results]
+    assert sorted((e["image_id"], e["objects"]) for _, e in done) == [(e["image_id"], e["objects"]) for e in serial]
