@@ -46,8 +46,8 @@ from fidelity import randomise  # benchmarks/ is on the path when a script here 
 
 from objdisc.commands.run import RunConfig, run
 from objdisc.images import fixed_model_input, load_image, make_batch
+from objdisc.methods.eigen import second_eigenpair
 from objdisc.methods.maskcut import maskcut_batch, unrefined_masks
-from objdisc.methods.tokencut import second_eigenpair
 from objdisc.models.backbones import create_backbone
 from objdisc.models.features import KeyExtractor
 from objdisc.models.specs import get_spec

@@ -5,7 +5,7 @@ As CutLER's ``maskcut_forward`` (``maskcut/maskcut.py``), per image, at most ``m
 1. cosine similarity of the patch features (float32, TF32 off); weight 1 where above ``tau``,
    ``eps`` elsewhere (the diagonal included);
 2. ``x``: the eigenvector of the second smallest eigenvalue ``lambda`` of ``(D - W) x = lambda D x``,
-   found as TokenCut finds it (:func:`objdisc.methods.tokencut.second_eigenpair`: Lanczos on the
+   found as TokenCut finds it (:func:`objdisc.methods.eigen.second_eigenpair`: Lanczos on the
    normalised graph with its known top eigenvector deflated, a fixed start, the dense solve as
    fallback; degenerate graphs, where every pair of patches weighs the same, give no cut: the
    whole image);
@@ -194,7 +194,7 @@ def cuts(
     import torch.nn.functional as F
 
     from objdisc.geometry import seed_component
-    from objdisc.methods.tokencut import second_eigenpair
+    from objdisc.methods.eigen import second_eigenpair
     from objdisc.utils.device import no_tf32
 
     h, w = grid_hw
