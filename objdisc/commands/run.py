@@ -185,8 +185,9 @@ class Discovery:
     record: dict[str, Any]
 
     def run_record(self) -> dict[str, Any]:
-        """``run.json``'s ``producer.discovery``: :attr:`record`, plus ``patch_resize`` when on."""
-        return {**self.record, **({"patch_resize": True} if self.patch_resize else {})}
+        """``run.json``'s ``producer.discovery``: :attr:`record`, the method's options that do not
+        decide the objects (its eigen-solver), and ``patch_resize`` when on."""
+        return {**self.record, **self.method.options(), **({"patch_resize": True} if self.patch_resize else {})}
 
 
 def _method_and_features(config: RunConfig) -> tuple[Method, FeatureSpec, dict[str, Any]]:
@@ -205,7 +206,7 @@ def _method_and_features(config: RunConfig) -> tuple[Method, FeatureSpec, dict[s
     if config.refine not in REFINERS:
         raise OptionError(f"--refine {config.refine}: unknown; use one of {', '.join(REFINERS)}")
     refine = {"refine": config.refine} if config.refine != "none" else {}
-    return method, features, {"features": kind, "layer": config.layer, **method.options(), **refine}
+    return method, features, {"features": kind, "layer": config.layer, **method.options(deciding_only=True), **refine}
 
 
 def _patch_resize(config: RunConfig, method: Method, patch_size: int) -> bool:

@@ -62,9 +62,11 @@ class Method:
     def __post_init__(self) -> None:
         check_options(self)
 
-    def options(self) -> dict[str, Any]:
-        """The method's name and every option value, JSON-able (journal settings, ``run.json``)."""
-        return {"method": self.name, **{o.name: getattr(self, o.name) for o in options_of(type(self))}}
+    def options(self, deciding_only: bool = False) -> dict[str, Any]:
+        """The method's name and every option value, JSON-able (``run.json``); with
+        ``deciding_only`` those that decide the objects (the journal's settings)."""
+        chosen = [o for o in options_of(type(self)) if o.decides or not deciding_only]
+        return {"method": self.name, **{o.name: getattr(self, o.name) for o in chosen}}
 
     @staticmethod
     def legacy_settings(settings: dict[str, Any]) -> dict[str, Any] | None:

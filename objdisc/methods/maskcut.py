@@ -49,6 +49,7 @@ import numpy as np
 
 from objdisc.errors import OptionError
 from objdisc.methods.base import Method
+from objdisc.methods.eigen import SOLVERS
 from objdisc.methods.options import at_least, below_one, cosine, finite, option, positive
 
 if TYPE_CHECKING:
@@ -79,6 +80,13 @@ class MaskCut(Method):
         short="fs",
     )
     crf: bool = option(True, "MaskCut: refine each mask with the dense CRF (needs pip install 'objdisc[crf]').")
+    eigen: str = option(
+        "auto",
+        "MaskCut: eigen-solver: host (ARPACK, an image at a time), device (batched Lanczos where the model runs), "
+        "auto (device on a GPU, else host); the same eigenvectors to ~1e-10.",
+        choices=SOLVERS,
+        decides=False,
+    )
 
     name: ClassVar[str] = "maskcut"
     title: ClassVar[str] = "MaskCut (CutLER, Wang et al., CVPR 2023): several masks per image by repeated cuts"
@@ -88,7 +96,7 @@ class MaskCut(Method):
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
     ) -> ObjectsBatch:
-        return maskcut_batch(feats, grid_hw, patch_size, image_hws, self.masks, self.tau, self.eps)
+        return maskcut_batch(feats, grid_hw, patch_size, image_hws, self.masks, self.tau, self.eps, self.eigen)
 
     def input_side(self, patch_size: int) -> int | None:
         """The square side every image is resized to before the model (``None``: native size).
@@ -132,11 +140,13 @@ def maskcut_batch(
     n_masks: int = 3,
     tau: float = 0.15,
     eps: float = 1e-5,
+    eigen: str = "host",
 ) -> ObjectsBatch:
     """MaskCut's cuts for a batch sharing one patch grid (module docstring, steps 1-5).
 
-    The graphs are built on the features' device, the eigenvectors found on the host (a sync,
-    as TokenCut).
+    The graphs are built on the features' device; each round's eigenvectors are found on the host
+    one image at a time, or with ``eigen="device"`` for the whole batch on the device
+    (:mod:`objdisc.methods.eigen`); either way each round syncs once with the device.
 
     Args:
         feats: ``(B, N, C)`` patch features, row-major over ``grid_hw``.
@@ -146,6 +156,7 @@ def maskcut_batch(
         n_masks: at most this many masks per image.
         tau: similarity threshold for an edge of weight 1.
         eps: weight of every other edge.
+        eigen: the eigen-solver, one of :data:`objdisc.methods.eigen.SOLVERS`.
 
     Returns:
         :class:`~objdisc.objects.ObjectsBatch` on the host with ``K = n_masks`` slots (``valid``
@@ -167,8 +178,8 @@ def maskcut_batch(
     masks = np.zeros((b, n_masks, h, w), dtype=bool)
     first = np.zeros((b, h, w), dtype=np.float32)
     hws = image_hws.cpu().tolist()
-    for i in range(b):
-        for k, (mask, seed, lam, vec) in enumerate(cuts(feats[i], grid_hw, n_masks, tau, eps)):
+    for i, rounds in enumerate(cuts(feats, grid_hw, n_masks, tau, eps, eigen)):
+        for k, (mask, seed, lam, vec) in enumerate(rounds):
             if k == 0:
                 first[i] = vec.reshape(h, w)
             if mask is None:
@@ -185,41 +196,50 @@ def maskcut_batch(
     )
 
 
+Round = tuple[np.ndarray | None, int, float, np.ndarray]
+
+
 def cuts(
-    feats: torch.Tensor, grid_hw: tuple[int, int], n_masks: int, tau: float, eps: float
-) -> list[tuple[np.ndarray | None, int, float, np.ndarray]]:
-    """The ``n_masks`` rounds of one image: per round ``(mask (h, w): the seed's component of the
-    foreground, or None when dropped; seed, lambda, eigenvector)``."""
+    feats: torch.Tensor, grid_hw: tuple[int, int], n_masks: int, tau: float, eps: float, eigen: str = "host"
+) -> list[list[Round]]:
+    """The ``n_masks`` rounds of each image of ``(B, N, C)`` features: per image, per round
+    ``(mask (h, w): the seed's component of the foreground, or None when dropped; seed, lambda,
+    eigenvector (N,))``. Round ``k`` of every image is solved together
+    (:func:`objdisc.methods.eigen.second_eigenpairs`); an image's rounds depend on each other."""
     import torch
     import torch.nn.functional as F
 
     from objdisc.geometry import seed_component
-    from objdisc.methods.eigen import second_eigenpair
+    from objdisc.methods.eigen import second_eigenpairs
     from objdisc.utils.device import no_tf32
 
-    h, w = grid_hw
+    b, (h, w) = feats.shape[0], grid_hw
     current = feats.float()
-    painted = torch.zeros(h * w, dtype=torch.bool, device=feats.device)
-    previous: np.ndarray | None = None
-    out: list[tuple[np.ndarray | None, int, float, np.ndarray]] = []
+    painted = torch.zeros(b, h * w, dtype=torch.bool, device=feats.device)
+    previous: list[np.ndarray | None] = [None] * b
+    out: list[list[Round]] = [[] for _ in range(b)]
+    host = eigen == "host" or (eigen == "auto" and feats.device.type == "cpu")
     for k in range(n_masks):
         if k > 0:
-            painted |= torch.from_numpy(previous.ravel()).to(feats.device)  # type: ignore[union-attr]
-            current = torch.where(painted[:, None], torch.zeros((), device=feats.device), current)
-        with torch.autocast(device_type=feats.device.type, enabled=False), no_tf32():
-            unit = F.normalize(current, dim=-1)
-            similarity = unit @ unit.T
-        weights = torch.where(similarity > tau, 1.0, eps).to(torch.float64).cpu().numpy()
-        vec, lam = second_eigenpair(weights)
-        foreground, seed = orient(vec, (h, w))
-        component = seed_component(foreground.reshape(h, w), seed)
-        kept: np.ndarray | None = component
-        if k > 0 and (
-            component.sum() <= MIN_AREA * h * w or (previous is not None and mask_iou(previous, component) > MAX_IOU)
-        ):
-            kept, component = None, np.zeros((h, w), dtype=bool)
-        previous = component
-        out.append((kept, seed, lam, vec))
+            painted |= torch.from_numpy(np.stack(previous).reshape(b, h * w)).to(feats.device)
+            current = torch.where(painted[:, :, None], torch.zeros((), device=feats.device), current)
+        groups = [[i] for i in range(b)] if host else [list(range(b))]  # host: one graph in memory at a time
+        for group in groups:
+            with torch.autocast(device_type=feats.device.type, enabled=False), no_tf32():
+                unit = F.normalize(current[group], dim=-1)
+                similarity = torch.bmm(unit, unit.transpose(1, 2)) if len(group) > 1 else (unit[0] @ unit[0].T)[None]
+            weights = torch.where(similarity > tau, 1.0, eps).to(torch.float64)
+            for i, (vec, lam) in zip(group, second_eigenpairs(weights, eigen), strict=True):
+                foreground, seed = orient(vec, (h, w))
+                component = seed_component(foreground.reshape(h, w), seed)
+                kept: np.ndarray | None = component
+                last = previous[i]
+                if k > 0 and (
+                    component.sum() <= MIN_AREA * h * w or (last is not None and mask_iou(last, component) > MAX_IOU)
+                ):
+                    kept, component = None, np.zeros((h, w), dtype=bool)
+                previous[i] = component
+                out[i].append((kept, seed, lam, vec))
     return out
 
 

@@ -32,6 +32,9 @@ class OptionInfo:
         checks: range checks, each returning why a value is refused (or ``None``).
         choices: the values a ``str`` option takes, or ``None``.
         short: short name for sweep folder names (``gb`` -> ``_gb0.1``), or ``None`` (the name).
+        decides: whether the value decides the objects (the journal's settings hold it); ``False``
+            for a choice of how to compute the same answer (an eigen-solver), kept in ``run.json``
+            only, so that a run resumes whichever was taken.
     """
 
     name: str
@@ -41,6 +44,7 @@ class OptionInfo:
     checks: tuple[Check, ...] = ()
     choices: tuple[str, ...] | None = None
     short: str | None = None
+    decides: bool = True
 
     @property
     def flag(self) -> str:
@@ -86,6 +90,7 @@ def option(
     checks: Sequence[Check] = (),
     choices: Sequence[str] | None = None,
     short: str | None = None,
+    decides: bool = True,
 ) -> Any:
     """Declare a method option: a dataclass field with its help text and checks.
 
@@ -95,9 +100,12 @@ def option(
         checks: e.g. ``[finite, at_least(1)]``.
         choices: the values a string option takes.
         short: short name in sweep folder names.
+        decides: ``False`` for an option that only chooses how the same objects are computed
+            (:class:`OptionInfo`).
     """
     meta = {"objdisc": {"help": help, "checks": tuple(checks), "choices": tuple(choices) if choices else None}}
     meta["objdisc"]["short"] = short
+    meta["objdisc"]["decides"] = decides
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -109,7 +117,11 @@ def options_of(cls: type) -> list[OptionInfo]:
         if meta is None:
             continue
         kind = type(f.default)
-        out.append(OptionInfo(f.name, kind, f.default, meta["help"], meta["checks"], meta["choices"], meta["short"]))
+        out.append(
+            OptionInfo(
+                f.name, kind, f.default, meta["help"], meta["checks"], meta["choices"], meta["short"], meta["decides"]
+            )
+        )
     return out
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from objdisc.methods.base import Method, objdisc_0_1_settings
-from objdisc.methods.eigen import second_eigenpair
+from objdisc.methods.eigen import SOLVERS, second_eigenpair, second_eigenpairs
 from objdisc.methods.options import below_one, cosine, finite, option, positive
 
 if TYPE_CHECKING:  # torch and scipy are imported when TokenCut runs
@@ -60,6 +60,13 @@ class TokenCut(Method):
     eps: float = option(
         1e-5, "TokenCut: weight of every other pair of patches.", checks=[finite, positive, below_one]
     )
+    eigen: str = option(
+        "auto",
+        "TokenCut: eigen-solver: host (ARPACK, an image at a time), device (batched Lanczos where the model runs), "
+        "auto (device on a GPU, else host); the same eigenvectors to ~1e-10.",
+        choices=SOLVERS,
+        decides=False,
+    )
 
     name: ClassVar[str] = "tokencut"
     title: ClassVar[str] = "TokenCut (Wang et al., CVPR 2022): normalised cut of the patch graph"
@@ -69,7 +76,7 @@ class TokenCut(Method):
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor
     ) -> ObjectsBatch:
-        return tokencut_device(feats, grid_hw, patch_size, image_hws, self.tau, self.eps)
+        return tokencut_device(feats, grid_hw, patch_size, image_hws, self.tau, self.eps, self.eigen)
 
     def display_map(self, score_map: np.ndarray) -> np.ndarray:
         """|x|: the seed is the brightest patch."""
@@ -83,11 +90,13 @@ def tokencut_device(
     image_hws: torch.Tensor,
     tau: float = 0.2,
     eps: float = 1e-5,
+    eigen: str = "host",
 ) -> ObjectsBatch:
     """TokenCut on a batch of images sharing one patch grid.
 
-    The graph is built on the features' device; the eigenvectors are found on the host
-    (one copy of the ``(B, N, N)`` graph), so unlike LOST this step syncs with the device.
+    The graph is built on the features' device; the eigenvectors are found on the host, an image
+    at a time, or with ``eigen="device"`` together on the device (:mod:`objdisc.methods.eigen`);
+    either way, unlike LOST, this step syncs with the device.
 
     Args:
         feats: ``(B, N, C)`` patch features, row-major over ``grid_hw``.
@@ -96,6 +105,7 @@ def tokencut_device(
         image_hws: ``(B, 2)`` int64 unpadded image sizes ``(H, W)`` in pixels.
         tau: similarity threshold for an edge of weight 1.
         eps: weight of every other edge.
+        eigen: the eigen-solver, one of :data:`objdisc.methods.eigen.SOLVERS`.
 
     Returns:
         :class:`~objdisc.objects.ObjectsBatch` on the host, ``K = 1``, ``score_map`` = the
@@ -112,8 +122,8 @@ def tokencut_device(
     with torch.autocast(device_type=feats.device.type, enabled=False), no_tf32():
         unit = F.normalize(feats.float(), dim=-1)
         similarity = torch.bmm(unit, unit.transpose(1, 2))
-    weights = torch.where(similarity > tau, 1.0, eps).to(torch.float64).cpu().numpy()  # (B, N, N)
-    vectors = np.stack([second_eigenvector(weights[i]) for i in range(b)])  # (B, N)
+    weights = torch.where(similarity > tau, 1.0, eps).to(torch.float64)  # (B, N, N)
+    vectors = np.stack([vec for vec, _ in second_eigenpairs(weights, eigen)])  # (B, N)
     magnitude = np.abs(vectors)
     # Patches with identical graph rows have mathematically equal entries that rounding
     # orders at random: within 1e-6 of the max counts as a tie, and the lowest index wins.

@@ -59,6 +59,7 @@ def test_cached_rerun_skips_the_model_and_gives_identical_objects(backbone, tmp_
         "method": "tokencut",
         "tau": 0.2,
         "eps": 1e-05,
+        "eigen": "auto",
     }
 
 

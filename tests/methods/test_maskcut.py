@@ -58,7 +58,7 @@ def test_a_degenerate_graph_is_the_whole_image():
 
 def test_two_objects_are_found_one_per_cut_and_the_rest_dropped():
     feats, a, b = three_groups()
-    rounds = cuts(feats, (8, 8), 3, tau=0.5, eps=1e-5)
+    (rounds,) = cuts(feats[None], (8, 8), 3, tau=0.5, eps=1e-5)
     found = [r for r in rounds if r[0] is not None]
     components = [scipy.ndimage.label(m)[0] == scipy.ndimage.label(m)[0].flat[s] for m, s, _, _ in found]
     assert sorted(int(c.sum()) for c in components[:2]) == [6, 9]

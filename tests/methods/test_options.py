@@ -20,10 +20,15 @@ def test_every_option_is_declared_with_help_and_a_default_that_passes_its_checks
             assert info.help and info.type in (int, float, str, bool)
             assert info.check(info.default) == info.default
         assert cls().options() == {"method": name, **{i.name: i.default for i in infos}}
+        deciding = cls().options(deciding_only=True)
+        assert deciding == {"method": name, **{i.name: i.default for i in infos if i.decides}}
     assert set(all_options()) == {
         *("k_patches", "gram_bias", "tau", "eps", "head", "keep_mass", "component", "clip"),
-        *("masks", "fixed_size", "crf"),
+        *("masks", "fixed_size", "crf", "eigen"),
     }
+    # how the eigenvectors are computed is recorded in run.json, not in the journal's settings
+    assert "eigen" not in METHODS["maskcut"]().options(deciding_only=True)
+    assert METHODS["tokencut"](eigen="device").options()["eigen"] == "device"
 
 
 @pytest.mark.parametrize(
