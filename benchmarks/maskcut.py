@@ -47,11 +47,12 @@ from fidelity import randomise  # benchmarks/ is on the path when a script here 
 from objdisc.commands.run import RunConfig, run
 from objdisc.images import fixed_model_input, load_image, make_batch
 from objdisc.methods.eigen import lanczos_batch, second_eigenpair
-from objdisc.methods.maskcut import maskcut_batch, orient, unrefined_masks
+from objdisc.methods.maskcut import maskcut_batch, orient
 from objdisc.models.backbones import create_backbone
 from objdisc.models.features import KeyExtractor
 from objdisc.models.specs import get_spec
 from objdisc.objects import Objects
+from objdisc.refinement.pixel_chain import unrefined_masks
 
 TAU, N, FIXED = 0.15, 3, 480
 
@@ -196,7 +197,7 @@ def compare(name: str, files: list[Path], args: argparse.Namespace, mc: Any, wor
 
 def objdisc_image(backbone: Any, path: Path, patch: int, crf: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """objdisc's masks of one image before the CRF (at 480) and final (original size)."""
-    from objdisc.methods.maskcut import finalize_masks
+    from objdisc.refinement.pixel_chain import finalize_masks
 
     original, hw = load_image(path)
     image = fixed_model_input(original, FIXED, patch)

@@ -42,7 +42,7 @@ this score, so AP depends on it; CorLoc takes the highest-scoring mask.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -51,6 +51,7 @@ from objdisc.errors import OptionError
 from objdisc.methods.base import Method
 from objdisc.methods.eigen import SOLVERS
 from objdisc.methods.options import at_least, below_one, cosine, finite, option, positive
+from objdisc.refinement.pixel_chain import finalize_masks, mask_iou
 
 if TYPE_CHECKING:
     import torch
@@ -268,92 +269,4 @@ def orient(vec: np.ndarray, grid_hw: tuple[int, int]) -> tuple[np.ndarray, int]:
     return foreground, seed
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two bool masks; 0 when both are empty (the reference's NaN never exceeds 0.5)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def finalize_masks(
-    objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int], fixed_size: int, crf: bool
-) -> Objects:
-    """The grid masks as pixel masks of the original image, maskcut.py's chain (module docstring).
-
-    Args:
-        objects: one image's cuts on the grid (boxes in model-input pixels).
-        load: decodes the original image, ``(H, W, 3)`` uint8 RGB.
-        image_hw: ``(H, W)`` of the original image.
-        fixed_size: the square side the model's input was made from (0: native size).
-        crf: refine each mask with the dense CRF.
-
-    Returns:
-        The objects whose final mask is not empty, in discovery order: boxes from the masks
-        (original pixels, x2/y2 exclusive), the masks as RLEs (``segmentation``).
-    """
-    import scipy.ndimage
-    from PIL import Image
-
-    from objdisc.geometry import component_box
-    from objdisc.images import fixed_square
-    from objdisc.objects import Objects, encode_rles
-    from objdisc.refinement.crf import ImageCRF
-
-    geometry = objects.geometry
-    assert geometry is not None and objects.masks is not None
-    height, width = image_hw
-    original = load()
-    square = fixed_square(original, fixed_size) if fixed_size else original
-    keep, finals = [], []
-    masks = unrefined_masks(objects, square.shape[:2], fixed_size, image_hw)
-    image_crf = ImageCRF(square) if crf and masks else None  # the kernels once, for every mask
-    for k, mask in enumerate(masks):
-        refined = mask > 0.5
-        if image_crf is not None:
-            refined = scipy.ndimage.binary_fill_holes(image_crf.refine(mask) >= 0.5)
-            if mask_iou(mask > 0.5, refined) < 0.5 and np.logical_or(mask > 0.5, refined).any():
-                continue
-        if fixed_size:
-            resized = np.asarray(Image.fromarray(np.uint8(refined * 255)).resize((width, height)))
-            refined = resized > resized.max() / 2.0 if resized.max() > 0 else np.zeros((height, width), dtype=bool)
-        if refined.any():
-            keep.append(k)
-            finals.append(refined)
-    found = objects.take(keep)
-    pixel = np.stack(finals) if finals else np.zeros((0, height, width), dtype=bool)
-    # patch size 1: each mask's pixel extent, x2/y2 exclusive (pycocotools' toBbox)
-    boxes = np.array([component_box(m, 1, m.shape) for m in pixel], dtype=np.int64).reshape(-1, 4)
-    where = replace(geometry, image_hw=(height, width))
-    return Objects(boxes, found.scores, found.seeds, found.masks, encode_rles(pixel), found.score_map, where)
-
-
-def unrefined_masks(
-    objects: Objects, square_hw: tuple[int, int], fixed_size: int, image_hw: tuple[int, int]
-) -> list[np.ndarray]:
-    """The masks before the CRF, as maskcut.py hands them to it: float64 0/1 on the square
-    (``fixed_size``; on the original image at native size), each without the earlier masks' pixels."""
-    import torch
-    import torch.nn.functional as F
-
-    from objdisc.objects import grid_to_pixels
-
-    geometry = objects.geometry
-    assert geometry is not None and objects.masks is not None
-    if not len(objects):
-        return []
-    if fixed_size:
-        grid = torch.from_numpy(objects.masks.astype(np.float64))[:, None]  # (K, 1, h, w)
-        upsampled = F.interpolate(grid, size=tuple(square_hw), mode="nearest")[:, 0].numpy()
-    else:
-        at_image = replace(geometry, image_hw=tuple(image_hw))
-        upsampled = grid_to_pixels(objects.masks, at_image).astype(np.float64)
-    taken = np.zeros(upsampled.shape[1:], dtype=np.float64)
-    out = []
-    for mask in upsampled:
-        mask = mask - taken
-        mask[mask <= 0] = 0
-        taken += mask
-        out.append(mask)
-    return out
-
-
-__all__ = ["MaskCut", "cuts", "finalize_masks", "mask_iou", "maskcut_batch", "orient", "unrefined_masks"]
+__all__ = ["MaskCut", "cuts", "maskcut_batch", "orient"]

@@ -13,8 +13,9 @@ from PIL import Image
 
 from objdisc.errors import OptionError
 from objdisc.methods import MaskCut, make_method
-from objdisc.methods.maskcut import cuts, finalize_masks, maskcut_batch, orient, unrefined_masks
+from objdisc.methods.maskcut import cuts, maskcut_batch, orient
 from objdisc.refinement.crf import dense_crf
+from objdisc.refinement.pixel_chain import finalize_masks, unrefined_masks
 
 
 def grid_mask(h: int, w: int, cells: list[tuple[int, int]]) -> np.ndarray:
