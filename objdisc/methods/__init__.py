@@ -18,9 +18,10 @@ from objdisc.methods.dinoseg import DinoSeg
 from objdisc.methods.lost import Lost
 from objdisc.methods.maskcut import MaskCut
 from objdisc.methods.options import OptionInfo, options_of
+from objdisc.methods.promerge import ProMerge
 from objdisc.methods.tokencut import TokenCut
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Lost, TokenCut, DinoSeg, MaskCut)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Lost, TokenCut, DinoSeg, MaskCut, ProMerge)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -166,6 +166,11 @@ def below_one(value: float) -> str | None:
     return None if value < 1 else "must be below 1 (the weight of a linked pair)"
 
 
+def unit_interval(value: float) -> str | None:
+    """Refuse values outside ``[0, 1]`` (a share of an area)."""
+    return None if 0 <= value <= 1 else "is a share: it must lie in [0, 1]"
+
+
 def in_open_unit(value: float) -> str | None:
     """Refuse values outside ``(0, 1)``."""
     return None if 0 < value < 1 else "must lie strictly between 0 and 1"
@@ -182,4 +187,5 @@ __all__ = [
     "option",
     "options_of",
     "positive",
+    "unit_interval",
 ]

@@ -26,7 +26,12 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def finalize_masks(
-    objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int], fixed_size: int, crf: bool
+    objects: Objects,
+    load: Callable[[], np.ndarray],
+    image_hw: tuple[int, int],
+    fixed_size: int,
+    crf: bool,
+    exclusive: bool = True,
 ) -> Objects:
     """The grid masks as pixel masks of the original image, maskcut.py's chain (module docstring).
 
@@ -36,6 +41,9 @@ def finalize_masks(
         image_hw: ``(H, W)`` of the original image.
         fixed_size: the square side the model's input was made from (0: native size).
         crf: refine each mask with the dense CRF.
+        exclusive: remove the earlier masks' pixels from each mask before the CRF (MaskCut's
+            cuts never share a patch, its upsampled masks do not either); ``False`` for masks
+            that may overlap (ProMerge's clusters).
 
     Returns:
         The objects whose final mask is not empty, in discovery order: boxes from the masks
@@ -55,7 +63,7 @@ def finalize_masks(
     original = load()
     square = fixed_square(original, fixed_size) if fixed_size else original
     keep, finals = [], []
-    masks = unrefined_masks(objects, square.shape[:2], fixed_size, image_hw)
+    masks = unrefined_masks(objects, square.shape[:2], fixed_size, image_hw, exclusive)
     image_crf = ImageCRF(square) if crf and masks else None  # the kernels once, for every mask
     for k, mask in enumerate(masks):
         refined = mask > 0.5
@@ -78,10 +86,15 @@ def finalize_masks(
 
 
 def unrefined_masks(
-    objects: Objects, square_hw: tuple[int, int], fixed_size: int, image_hw: tuple[int, int]
+    objects: Objects,
+    square_hw: tuple[int, int],
+    fixed_size: int,
+    image_hw: tuple[int, int],
+    exclusive: bool = True,
 ) -> list[np.ndarray]:
     """The masks before the CRF, as maskcut.py hands them to it: float64 0/1 on the square
-    (``fixed_size``; on the original image at native size), each without the earlier masks' pixels."""
+    (``fixed_size``; on the original image at native size), with ``exclusive`` each without the
+    earlier masks' pixels."""
     import torch
     import torch.nn.functional as F
 
@@ -97,6 +110,8 @@ def unrefined_masks(
     else:
         at_image = replace(geometry, image_hw=tuple(image_hw))
         upsampled = grid_to_pixels(objects.masks, at_image).astype(np.float64)
+    if not exclusive:
+        return list(upsampled)
     taken = np.zeros(upsampled.shape[1:], dtype=np.float64)
     out = []
     for mask in upsampled:

@@ -76,7 +76,7 @@ def test_the_grid_comes_from_each_methods_own_options():
         (["lost"], [], [-1], {}, "--features: no feature kind given"),
         (["lost"], None, [], {}, "--layer: no layer given"),
         (["lost"], None, [-1], {"k_patches": []}, "--k-patches: no value given"),
-        (["lost"], None, [-1], {"tau": [0.1]}, "--tau is an option of tokencut, maskcut, none of which is swept"),
+        (["lost"], None, [-1], {"tau": [0.1]}, "--tau is an option of tokencut, maskcut, promerge, none of which is"),
         (["dinoseg"], ["k"], [-1], {}, "--features k: dinoseg reads attn"),
         (["lost"], None, [-1], {"k_patches": [0]}, "--k-patches must be at least 1"),
         (["ncut"], None, [-1], {}, "unknown method 'ncut'"),
@@ -123,3 +123,18 @@ def test_a_boolean_option_is_an_axis_and_no_flag_is_its_false(tmp_path: Path, we
     both = invoke(*base, "--crf", "true", "--no-crf", "--out", str(tmp_path / "t"))
     assert both.exit_code == 2 and "--crf and --no-crf together" in both.output
     assert not (tmp_path / "t").exists()
+
+
+def test_promerge_sweeps_and_tables_like_every_method(tmp_path: Path, weights_file, coco):
+    images, annotations, _ = coco
+    result = invoke(
+        "sweep", "-b", "dinov2_reg", "--weights", str(weights_file("dinov2_reg")), "-d", "coco",
+        "--images", str(images), "--annotations", str(annotations), "--workers", "0", "--method", "promerge",
+        "--fixed-size", "112", "--no-crf", "--stride", "1,2", "--out", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    runs = sorted(p.parent for p in (tmp_path / "s").glob("*/run.json"))
+    assert [json.loads((r / "run.json").read_text())["producer"]["discovery"]["stride"] for r in runs] == [1, 2]
+    table = invoke("table", *map(str, runs))
+    assert table.exit_code == 0, table.output
+    assert "stride=1" in table.output and "stride=2" in table.output

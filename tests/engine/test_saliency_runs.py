@@ -169,7 +169,12 @@ def test_eval_scores_a_folder_of_another_tools_maps(tmp_path: Path, weights_file
 
 @pytest.mark.parametrize(
     ("method", "extra"),
-    [("lost", []), ("dinoseg", []), ("maskcut", ["--no-crf", "--fixed-size", "64", "--masks", "2"])],
+    [
+        ("lost", []),
+        ("dinoseg", []),
+        ("maskcut", ["--no-crf", "--fixed-size", "64", "--masks", "2"]),
+        ("promerge", ["--no-crf", "--fixed-size", "64", "--stride", "1"]),
+    ],
 )
 def test_every_method_gives_a_map_the_union_of_its_masks(tmp_path: Path, weights_file, sal, method, extra):
     images, masks, truths = sal

@@ -75,10 +75,10 @@ def official(gt_file: Path, predictions: Path, iou_type: str) -> list[float]:
     return [round(100 * float(v), 4) for v in evaluation.stats[[0, 1, 2, 6, 7, 8]]]
 
 
-@pytest.mark.parametrize("method", ["lost", "maskcut"])
+@pytest.mark.parametrize("method", ["lost", "maskcut", "promerge"])
 def test_cocoeval_on_the_exported_files_gives_metrics_json(tmp_path: Path, weights_file, method: str):
     images, annotations, _ = coco_with_masks(tmp_path)
-    extra = ["--method", method, *(["--fixed-size", "112"] if method == "maskcut" else [])]
+    extra = ["--method", method, *(["--fixed-size", "112"] if method != "lost" else [])]
     result = coco_run(weights_file("dinov2_reg"), images, annotations, tmp_path / "o", *extra)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())

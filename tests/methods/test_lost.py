@@ -206,5 +206,5 @@ def test_lost_is_a_method_of_the_registry_with_its_options():
     assert method == Lost(k_patches=7) and method.options() == {"method": "lost", "k_patches": 7, "gram_bias": 0.0}
     with pytest.raises(OptionError, match="--k-patches must be at least 1"):
         Lost(k_patches=0)
-    with pytest.raises(OptionError, match="--tau is an option of tokencut, maskcut; lost does not take it"):
+    with pytest.raises(OptionError, match="--tau is an option of tokencut, maskcut, promerge; lost does not take it"):
         make_method("lost", tau=0.3)

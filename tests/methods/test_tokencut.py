@@ -96,7 +96,7 @@ def test_batch_equals_single_images():
     [
         ({"name": "tokencut", "gram_bias": 1.0}, "--gram-bias is an option of lost; tokencut does not take it"),
         ({"name": "tokencut", "k_patches": 5}, "--k-patches is an option of lost; tokencut does not take it"),
-        ({"name": "lost", "tau": 0.3}, "--tau is an option of tokencut, maskcut; lost does not take it"),
+        ({"name": "lost", "tau": 0.3}, "--tau is an option of tokencut, maskcut, promerge; lost does not take it"),
         ({"name": "lost", "sigma": 0.3}, "--sigma is no method's option; lost does not take it"),
         ({"name": "ncut"}, "unknown method 'ncut'"),
         ({"name": "tokencut", "tau": float("nan")}, "--tau must be a finite number"),

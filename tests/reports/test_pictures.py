@@ -171,11 +171,15 @@ def test_dinoseg_pictures_show_the_heads_cls_attention(tmp_path: Path, weights_f
     assert "differ from the run" not in (tmp_path / "o/vis/index.html").read_text()
 
 
-def test_maskcut_pictures_are_remade_as_the_run_made_them(tmp_path: Path, weights_file, two_images, caplog):
-    """visualize gives MaskCut its own input size and pixel chain (CRF included): the boxes it
-    recomputes are the run's, for every image."""
+@pytest.mark.parametrize("method", ["maskcut", "promerge"])
+def test_many_object_pictures_are_remade_as_the_run_made_them(
+    tmp_path: Path, weights_file, two_images, caplog, method: str
+):
+    """visualize gives MaskCut and ProMerge their own input size and pixel chain (CRF included):
+    the boxes it recomputes are the run's, for every image."""
     args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "folder", "--images", two_images]
-    result = invoke(*args, "--method", "maskcut", "--fixed-size", "64", "--workers", "0", "--out", tmp_path / "o")
+    extra = ["--stride", "1"] if method == "promerge" else []
+    result = invoke(*args, "--method", method, *extra, "--fixed-size", "64", "--workers", "0", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     runs = json.loads((tmp_path / "o" / "per_image.json").read_text())["images"]
     assert sum(len(entry["objects"]) for entry in runs) >= 2
