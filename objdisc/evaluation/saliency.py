@@ -10,7 +10,11 @@ it is not 0: metric.py's ``> 0.5`` and ``.to(bool)`` on the 0-255 values):
   the images at each threshold, then the maximum over thresholds;
 - **IoU** of ``P > 0.5`` and ``G``, averaged over images (metric.py divides 0 by 0 when both are
   empty, a NaN that makes its average NaN; objdisc counts that image as IoU 1: they agree);
-- **accuracy**: the share of pixels where ``P > 0.5`` equals ``G``, averaged over images.
+- **accuracy**: the share of pixels where ``P > 0.5`` equals ``G``, averaged over images;
+- **MAE** and **S-measure** as FOUND computes them (:mod:`objdisc.evaluation.structure`: the
+  mean absolute error of ``P > 0.5``, lower is better; the structure measure of ``P``), averaged
+  over images. Journals written before objdisc measured them lack them: over such images the two
+  are ``None`` (rerun the images, or a fresh ``--out``).
 
 Everything an image contributes is integer counts (:func:`counts`: per threshold the pixels
 predicted and the true positives; the intersection, union and agreement at 0.5), computed where
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 BETA_SQ = 0.3
 N_THRESHOLDS = 255
 THRESHOLDS = np.arange(0.0, 1.0, 1.0 / N_THRESHOLDS)  # metric.py's np.arange(0.0, 1.0, 1.0 / prob_bins)
-COUNT_KEYS = ("predicted", "true_positive", "gt", "inter", "union", "equal", "pixels")
+COUNT_KEYS = ("predicted", "true_positive", "gt", "inter", "union", "equal", "pixels", "mae", "s_measure")
 
 
 class SaliencyError(ObjdiscError):
@@ -96,7 +100,7 @@ def counts(prediction: np.ndarray, truth: np.ndarray, where: str = "") -> dict[s
     Returns:
         ``predicted`` and ``true_positive``: ``N_THRESHOLDS`` pixel counts of ``P > t_k`` and of
         ``(P > t_k) & G``; ``gt``: ``|G|``; ``inter``, ``union``, ``equal``: of ``P > 0.5`` with
-        ``G``; ``pixels``: ``H W``.
+        ``G``; ``pixels``: ``H W``; ``mae`` and ``s_measure``: FOUND's (fractions, 9 decimals).
 
     Raises:
         SaliencyError: the two are not the same size.
@@ -106,6 +110,9 @@ def counts(prediction: np.ndarray, truth: np.ndarray, where: str = "") -> dict[s
             f"{where}: the prediction is {prediction.shape[0]}x{prediction.shape[1]} pixels, the ground truth "
             f"{truth.shape[0]}x{truth.shape[1]}; a prediction must have its image's size"
         )
+    from objdisc.evaluation.structure import mae, s_measure
+
+    structure = {"mae": round(mae(prediction, truth), 9), "s_measure": round(s_measure(prediction, truth), 9)}
     p = np.asarray(prediction, dtype=np.float64).ravel()
     g = np.asarray(truth, dtype=bool).ravel()
     # above[i] = how many thresholds pixel i exceeds; P > t_k  <=>  k < above[i]
@@ -121,6 +128,7 @@ def counts(prediction: np.ndarray, truth: np.ndarray, where: str = "") -> dict[s
         "union": int(np.count_nonzero(fg | g)),
         "equal": int(np.count_nonzero(fg == g)),
         "pixels": int(p.size),
+        **structure,
     }
 
 
@@ -144,15 +152,19 @@ def image_scores(c: Mapping[str, Any]) -> tuple[np.ndarray, float, float]:
 
 
 def scores(all_counts: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-    """maxFβ, IoU and accuracy (fractions) over the images' counts (``None`` each when there are none)."""
+    """maxFβ, IoU, accuracy, MAE and S-measure (fractions) over the images' counts (``None`` each
+    when there are none; MAE and S-measure ``None`` when an image's counts lack them)."""
     if not all_counts:
-        return {"max_fbeta": None, "iou": None, "accuracy": None}
+        return dict.fromkeys(("max_fbeta", "iou", "accuracy", "mae", "s_measure"))
     per_image = [image_scores(c) for c in all_counts]
     f = np.mean([s[0] for s in per_image], axis=0)
+    structure = all("mae" in c and "s_measure" in c for c in all_counts)
     return {
         "max_fbeta": float(f.max()),
         "iou": float(np.mean([s[1] for s in per_image])),
         "accuracy": float(np.mean([s[2] for s in per_image])),
+        "mae": float(np.mean([c["mae"] for c in all_counts])) if structure else None,
+        "s_measure": float(np.mean([c["s_measure"] for c in all_counts])) if structure else None,
     }
 
 
@@ -212,7 +224,8 @@ class SaliencyEvaluator(Evaluator):
                 return None
         self.counts.append(c)
         _, iou, accuracy = image_scores(c)
-        return {"iou": round(iou, 6), "accuracy": round(accuracy, 6)}
+        extra = {k: round(c[k], 6) for k in ("mae", "s_measure") if k in c}
+        return {"iou": round(iou, 6), "accuracy": round(accuracy, 6), **extra}
 
     def progress(self) -> str:
         return ""
@@ -222,8 +235,8 @@ class SaliencyEvaluator(Evaluator):
         values = {k: (None if v is None else round(100.0 * v, 4)) for k, v in found.items()}
         return {
             "values": values,
-            "labels": {"max_fbeta": "maxFβ", "iou": "IoU", "accuracy": "Acc"},
-            "higher_is_better": {"max_fbeta": True, "iou": True, "accuracy": True},
+            "labels": {"max_fbeta": "maxFβ", "iou": "IoU", "accuracy": "Acc", "mae": "MAE", "s_measure": "S-measure"},
+            "higher_is_better": {"max_fbeta": True, "iou": True, "accuracy": True, "mae": False, "s_measure": True},
             "headline": ["max_fbeta", "iou", "accuracy"],
             "n_scored": len(self.counts),
             "n_unscorable": len(self.unscorable),
@@ -239,8 +252,11 @@ class SaliencyEvaluator(Evaluator):
             return "saliency   none: no image was scored"
         left_out = block.get("n_unscorable") or 0
         note = f"; {left_out} left out: ground truth unusable, see metrics.json" if left_out else ""
+        structure = ""
+        if v.get("mae") is not None and v.get("s_measure") is not None:
+            structure = f" · MAE {v['mae']:.2f} · S-measure {v['s_measure']:.2f}"
         return (
-            f"saliency   maxFβ {v['max_fbeta']:.2f} · IoU {v['iou']:.2f} · Acc {v['accuracy']:.2f}  "
+            f"saliency   maxFβ {v['max_fbeta']:.2f} · IoU {v['iou']:.2f} · Acc {v['accuracy']:.2f}{structure}  "
             f"({block['n_scored']} images{note})"
         )
 
@@ -248,9 +264,9 @@ class SaliencyEvaluator(Evaluator):
     def check(block: Mapping[str, Any]) -> str | None:
         """Each value a number in ``[0, 100]`` (or ``None`` with nothing scored)."""
         values = block.get("values") or {}
-        for name in ("max_fbeta", "iou", "accuracy"):
+        for name in ("max_fbeta", "iou", "accuracy", "mae", "s_measure"):
             value = values.get(name)
-            if value is None and not block.get("n_scored"):
+            if value is None and (not block.get("n_scored") or name in ("mae", "s_measure")):
                 continue
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 100.0:
                 return f"{name} {value!r} is not a percentage"

@@ -17,6 +17,7 @@ from objdisc.evaluation.saliency import (
     read_mask,
     scores,
 )
+from objdisc.evaluation.structure import s_measure
 from objdisc.objects import Geometry, Objects
 
 
@@ -50,27 +51,31 @@ def test_random_soft_maps_equal_the_direct_computation():
     expected = direct(preds, truths)
     for name in expected:
         assert found[name] == pytest.approx(expected[name], abs=1e-12), name
+    assert found["mae"] == pytest.approx(np.mean([np.mean((p > 0.5) != g) for p, g in zip(preds, truths, strict=True)]))
 
 
 @pytest.mark.parametrize(
     ("prediction", "truth", "expected"),
     [
-        # nothing predicted, something there: precision 1, recall 0 -> F 0; IoU 0
-        ("empty", "square", {"max_fbeta": 0.0, "iou": 0.0}),
-        # everything predicted: recall 1, precision = share of the square
-        ("full", "square", {"max_fbeta": 1.3 * 0.25 / (0.3 * 0.25 + 1.0), "iou": 0.25, "accuracy": 0.25}),
+        # nothing predicted, something there: precision 1, recall 0 -> F 0; IoU 0. S-measure: object
+        # term 0.25 * 0 + 0.75 * 1; the centroid (2, 2) splits off a top-left block where both maps
+        # are constant (SSIM 1, weight 1/16), the other blocks score 0: 0.5 * 0.75 + 0.5 / 16
+        ("empty", "square", {"max_fbeta": 0.0, "iou": 0.0, "mae": 0.25, "s_measure": 0.40625}),
+        # everything predicted: recall 1, precision = share of the square; S: 0.5 * 0.25 + 0.5 / 16
+        ("full", "square", {"max_fbeta": 1.3 * 0.25 / (0.3 * 0.25 + 1.0), "iou": 0.25, "accuracy": 0.25,
+                            "mae": 0.75, "s_measure": 0.15625}),
         # both empty: precision 1, recall 1 -> F 1; IoU 1 (they agree; metric.py divides 0 by 0)
-        ("empty", "empty", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0}),
-        # something predicted, nothing there: precision 0, recall 1 -> F 0
-        ("square", "empty", {"max_fbeta": 0.0, "iou": 0.0, "accuracy": 0.75}),
-        ("square", "square", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0}),
+        ("empty", "empty", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0, "mae": 0.0, "s_measure": 1.0}),
+        # something predicted, nothing there: precision 0, recall 1 -> F 0; S = 1 - mean(P)
+        ("square", "empty", {"max_fbeta": 0.0, "iou": 0.0, "accuracy": 0.75, "mae": 0.25, "s_measure": 0.75}),
+        ("square", "square", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0, "mae": 0.0, "s_measure": 1.0}),
     ],
 )
 def test_hand_made_masks(prediction: str, truth: str, expected: dict[str, float]):
     masks = {"empty": np.zeros((8, 8)), "full": np.ones((8, 8)), "square": np.zeros((8, 8))}
     masks["square"][:4, :4] = 1.0
     found = scores([counts(masks[prediction], masks[truth] > 0)])
-    assert found == pytest.approx({**direct([masks[prediction]], [masks[truth] > 0]), **expected}, abs=1e-12)
+    assert found == pytest.approx({**direct([masks[prediction]], [masks[truth] > 0]), **expected}, abs=1e-9)
 
 
 def test_a_prediction_of_another_size_is_refused_naming_the_file():
@@ -103,7 +108,14 @@ def test_the_evaluator_takes_journaled_counts_or_the_objects_masks(tmp_path: Pat
     )
     evaluator = SaliencyEvaluator()
     details = evaluator.process(record, objects)
-    assert details == {"iou": round(12 / 16, 6), "accuracy": round(44 / 48, 6)}
+    prediction = np.zeros((6, 8))
+    prediction[:4, :4] = 1.0
+    assert details == {
+        "iou": round(12 / 16, 6),
+        "accuracy": round(44 / 48, 6),
+        "mae": round(4 / 48, 6),
+        "s_measure": round(s_measure(prediction, truth > 0), 6),
+    }
     block = evaluator.evaluate()
     assert block["values"]["iou"] == 75.0 and block["n_scored"] == 1
     journaled = Objects.from_json({**objects.to_json(), "saliency": counts(np.ones((6, 8)), truth > 0)})
@@ -115,3 +127,10 @@ def test_the_evaluator_takes_journaled_counts_or_the_objects_masks(tmp_path: Pat
     assert evaluator.evaluate()["values"]["iou"] == 0.0
     assert SaliencyEvaluator.check(block) is None
     assert "not a percentage" in SaliencyEvaluator.check({**block, "values": {**block["values"], "iou": 170.0}})
+    # a journal from before MAE and S-measure: the other metrics, and None for those two
+    old = {k: v for k, v in counts(np.ones((6, 8)), truth > 0).items() if k not in ("mae", "s_measure")}
+    evaluator.reset()
+    evaluator.process(record, Objects.from_json({**objects.to_json(), "saliency": old}))
+    values = evaluator.evaluate()["values"]
+    assert values["iou"] == 25.0 and values["mae"] is None and values["s_measure"] is None
+    assert SaliencyEvaluator.check(evaluator.evaluate()) is None
