@@ -390,6 +390,52 @@ def eval_command(predictions: Path, **options: Any) -> None:
     click.echo(report(metrics))
 
 
+@cli.command(name="train-head")
+@_BACKBONE
+@_DATA
+@click.option("--out", "-o", type=_PATH, required=True, help="The head: a .safetensors file (resumed from beside it).")
+@click.option("--iterations", default=500, show_default=True, type=click.IntRange(min=0), help="FOUND's max_iter.")
+@click.option("--batch-size", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=5e-2, show_default=True, type=click.FloatRange(min=0, min_open=True), help="AdamW.")
+@click.option("--step-lr", default=50, show_default=True, type=click.IntRange(min=1), help="StepLR's step size.")
+@click.option("--gamma", default=0.95, show_default=True, type=click.FloatRange(min=0, max=1), help="StepLR's decay.")
+@click.option("--w-bs-loss", default=1.5, show_default=True, type=float, help="Weight of the solver-refined loss.")
+@click.option("--w-self-loss", default=4.0, show_default=True, type=float, help="Weight of the self-training loss.")
+@click.option(
+    "--stop-bkg-loss", default=100, show_default=True, type=click.IntRange(min=0), help="Iterations with the bkg loss."
+)
+@click.option("--crop", default=224, show_default=True, type=click.IntRange(min=8), help="Training image side, px.")
+@click.option("--scale-range", default="0.1,3.0", show_default=True, help="Random scale range, MIN,MAX.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="FOUND's scale and blur augmentation.")
+@click.option("--bkg-th", default=0.3, show_default=True, type=float, help="Background similarity threshold.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--checkpoint-every", default=50, show_default=True, type=click.IntRange(min=1), help="Iterations.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+def train_head_command(
+    out: Path, limit: int | None, device: str, checkpoint_every: int, progress: bool | None, scale_range: str,
+    **options: Any,
+) -> None:  # fmt: skip
+    """Train FOUND's saliency head (a 1x1 convolution on the keys) as FOUND does, on any images."""
+    from objdisc.commands.train_head import TrainHeadConfig, run
+    from objdisc.engine.head_training import HeadSettings
+
+    try:
+        low, high = (float(v) for v in scale_range.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{scale_range!r}: give MIN,MAX", param_hint="--scale-range") from None
+    if not 0 < low <= high:
+        raise click.BadParameter(f"{scale_range!r}: need 0 < MIN <= MAX", param_hint="--scale-range")
+    model, data = _model_args(options), _dataset_args(options)
+    settings = HeadSettings(scale_min=low, scale_max=high, **options)
+    config = TrainHeadConfig(model, data, out, settings, limit, device, checkpoint_every)
+    try:
+        run(config, progress=progress, echo=click.echo)
+    except ObjdiscError as exc:
+        raise _fail(exc) from exc
+
+
 @cli.command(name="merge")
 @click.argument("runs", nargs=-1, required=True, type=_PATH)
 @click.option("--out", "-o", type=_PATH, required=True, help="The merged run folder.")

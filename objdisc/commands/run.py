@@ -219,7 +219,7 @@ def _patch_resize(config: RunConfig, method: Method, patch_size: int) -> bool:
     own = method.input_side(patch_size)
     if config.patch_resize is None:
         saliency = config.data.dataset in DATASETS and DATASETS[config.data.dataset].saliency
-        return saliency and own is None and config.max_side is None
+        return saliency and own is None and config.max_side is None and not type(method).pads
     if config.patch_resize and config.max_side is not None:
         raise OptionError("--patch-resize and --max-side: give one (each decides the image's size)")
     if config.patch_resize and own is not None:

@@ -1,4 +1,4 @@
-"""Saliency datasets: images with a ground-truth foreground mask each (ECSSD, DUTS-TE, DUT-OMRON).
+"""Saliency datasets: images with a ground-truth foreground mask each (ECSSD, DUTS-TE, DUT-OMRON, DUTS-TR).
 
 Each lives in its folder under the data root as its archives unpack (``objdisc data download``
 puts them there), or as TokenCut's ``datasets/*/download_data.sh`` leaves them (``img/``, ``gt/``):
@@ -7,7 +7,11 @@ puts them there), or as TokenCut's ``datasets/*/download_data.sh`` leaves them (
 ECSSD/images/*.jpg                      ECSSD/ground_truth_mask/*.png        (1,000)
 DUTS-TE/DUTS-TE-Image/*.jpg             DUTS-TE/DUTS-TE-Mask/*.png           (5,019)
 DUT-OMRON/DUT-OMRON-image/*.jpg         DUT-OMRON/pixelwiseGT-new-PNG/*.png  (5,168)
+DUTS-TR/DUTS-TR-Image/*.jpg             DUTS-TR/DUTS-TR-Mask/*.png           (10,553)
 ```
+
+DUTS-TR is FOUND's training set (``objdisc train-head`` reads its images only; its masks are
+never used for training, and score a run on it as on the others).
 
 The image and mask folders are found up to two levels below the dataset's folder (an archive
 may add a level). Images are taken in sorted file-name order (get_saliency.py's
@@ -51,6 +55,9 @@ SALIENCY_SETS: dict[str, SaliencySet] = {
     "dut-omron": SaliencySet(
         "dut-omron", ("DUT-OMRON", "DUT_OMRON"), ("DUT-OMRON-image", "img"), ("pixelwiseGT-new-PNG", "gt"), 5168
     ),
+    "duts-tr": SaliencySet(
+        "duts-tr", ("DUTS-TR", "DUTS_Train"), ("DUTS-TR-Image", "img"), ("DUTS-TR-Mask", "gt"), 10553
+    ),
 }
 
 
@@ -72,7 +79,7 @@ def find_dir(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def load_saliency_set(kind: str, root: Path) -> Dataset:
-    """ECSSD, DUTS-TE or DUT-OMRON under the data root (module docstring).
+    """ECSSD, DUTS-TE, DUT-OMRON or DUTS-TR under the data root (module docstring).
 
     Raises:
         DatasetError: the folder, its image folder or its mask folder is missing (naming where

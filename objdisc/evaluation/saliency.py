@@ -11,6 +11,10 @@ it is not 0: metric.py's ``> 0.5`` and ``.to(bool)`` on the 0-255 values):
 - **IoU** of ``P > 0.5`` and ``G``, averaged over images (metric.py divides 0 by 0 when both are
   empty, a NaN that makes its average NaN; objdisc counts that image as IoU 1: they agree);
 - **accuracy**: the share of pixels where ``P > 0.5`` equals ``G``, averaged over images;
+- **maxFβ as FOUND computes it** (``fmax_found``; SelfMask's ``f_measure.py``): per image the
+  largest F over the same thresholds, with ``p = tp / (|P > t| + 1e-7)``, ``r = tp / (|G| + 1e-7)``
+  and ``β²`` squared again (``1 + 0.3²``: the file squares its ``beta_square``), then averaged
+  over images (the mean of maxima, where TokenCut takes the maximum of means);
 - **MAE** and **S-measure** as FOUND computes them (:mod:`objdisc.evaluation.structure`: the
   mean absolute error of ``P > 0.5``, lower is better; the structure measure of ``P``), averaged
   over images. Journals written before objdisc measured them lack them: over such images the two
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
     from objdisc.objects import Objects
 
 BETA_SQ = 0.3
+FOUND_EPS = 1e-7  # f_measure.py's eps
 N_THRESHOLDS = 255
 THRESHOLDS = np.arange(0.0, 1.0, 1.0 / N_THRESHOLDS)  # metric.py's np.arange(0.0, 1.0, 1.0 / prob_bins)
 COUNT_KEYS = ("predicted", "true_positive", "gt", "inter", "union", "equal", "pixels", "mae", "s_measure")
@@ -151,11 +156,21 @@ def image_scores(c: Mapping[str, Any]) -> tuple[np.ndarray, float, float]:
     return f, float(iou), c["equal"] / c["pixels"]
 
 
+def found_fmax(c: Mapping[str, Any]) -> float:
+    """One image's F-max as FOUND's ``f_measure.py`` computes it (module docstring), a fraction."""
+    predicted = np.asarray(c["predicted"], dtype=np.float64)
+    true_positive = np.asarray(c["true_positive"], dtype=np.float64)
+    precision = true_positive / (predicted + FOUND_EPS)
+    recall = true_positive / (c["gt"] + FOUND_EPS)
+    beta = BETA_SQ**2
+    return float(np.max((1 + beta) * precision * recall / (beta * precision + recall + FOUND_EPS)))
+
+
 def scores(all_counts: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """maxFβ, IoU, accuracy, MAE and S-measure (fractions) over the images' counts (``None`` each
     when there are none; MAE and S-measure ``None`` when an image's counts lack them)."""
     if not all_counts:
-        return dict.fromkeys(("max_fbeta", "iou", "accuracy", "mae", "s_measure"))
+        return dict.fromkeys(("max_fbeta", "iou", "accuracy", "fmax_found", "mae", "s_measure"))
     per_image = [image_scores(c) for c in all_counts]
     f = np.mean([s[0] for s in per_image], axis=0)
     structure = all("mae" in c and "s_measure" in c for c in all_counts)
@@ -163,6 +178,7 @@ def scores(all_counts: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
         "max_fbeta": float(f.max()),
         "iou": float(np.mean([s[1] for s in per_image])),
         "accuracy": float(np.mean([s[2] for s in per_image])),
+        "fmax_found": float(np.mean([found_fmax(c) for c in all_counts])),
         "mae": float(np.mean([c["mae"] for c in all_counts])) if structure else None,
         "s_measure": float(np.mean([c["s_measure"] for c in all_counts])) if structure else None,
     }
@@ -235,8 +251,22 @@ class SaliencyEvaluator(Evaluator):
         values = {k: (None if v is None else round(100.0 * v, 4)) for k, v in found.items()}
         return {
             "values": values,
-            "labels": {"max_fbeta": "maxFβ", "iou": "IoU", "accuracy": "Acc", "mae": "MAE", "s_measure": "S-measure"},
-            "higher_is_better": {"max_fbeta": True, "iou": True, "accuracy": True, "mae": False, "s_measure": True},
+            "labels": {
+                "max_fbeta": "maxFβ",
+                "iou": "IoU",
+                "accuracy": "Acc",
+                "fmax_found": "maxFβ (FOUND)",
+                "mae": "MAE",
+                "s_measure": "S-measure",
+            },
+            "higher_is_better": {
+                "max_fbeta": True,
+                "iou": True,
+                "accuracy": True,
+                "fmax_found": True,
+                "mae": False,
+                "s_measure": True,
+            },
             "headline": ["max_fbeta", "iou", "accuracy"],
             "n_scored": len(self.counts),
             "n_unscorable": len(self.unscorable),
@@ -264,7 +294,7 @@ class SaliencyEvaluator(Evaluator):
     def check(block: Mapping[str, Any]) -> str | None:
         """Each value a number in ``[0, 100]`` (or ``None`` with nothing scored)."""
         values = block.get("values") or {}
-        for name in ("max_fbeta", "iou", "accuracy", "mae", "s_measure"):
+        for name in ("max_fbeta", "iou", "accuracy", "fmax_found", "mae", "s_measure"):
             value = values.get(name)
             if value is None and (not block.get("n_scored") or name in ("mae", "s_measure")):
                 continue

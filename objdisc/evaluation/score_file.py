@@ -212,7 +212,7 @@ def read_mask_folder(folder: Path, dataset: Dataset, records: Sequence[ImageReco
     if not dataset.has_saliency:
         raise ObjdiscError(
             f"--predictions {folder}: a folder of masks is scored on a saliency dataset (ecssd, duts-te, dut-omron, "
-            f"saliency); {dataset.name} takes a COCO results file"
+            f"duts-tr, saliency); {dataset.name} takes a COCO results file"
         )
     out = {}
     for record in records:

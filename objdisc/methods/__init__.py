@@ -15,13 +15,14 @@ from typing import Any
 from objdisc.errors import OptionError
 from objdisc.methods.base import Method
 from objdisc.methods.dinoseg import DinoSeg
+from objdisc.methods.found import Found
 from objdisc.methods.lost import Lost
 from objdisc.methods.maskcut import MaskCut
 from objdisc.methods.options import OptionInfo, options_of
 from objdisc.methods.promerge import ProMerge
 from objdisc.methods.tokencut import TokenCut
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Lost, TokenCut, DinoSeg, MaskCut, ProMerge)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Lost, TokenCut, DinoSeg, MaskCut, ProMerge, Found)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -34,6 +34,8 @@ class Method:
         map_label: what :meth:`display_map` shows, for ``objdisc visualize``.
         needs_image: :meth:`finalize` reads the image's pixels (the engine then decodes it
             again for cached features).
+        pads: its release evaluates saliency on images zero-padded to a patch multiple, not
+            resized to one (FOUND): no ``--patch-resize`` by default on the saliency sets.
     """
 
     name: ClassVar[str]
@@ -41,6 +43,7 @@ class Method:
     feature_kinds: ClassVar[tuple[str, ...]] = ("k", "q", "v")
     map_label: ClassVar[str] = "score map"
     needs_image: ClassVar[bool] = False
+    pads: ClassVar[bool] = False
 
     def __call__(
         self, feats: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, image_hws: torch.Tensor

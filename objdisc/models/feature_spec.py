@@ -1,4 +1,4 @@
-"""Which features a method reads: a kind (``k``, ``q``, ``v``, ``attn``) of one block. No torch here."""
+"""Which features a method reads: a kind (``k``, ``q``, ``v``, ``attn``, ``kattn``) of one block. No torch here."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 from objdisc.errors import OptionError
 
-FEATURE_KINDS = ("k", "q", "v", "attn")
+FEATURE_KINDS = ("k", "q", "v", "attn", "kattn")
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which features: ``kind`` in ``k``, ``q``, ``v`` (heads concatenated) or ``attn`` (the CLS
-    token's attention per head), of block ``layer`` (Python index, -1 = last)."""
+    """Which features: ``kind`` in ``k``, ``q``, ``v`` (heads concatenated), ``attn`` (the CLS
+    token's attention per head) or ``kattn`` (the keys, then the CLS attention per head: what
+    FOUND reads), of block ``layer`` (Python index, -1 = last)."""
 
     kind: str = "k"
     layer: int = -1

@@ -18,7 +18,8 @@ tokens, after ``q_norm`` / ``k_norm`` and, for RoPE models, the rotary embedding
 tokens, as EVA attention applies it), then the prefix tokens dropped by the model's own count:
 ``(B, N, heads)``. The product is scaled after the matmul as the DINO release's
 ``get_last_selfattention`` does (timm's unfused path scales ``q`` first: a float32 rounding
-apart). Models without a CLS token are refused.
+apart). Models without a CLS token are refused. Kind ``kattn`` (what FOUND reads) is the keys
+followed by that attention: ``(B, N, C + heads)``.
 
 RoPE (DINOv3): k, q and v features are taken **before** the rotary embedding. LOST and TokenCut compare
 patches with a plain dot product; after RoPE, ``k_i . k_j = k_i^T R(p_j - p_i) k_j`` mixes
@@ -61,7 +62,7 @@ class FeatureExtractor:
         self.stop = stop
         self.specs = tuple(dict.fromkeys(specs))
         self.num_prefix_tokens = int(model.num_prefix_tokens)
-        if any(spec.kind == "attn" for spec in self.specs) and getattr(model, "cls_token", None) is None:
+        if any(spec.kind in ("attn", "kattn") for spec in self.specs) and getattr(model, "cls_token", None) is None:
             raise OptionError(
                 f"features attn (the CLS token's attention) need a CLS token; {type(model).__name__} "
                 "of this backbone has none"
@@ -81,7 +82,12 @@ class FeatureExtractor:
             x = args[0] if args else kwargs["x"]  # (B, T, D): the block's norm1 output, prefix tokens included
             end = x.shape[1] - extra_tokens(self.model)  # a test-time register sits after the patches
             for kind in sorted(kinds):
-                full = _cls_attention(attn, x, kwargs.get("rope")) if kind == "attn" else _project(attn, x, kind)
+                if kind == "kattn":  # keys, then the CLS attention per head (FOUND)
+                    full = torch.cat([_project(attn, x, "k"), _cls_attention(attn, x, kwargs.get("rope"))], dim=-1)
+                elif kind == "attn":
+                    full = _cls_attention(attn, x, kwargs.get("rope"))
+                else:
+                    full = _project(attn, x, kind)
                 feats = full[:, self.num_prefix_tokens : end]
                 for spec, block in self._blocks.items():
                     if block == index and spec.kind == kind:

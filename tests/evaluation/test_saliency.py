@@ -60,22 +60,28 @@ def test_random_soft_maps_equal_the_direct_computation():
         # nothing predicted, something there: precision 1, recall 0 -> F 0; IoU 0. S-measure: object
         # term 0.25 * 0 + 0.75 * 1; the centroid (2, 2) splits off a top-left block where both maps
         # are constant (SSIM 1, weight 1/16), the other blocks score 0: 0.5 * 0.75 + 0.5 / 16
-        ("empty", "square", {"max_fbeta": 0.0, "iou": 0.0, "mae": 0.25, "s_measure": 0.40625}),
+        ("empty", "square", {"max_fbeta": 0.0, "iou": 0.0, "mae": 0.25, "s_measure": 0.40625, "fmax_found": 0.0}),
         # everything predicted: recall 1, precision = share of the square; S: 0.5 * 0.25 + 0.5 / 16
         ("full", "square", {"max_fbeta": 1.3 * 0.25 / (0.3 * 0.25 + 1.0), "iou": 0.25, "accuracy": 0.25,
-                            "mae": 0.75, "s_measure": 0.15625}),
+                            "mae": 0.75, "s_measure": 0.15625,
+                            # FOUND squares beta_square again: (1 + 0.09) p r / (0.09 p + r), p = 1/4, r = 1
+                            "fmax_found": 1.09 * 0.25 / (0.09 * 0.25 + 1.0)}),
         # both empty: precision 1, recall 1 -> F 1; IoU 1 (they agree; metric.py divides 0 by 0)
-        ("empty", "empty", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0, "mae": 0.0, "s_measure": 1.0}),
+        # (FOUND's F of two empty masks is 0 / eps = 0)
+        ("empty", "empty", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0, "mae": 0.0, "s_measure": 1.0,
+                            "fmax_found": 0.0}),
         # something predicted, nothing there: precision 0, recall 1 -> F 0; S = 1 - mean(P)
-        ("square", "empty", {"max_fbeta": 0.0, "iou": 0.0, "accuracy": 0.75, "mae": 0.25, "s_measure": 0.75}),
-        ("square", "square", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0, "mae": 0.0, "s_measure": 1.0}),
+        ("square", "empty", {"max_fbeta": 0.0, "iou": 0.0, "accuracy": 0.75, "mae": 0.25, "s_measure": 0.75,
+                             "fmax_found": 0.0}),
+        ("square", "square", {"max_fbeta": 1.0, "iou": 1.0, "accuracy": 1.0, "mae": 0.0, "s_measure": 1.0,
+                              "fmax_found": 1.0}),
     ],
 )
 def test_hand_made_masks(prediction: str, truth: str, expected: dict[str, float]):
     masks = {"empty": np.zeros((8, 8)), "full": np.ones((8, 8)), "square": np.zeros((8, 8))}
     masks["square"][:4, :4] = 1.0
     found = scores([counts(masks[prediction], masks[truth] > 0)])
-    assert found == pytest.approx({**direct([masks[prediction]], [masks[truth] > 0]), **expected}, abs=1e-9)
+    assert found == pytest.approx({**direct([masks[prediction]], [masks[truth] > 0]), **expected}, abs=1e-6)
 
 
 def test_a_prediction_of_another_size_is_refused_naming_the_file():

@@ -1,4 +1,4 @@
-"""``objdisc data download ecssd|duts-te|dut-omron``: fetch, unpack and check a saliency benchmark.
+"""``objdisc data download ecssd|duts-te|dut-omron|duts-tr``: fetch, unpack and check a saliency benchmark.
 
 Each archive (:data:`objdisc.datasets.download.sources.SALIENCY_ARCHIVES`) is downloaded with
 resume and retries (or taken from ``--archive``), must be a zip, and is unpacked into the

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 
 # the kinds `objdisc data download` fetches
-DOWNLOADABLE = ("voc07", "voc12", "coco20k", "coco_val2017", "ecssd", "duts-te", "dut-omron")
+DOWNLOADABLE = ("voc07", "voc12", "coco20k", "coco_val2017", "ecssd", "duts-te", "dut-omron", "duts-tr")
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC"  # the host torchvision uses
 VOC_MIRROR = "https://pjreddie.com/media/files"  # the widely used mirror
@@ -65,6 +65,7 @@ SALIENCY_ARCHIVES: dict[str, tuple[str, ...]] = {
         "https://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/data/ECSSD/ground_truth_mask.zip",
     ),
     "duts-te": ("http://saliencydetection.net/duts/download/DUTS-TE.zip",),
+    "duts-tr": ("http://saliencydetection.net/duts/download/DUTS-TR.zip",),  # FOUND's training set
     "dut-omron": (
         "http://saliencydetection.net/dut-omron/download/DUT-OMRON-image.zip",
         "http://saliencydetection.net/dut-omron/download/DUT-OMRON-gt-pixelwise.zip.zip",

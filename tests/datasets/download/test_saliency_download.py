@@ -26,6 +26,7 @@ PATHS = {
         "/leojia/projects/hsaliency/data/ECSSD/ground_truth_mask.zip",
     ),
     "duts-te": ("/duts/download/DUTS-TE.zip",),
+    "duts-tr": ("/duts/download/DUTS-TR.zip",),
     "dut-omron": ("/dut-omron/download/DUT-OMRON-image.zip", "/dut-omron/download/DUT-OMRON-gt-pixelwise.zip.zip"),
 }
 
@@ -46,9 +47,10 @@ def archives(tmp_path: Path, kind: str, n: int = 3) -> dict[str, bytes]:
     if kind == "ecssd":
         bodies = [zipped({f"images/{k}": v for k, v in jpgs.items()}),
                   zipped({f"ground_truth_mask/{k}": v for k, v in pngs.items()})]  # fmt: skip
-    elif kind == "duts-te":
-        members = {f"DUTS-TE/DUTS-TE-Image/{k}": v for k, v in jpgs.items()}
-        members |= {f"DUTS-TE/DUTS-TE-Mask/{k}": v for k, v in pngs.items()}
+    elif kind in ("duts-te", "duts-tr"):
+        part = kind.upper()
+        members = {f"{part}/{part}-Image/{k}": v for k, v in jpgs.items()}
+        members |= {f"{part}/{part}-Mask/{k}": v for k, v in pngs.items()}
         bodies = [zipped(members)]
     else:  # DUT-OMRON: the masks' .zip.zip holds a zip, and macOS droppings
         inner = zipped({f"pixelwiseGT-new-PNG/{k}": v for k, v in pngs.items()} | {"__MACOSX/._x.png": b"junk"})
@@ -70,7 +72,7 @@ def small_sets(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(get_module.EXPECTED_IMAGES, kind, 3)
 
 
-@pytest.mark.parametrize("kind", ["ecssd", "duts-te", "dut-omron"])
+@pytest.mark.parametrize("kind", ["ecssd", "duts-te", "dut-omron", "duts-tr"])
 def test_download_unpack_check_then_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_sets, kind: str):
     files = archives(tmp_path, kind)
     behaviour = Behaviour(files=files)
@@ -94,6 +96,7 @@ def test_the_published_urls_are_tokencuts():
         "ecssd": ["https://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/data/ECSSD/images.zip",
                   "https://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/data/ECSSD/ground_truth_mask.zip"],
         "duts-te": ["http://saliencydetection.net/duts/download/DUTS-TE.zip"],
+        "duts-tr": ["http://saliencydetection.net/duts/download/DUTS-TR.zip"],
         "dut-omron": ["http://saliencydetection.net/dut-omron/download/DUT-OMRON-image.zip",
                       "http://saliencydetection.net/dut-omron/download/DUT-OMRON-gt-pixelwise.zip.zip"],
     }  # fmt: skip
