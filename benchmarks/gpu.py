@@ -12,7 +12,7 @@
    whether decode (waiting on workers), transfer (memcpy HtoD) or compute (attention, matmul)
    limits the rate.
 4. Every method on the GPU against the CPU (``--compare N``, default 16 images; 0 skips): LOST,
-   TokenCut, DINO-seg and MaskCut (no CRF) at fp32 on the same model and images; per method the
+   TokenCut, DINO-seg, MaskCut and ProMerge (no CRF) and FOUND at fp32 on the same model and images; per method the
    images whose boxes are identical, the smallest IoU of the others, and seconds per image on
    each device. fp32 matmuls on the GPU (TF32 off) differ from the CPU's in the last bits, so a
    near-tie may flip; a method that fails on the GPU shows its error.
@@ -202,7 +202,9 @@ def compare_methods(backbone: Backbone, records: list, device: str = "cuda") -> 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     cpu_backbone = Backbone(backbone.spec, copy.deepcopy(backbone.model).cpu(), backbone.weights)
-    for name, options in (("lost", {}), ("tokencut", {}), ("dinoseg", {}), ("maskcut", {"crf": False})):
+    methods = (("lost", {}), ("tokencut", {}), ("dinoseg", {}), ("maskcut", {"crf": False}),
+               ("promerge", {"crf": False}), ("found", {}))  # fmt: skip
+    for name, options in methods:
         config = RunConfig.flat(
             backbone=backbone.spec.name, dataset="folder", out=Path("-"), method=name, method_options=options
         )

@@ -17,7 +17,12 @@ DINO ViT-S/16 (LOST's Table 1) and on DINOv2 ViT-L/14 with and without registers
 number: the open question of what registers do beyond LOST), plus the saliency matrix (TokenCut
 with and without the bilateral solver, LOST, DINO-seg and MaskCut on ECSSD, DUTS-TE and DUT-OMRON,
 maxFβ and IoU; DINO ViT-S/16 with TokenCut's README numbers, DINOv2 ViT-L/14 without, with and with
-test-time registers blank), plus LOST on DINOv2 ViT-L/14 with
+test-time registers blank), plus ProMerge (box AP50 and mask AP on COCO val2017 and COCO20k, the
+same backbones as MaskCut; ProMerge's README numbers for DINO ViT-B/8, and MaskCut's beside them),
+plus FOUND (CorLoc on VOC07, VOC12 and COCO20k, and the saliency matrix with MAE and S-measure:
+its training-free background step on DINO ViT-S/8 and DINOv2 ViT-L/14 without, with and with
+test-time registers, and DINO ViT-S/8 with FOUND's released head, ``--found-head``; blank: the
+FOUND paper's numbers are not in its README or the tracker), plus LOST on DINOv2 ViT-L/14 with
 test-time registers on the published register
 neurons (Jiang et al., NeurIPS 2025: ``--test-time-registers builtin``; method ``lost+ttr``
 here), one run folder per cell under --out (each resumable: rerun the same command
@@ -65,6 +70,18 @@ SALIENCY_BACKBONES = ["dino_vits16", "dinov2_vitl14", "dinov2_reg_vitl14"]
 SALIENCY_DATASETS = ["ecssd", "duts-te", "dut-omron"]
 SALIENCY_METHODS = ["tokencut", "tokencut+bs", "lost", "dinoseg", "maskcut"]
 SALIENCY_METRICS = ("max_fbeta", "iou")
+# ProMerge: its README's setting (DINO ViT-B/8) and DINOv2 L/14 without / with registers / with
+# test-time registers; box AP50 and mask AP on COCO val2017 and COCO20k (MaskCut's cells get the
+# mask AP row too, for its README's MaskCut column).
+PROMERGE_BACKBONES = ["dino_vitb8", "dinov2_vitl14", "dinov2_reg_vitl14"]
+PROMERGE_DATASETS = ["coco_val2017", "coco20k"]
+MANY_OBJECT_METRICS = (("ap", "box_AP50"), ("mask_ap", "mask_AP"))
+# FOUND: the training-free background step ("found") on its ViT-S/8 and the register question's
+# L/14s; its released head ("found+head") on ViT-S/8 only (the head FOUND ships).
+FOUND_BACKBONES = ["dino_vits8", "dinov2_vitl14", "dinov2_reg_vitl14"]
+FOUND_HEAD_BACKBONES = ["dino_vits8"]
+FOUND_DATASETS = ["voc07", "voc12", "coco20k"]
+FOUND_SALIENCY_METRICS = ("max_fbeta", "iou", "accuracy", "mae", "s_measure")
 
 # (backbone, method, dataset) -> (CorLoc, source)
 PUBLISHED: dict[tuple[str, str, str], tuple[float, str]] = {
@@ -83,6 +100,14 @@ PUBLISHED: dict[tuple[str, str, str], tuple[float, str]] = {
     ("dinov2_vitl14", "lost", "voc07"): (35.3, "registers paper, Table 3"),
     ("dinov2_reg_vitl14", "lost", "voc07"): (55.4, "registers paper, Table 3"),
     ("dinov2_reg_vitl14", "lost", "voc12"): (60.0, "registers paper, Table 3"),
+}
+# (backbone, method, dataset) -> (mask AP in %, source): ProMerge's README table ("AP", training-free
+# rows; it does not say box or mask: its MaskCut column, 2.2 on COCO val2017, is CutLER's mask AP)
+PUBLISHED_MASK_AP: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("dino_vitb8", "promerge", "coco_val2017"): (2.4, "ProMerge README"),
+    ("dino_vitb8", "promerge", "coco20k"): (3.0, "ProMerge README"),
+    ("dino_vitb8", "maskcut", "coco_val2017"): (2.2, "ProMerge README"),
+    ("dino_vitb8", "maskcut", "coco20k"): (3.0, "ProMerge README"),
 }
 # (backbone, method, dataset) -> ({metric: value in %}, source): TokenCut's README, DINO ViT-S/16
 PUBLISHED_SALIENCY: dict[tuple[str, str, str], tuple[dict[str, float], str]] = {
@@ -114,11 +139,20 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         for dataset in MASKCUT_DATASETS:
             out += [(b, "maskcut", dataset) for b in MASKCUT_BACKBONES]
             out += [(b, "maskcut+ttr", dataset) for b in TTR_BACKBONES]
+    if not args.no_promerge:
+        for dataset in PROMERGE_DATASETS:
+            out += [(b, "promerge", dataset) for b in PROMERGE_BACKBONES]
+            out += [(b, "promerge+ttr", dataset) for b in TTR_BACKBONES]
     if not args.no_saliency:
         for dataset in SALIENCY_DATASETS:
             for method in SALIENCY_METHODS:
                 out += [(b, method, dataset) for b in SALIENCY_BACKBONES]
                 out += [(b, f"{method}+ttr", dataset) for b in TTR_BACKBONES]
+    if not args.no_found:
+        for dataset in [*FOUND_DATASETS, *([] if args.no_saliency else SALIENCY_DATASETS)]:
+            out += [(b, "found", dataset) for b in FOUND_BACKBONES]
+            out += [(b, "found+ttr", dataset) for b in TTR_BACKBONES]
+            out += [(b, "found+head", dataset) for b in FOUND_HEAD_BACKBONES]
     return out
 
 
@@ -130,6 +164,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
         cmd = ["objdisc", "run", "-b", backbone, "-d", dataset, "--method", base]
         cmd += ["--refine", "bilateral"] if "bs" in extras else []
         cmd += ["--test-time-registers", "builtin"] if "ttr" in extras else []
+        cmd += ["--found-head", str(args.found_head)] if "head" in extras else []
         cmd += ["-o", str(out_dir(args.out, backbone, method, dataset))]
         cmd += ["--data-root", str(args.data_root), "--device", args.device]
         out.append(cmd + (["--download"] if args.download else []))
@@ -150,11 +185,17 @@ def comparison(root: Path, runs: list[tuple[str, str, str]]) -> str:
         blocks = read_metrics(folder)["metrics"] if (folder / "metrics.json").exists() else {}
         if dataset in SALIENCY_DATASETS:
             numbers, source = PUBLISHED_SALIENCY.get((backbone, method, dataset), ({}, ""))
-            rows = [("saliency", name, numbers.get(name), source) for name in SALIENCY_METRICS]
+            names = FOUND_SALIENCY_METRICS if method.startswith("found") else SALIENCY_METRICS
+            rows = [("saliency", name, numbers.get(name), source) for name in names]
+        elif method.startswith(("maskcut", "promerge")):
+            published, source = PUBLISHED_MASK_AP.get((backbone, method, dataset), (None, ""))
+            rows = [
+                (block, name, published if block == "mask_ap" else None, source if block == "mask_ap" else "")
+                for block, name in MANY_OBJECT_METRICS
+            ]
         else:
-            block_name, value = ("ap", MASKCUT_METRIC) if method.startswith("maskcut") else ("corloc", "corloc")
             published, source = PUBLISHED.get((backbone, method, dataset), (None, ""))
-            rows = [(block_name, value, published, source)]
+            rows = [("corloc", "corloc", published, source)]
         for block_name, value, published, source in rows:
             measured = (blocks.get(block_name) or {}).get("values", {}).get(value)
             values = ["" if v is None else f"{v:.1f}" for v in (measured, published)]
@@ -179,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-maskcut", action="store_true", help="no MaskCut cells")
     parser.add_argument("--no-ttr", action="store_true", help="no test-time-register cells")
     parser.add_argument("--no-saliency", action="store_true", help="no saliency cells (ECSSD, DUTS-TE, DUT-OMRON)")
+    parser.add_argument("--no-promerge", action="store_true", help="no ProMerge cells")
+    parser.add_argument("--no-found", action="store_true", help="no FOUND cells")
+    parser.add_argument(
+        "--found-head",
+        type=_path,
+        default=_path("~/FOUND/data/weights/decoder_weights.pt"),
+        help="FOUND's released head (its repository's data/weights/decoder_weights.pt)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
 

@@ -259,7 +259,8 @@ def _fail(exc: ObjdiscError) -> click.ClickException:
 
 _METHOD_HELP = "Discovery method: " + "; ".join(f"{k}: {cls.title}" for k, cls in METHODS.items()) + "."
 _FEATURES_HELP = (
-    "Keys, queries, values (heads concatenated) or attn (the CLS token's attention per head) [default: the "
+    "Keys, queries, values (heads concatenated), attn (the CLS token's attention per head) or kattn (keys, "
+    "then that attention: FOUND's) [default: the "
     "method's own: " + ", ".join(f"{cls.feature_kinds[0]} for {k}" for k, cls in METHODS.items()) + "]."
 )
 

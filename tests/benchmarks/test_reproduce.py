@@ -27,7 +27,11 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     # DINOv2 ViT-L/14 with test-time registers; MaskCut on three backbones and with test-time registers
     # saliency: five methods (TokenCut with and without the solver, LOST, DINO-seg, MaskCut) on three
     # backbones and with test-time registers, on three datasets
-    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3 + 5 * (3 + 1) * 3
+    # ProMerge on three backbones and with test-time registers on two datasets; FOUND's background
+    # step on three backbones and with test-time registers, and its released head, on six datasets
+    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3 + 5 * (3 + 1) * 3 + (3 + 1) * 2 + (3 + 1 + 1) * 6
+    heads = [line for line in lines if "--found-head" in line]
+    assert len(heads) == 6 and all("-b dino_vits8 " in line and "decoder_weights.pt" in line for line in heads)
     import shlex
 
     from objdisc.models.specs import get_spec
@@ -75,3 +79,19 @@ def test_reproduce_comparison_has_a_row_per_saliency_metric(tmp_path: Path):
     assert "| dino_vits16 | tokencut+bs | ecssd | max_fbeta | 86.9 | 87.4 | TokenCut README |" in text
     assert "| dino_vits16 | tokencut+bs | ecssd | iou | 76.5 | 77.2 | TokenCut README |" in text
     assert "| dinov2_vitl14 | lost | ecssd | iou |  |  |  |" in text
+
+
+def test_reproduce_comparison_has_mask_ap_for_many_object_methods_and_founds_metrics(tmp_path: Path):
+    import json
+
+    reproduce = load_reproduce()
+    folder = fake_run(tmp_path / "dino_vitb8-promerge-coco_val2017", "dino_vitb8", "coco_val2017", 0.0)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["metrics"] = {"ap": {"values": {"box_AP50": 5.04}}, "mask_ap": {"values": {"mask_AP": 2.31}}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    cells = [("dino_vitb8", "promerge", "coco_val2017"), ("dino_vits8", "found", "ecssd")]
+    text = reproduce.comparison(tmp_path, cells)
+    assert "| dino_vitb8 | promerge | coco_val2017 | box_AP50 | 5.0 |  |  |" in text
+    assert "| dino_vitb8 | promerge | coco_val2017 | mask_AP | 2.3 | 2.4 | ProMerge README |" in text
+    for name in ("max_fbeta", "iou", "accuracy", "mae", "s_measure"):
+        assert f"| dino_vits8 | found | ecssd | {name} |  |  |  |" in text

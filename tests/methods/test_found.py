@@ -248,3 +248,23 @@ def test_train_head_refusals(tmp_path: Path, weights_file):
     (tmp_path / "theirs.safetensors").write_bytes(b"not ours")
     refused(train(weights_file("dino"), tmp_path, tmp_path / "theirs.safetensors"), "objdisc train-head did not write")
     refused(train(weights_file("dino"), tmp_path, tmp_path / "head.pt"), "give a .safetensors file name")
+
+
+def test_found_sweeps_tables_draws_and_writes_pseudo_labels(tmp_path: Path, weights_file, coco, caplog):
+    images, annotations, _ = coco
+    data = ["-d", "coco", "--images", str(images), "--annotations", str(annotations), "--workers", "0"]
+    swept = invoke("sweep", "-b", "dino", "--weights", str(weights_file("dino")), *data, "--method", "found",
+                   "--bkg-th", "0.2,0.4", "--out", str(tmp_path / "s"))  # fmt: skip
+    assert swept.exit_code == 0, swept.output
+    runs = sorted(p.parent for p in (tmp_path / "s").glob("*/run.json"))
+    assert [json.loads((r / "run.json").read_text())["producer"]["discovery"]["bkg_th"] for r in runs] == [0.2, 0.4]
+    table = invoke("table", *map(str, runs))
+    assert table.exit_code == 0 and "bkg_th=0.2" in table.output, table.output
+    out = tmp_path / "o"
+    ran = invoke("run", "-b", "dino", "--weights", str(weights_file("dino")), *data, "--method", "found",
+                 "--pseudo-labels", str(tmp_path / "labels.json"), "--out", str(out))  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    assert labels["categories"][0]["name"] == "fg" and all("segmentation" in a for a in labels["annotations"])
+    assert invoke("visualize", str(out)).exit_code == 0
+    assert "differ from the run" not in (out / "vis/index.html").read_text() and "differ" not in caplog.text
