@@ -503,12 +503,19 @@ def submit_command(run_args: tuple[str, ...], array: int, out: Path, **options: 
     multiple=True,
     help="A metric to show (e.g. corloc); repeat for more [default: each metric's headline values].",
 )
-def table_command(runs: tuple[Path, ...], fmt: str, speed: bool, metrics: tuple[str, ...]) -> None:
-    """Comparison table from run folders: rows = backbone (+ options), columns = datasets x metrics."""
+@click.option("--caption", default=None, help="LaTeX: put the tabular in a table float with this caption.")
+@click.option("--label", default=None, help="LaTeX: the float's \\label (e.g. tab:registers).")
+def table_command(
+    runs: tuple[Path, ...], fmt: str, speed: bool, metrics: tuple[str, ...], caption: str | None, label: str | None
+) -> None:
+    """Comparison table from run folders: rows = backbone (+ options), columns = datasets x metrics.
+
+    Runs scored on other images of a dataset (a --limit run beside full ones) go to a further table.
+    """
     from objdisc.commands.table import TableConfig, run
 
     try:
-        text, notes = run(TableConfig(list(runs), fmt, speed, list(metrics)))
+        text, notes = run(TableConfig(list(runs), fmt, speed, list(metrics), caption, label))
     except ObjdiscError as exc:
         raise _fail(exc) from exc
     for note in notes:

@@ -202,28 +202,42 @@ def read_runs(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     return runs, notes
 
 
-def check_image_sets(runs: list[dict[str, Any]]) -> None:
-    """Refuse a dataset column whose cells were scored on different images.
+def _image_set(r: dict[str, Any]) -> tuple[str, int, str | None]:
+    """``(dataset name, images scored, sha256 of their list or None)`` of a run."""
+    n, sha = r["image_set"]
+    return r["dataset_name"], n, sha
 
-    Raises:
-        ObjdiscError: naming two runs of one dataset with different image sets (e.g. one made
-            with ``--limit``) and how to make them comparable.
+
+def _same_images(a: tuple[str, int, str | None], b: tuple[str, int, str | None]) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and (a[2] is None or b[2] is None or a[2] == b[2])
+
+
+def group_by_image_set(runs: list[dict[str, Any]]) -> tuple[list[list[dict[str, Any]]], list[str]]:
+    """Runs split into tables whose every dataset column holds one image set, and a note per
+    extra table saying which runs it holds and why (a ``--limit`` run beside full ones, another split).
+
+    A run goes to the first table whose column of its dataset is empty or scored on the same
+    images (same split, same number of images, same image list when both recorded it).
     """
-    first: dict[str, dict[str, Any]] = {}
+    groups: list[tuple[dict[str, tuple[str, int, str | None]], list[dict[str, Any]]]] = []
     for r in runs:
-        other = first.setdefault(r["dataset"], r)
-        if other["dataset_name"] != r["dataset_name"]:
-            raise ObjdiscError(
-                f"{r['folder']} is a run of {r['dataset_name']}, {other['folder']} of {other['dataset_name']}: "
-                "one column cannot hold both; give the runs of one split"
-            )
-        (n_a, sha_a), (n_b, sha_b) = other["image_set"], r["image_set"]
-        if n_a != n_b or (sha_a and sha_b and sha_a != sha_b):
-            raise ObjdiscError(
-                f"{r['folder']} scored {n_b} images of {r['dataset_name']}, {other['folder']} {n_a}"
-                f"{' (other images)' if n_a == n_b else ''}: their CorLoc are not comparable; rerun on the "
-                "same images, or score one's predictions with `objdisc eval --images-of` the other"
-            )
+        key = _image_set(r)
+        for sets, members in groups:
+            if r["dataset"] not in sets or _same_images(sets[r["dataset"]], key):
+                sets.setdefault(r["dataset"], key)
+                members.append(r)
+                break
+        else:
+            groups.append(({r["dataset"]: key}, [r]))
+    notes = []
+    for n, (sets, members) in enumerate(groups[1:], start=2):
+        what = ", ".join(f"{name}: {count} images" for name, count, _ in sets.values())
+        folders = ", ".join(str(m["folder"]) for m in members)
+        notes.append(
+            f"table {n} holds {folders} ({what}): scored on other images than table 1's runs of the same dataset, "
+            "so not in its columns (rerun on the same images, or `objdisc eval --images-of` to compare)"
+        )
+    return [members for _, members in groups], notes
 
 
 def columns_of(runs: list[dict[str, Any]], metrics: Sequence[str] | None = None) -> list[Column]:
@@ -328,13 +342,23 @@ def render(
     speed: bool = False,
     labels: dict[str, str] | None = None,
     higher_is_better: dict[str, bool] | None = None,
+    caption: str | None = None,
+    label: str | None = None,
 ) -> str:
-    """The table as Markdown or LaTeX (booktabs), best value per column in bold, or CSV.
+    """The table as Markdown, LaTeX (booktabs) or CSV, best value per column in bold.
+
+    Markdown shows a row's changes over its twin (``+reg``, ``+ttr``) in one cell, ``a / b / c``;
+    LaTeX and CSV give every metric column its own change column (``+reg VOC07``), numbers a
+    spreadsheet or ``\\num`` can use. LaTeX groups the columns of a dataset under one
+    ``\\multicolumn`` heading (with ``\\cmidrule``) when the table shows several metrics, and
+    with ``caption`` or ``label`` is a whole ``table`` float; it needs ``\\usepackage{booktabs}``.
 
     Args:
         labels: metric name -> its column label (``corloc`` -> ``CorLoc``); a table of one
             metric labels its columns by dataset only.
         higher_is_better: metric name -> its direction (default: higher is better).
+        caption: LaTeX only: the float's caption.
+        label: LaTeX only: the float's ``\\label``.
     """
     if fmt not in FORMATS:
         raise ObjdiscError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -342,10 +366,10 @@ def render(
     deltas = {"+reg": register_deltas(rows, columns), "+ttr": ttr_deltas(rows, columns)}
     deltas = {name: found for name, found in deltas.items() if found}
     one_metric = len({name for _, name in columns}) == 1
-    titles = [
-        _DATASET_LABELS.get(d, d) + ("" if one_metric else f" {labels.get(name, name)}") for d, name in columns
-    ]
-    header = ["backbone", *titles, *deltas] + (["images/s"] if speed else [])
+
+    def title(column: Column) -> str:
+        dataset, name = column
+        return _DATASET_LABELS.get(dataset, dataset) + ("" if one_metric else f" {labels.get(name, name)}")
 
     def best(column: Column) -> float:
         values = [r.cells[column] for r in rows if column in r.cells]
@@ -353,27 +377,42 @@ def render(
         return pick(values, default=math.nan)
 
     tops = {c: best(c) for c in columns}
+    empty = "--" if fmt == "latex" else ""
 
     def cell(row: Row, column: Column) -> str:
         if column not in row.cells:
-            return "--" if fmt == "latex" else ""
+            return empty
         text = f"{row.cells[column]:.1f}"
         if row.cells[column] != tops[column] or len(rows) == 1:
             return text
         return {"latex": f"\\textbf{{{text}}}", "md": f"**{text}**"}.get(fmt, text)
 
-    def delta(found: dict[int, list[float | None]], i: int) -> str:
-        if i not in found:
-            return ""
-        parts = ["--" if v is None else (f"${v:+.1f}$" if fmt == "latex" else f"{v:+.1f}") for v in found[i]]
-        return " / ".join(parts)
+    def change(value: float | None) -> str:
+        if value is None:
+            return empty
+        return f"${value:+.1f}$" if fmt == "latex" else f"{value:+.1f}"
 
+    def speed_cell(row: Row) -> str:
+        return f"{sorted(row.speed)[len(row.speed) // 2]:.1f}" if row.speed else empty
+
+    per_column = fmt != "md"
+    header = ["backbone", *map(title, columns)]
+    if per_column:
+        header += [f"{name} {title(c)}" for name in deltas for c in columns]
+    else:
+        header += list(deltas)
+    header += ["images/s"] if speed else []
     body = []
     for i, row in enumerate(rows):
-        line = [row.label if fmt != "latex" else _latex_escape(row.label), *(cell(row, c) for c in columns)]
-        line += [delta(found, i) for found in deltas.values()]
+        line = [_latex_escape(row.label) if fmt == "latex" else row.label, *(cell(row, c) for c in columns)]
+        for found in deltas.values():
+            values = found.get(i)
+            if per_column:
+                line += [change(None if values is None else v) for v in (values or [None] * len(columns))]
+            else:
+                line.append("" if values is None else " / ".join("--" if v is None else change(v) for v in values))
         if speed:
-            line.append(f"{sorted(row.speed)[len(row.speed) // 2]:.1f}" if row.speed else "")
+            line.append(speed_cell(row))
         body.append(line)
 
     if fmt == "csv":
@@ -386,17 +425,62 @@ def render(
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
         lines += ["| " + " | ".join(line) + " |" for line in body]
         return "\n".join(lines) + "\n"
+    return _latex(header, body, columns, deltas, one_metric, speed, labels, caption, label)
+
+
+def _latex(
+    header: list[str],
+    body: list[list[str]],
+    columns: list[Column],
+    deltas: dict[str, Any],
+    one_metric: bool,
+    speed: bool,
+    labels: dict[str, str],
+    caption: str | None,
+    label: str | None,
+) -> str:
+    """The booktabs ``tabular`` (in a ``table`` float with a caption or label); with several metrics,
+    a first header row of datasets (and change kinds) spanning their metric columns."""
     spec = "l" + "r" * (len(header) - 1)
-    lines = [
+    heading: list[str] = []
+    if one_metric:
+        heading.append(" & ".join(_latex_escape(h) for h in header) + r" \\")
+    else:
+        groups: list[tuple[str, int]] = [("", 1)]
+        names: list[str] = ["backbone"]
+        for prefix in ["", *deltas]:
+            for dataset in dict.fromkeys(d for d, _ in columns):
+                of = [c for c in columns if c[0] == dataset]
+                groups.append(((prefix + " " if prefix else "") + _DATASET_LABELS.get(dataset, dataset), len(of)))
+                names += [labels.get(name, name) for _, name in of]
+        if speed:
+            groups.append(("", 1))
+            names.append("images/s")
+        top, rules, start = [], [], 0
+        for text, width in groups:
+            name = _latex_escape(text)
+            top.append(f"\\multicolumn{{{width}}}{{c}}{{{name}}}" if text and width > 1 else name)
+            if text:
+                rules.append(f"\\cmidrule(lr){{{start + 1}-{start + width}}}")
+            start += width
+        heading += [" & ".join(top) + r" \\", " ".join(rules), " & ".join(_latex_escape(n) for n in names) + r" \\"]
+    tabular = [
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
-        " & ".join(_latex_escape(h) for h in header) + r" \\",
+        *heading,
         "\\midrule",
         *(" & ".join(line) + r" \\" for line in body),
         "\\bottomrule",
         "\\end{tabular}",
     ]
-    return "\n".join(lines) + "\n"
+    if caption is None and label is None:
+        return "\n".join(tabular) + "\n"
+    float_lines = ["\\begin{table}[t]", "\\centering"]
+    if caption is not None:
+        float_lines.append(f"\\caption{{{_latex_escape(caption)}}}")
+    if label is not None:
+        float_lines.append(f"\\label{{{label}}}")
+    return "\n".join([*float_lines, *tabular, "\\end{table}"]) + "\n"
 
 
 def _latex_escape(text: str) -> str:
@@ -406,22 +490,41 @@ def _latex_escape(text: str) -> str:
 
 
 def table(
-    folders: list[Path], fmt: str = "md", speed: bool = False, metrics: Sequence[str] | None = None
+    folders: list[Path],
+    fmt: str = "md",
+    speed: bool = False,
+    metrics: Sequence[str] | None = None,
+    caption: str | None = None,
+    label: str | None = None,
 ) -> tuple[str, list[str]]:
     """``objdisc table``: read the run folders and render.
 
+    Runs scored on different images of one dataset are never put in one column: they go to
+    further tables (:func:`group_by_image_set`), one after another in the text, each said in a note.
+
     Args:
         metrics: the metric values to show (``corloc``), or ``None``: each evaluator's headline ones.
+        caption, label: LaTeX only (:func:`render`); the tables after the first get ``(2)``, ... and
+            ``-2``, ... appended.
 
     Returns:
-        The table, and a note per folder skipped because it is not a finished run.
+        The table(s), and a note per folder skipped because it is not a finished run and per extra table.
     """
     runs, notes = read_runs(folders)
-    check_image_sets(runs)
-    rows, columns = build_rows(runs, metrics)
-    labels = {k: v for r in runs for k, v in r["labels"].items()}
-    higher = {k: v for r in runs for k, v in r["higher_is_better"].items()}
-    return render(rows, columns, fmt, speed, labels, higher), notes
+    groups, group_notes = group_by_image_set(runs)
+    texts = []
+    for n, members in enumerate(groups, start=1):
+        rows, columns = build_rows(members, metrics)
+        labels = {k: v for r in members for k, v in r["labels"].items()}
+        higher = {k: v for r in members for k, v in r["higher_is_better"].items()}
+        suffix = (f" ({n})", f"-{n}") if n > 1 else ("", "")
+        texts.append(
+            render(
+                rows, columns, fmt, speed, labels, higher,
+                None if caption is None else caption + suffix[0], None if label is None else label + suffix[1],
+            )
+        )  # fmt: skip
+    return "\n".join(texts), notes + group_notes
 
 
 __all__ = [
@@ -429,8 +532,8 @@ __all__ = [
     "Row",
     "UntrustedMetricsError",
     "build_rows",
-    "check_image_sets",
     "columns_of",
+    "group_by_image_set",
     "options_label",
     "read_run",
     "read_runs",

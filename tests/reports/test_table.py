@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -166,9 +167,66 @@ def test_table_rows_from_real_runs(weights_file, tmp_path: Path):
     assert "dinov2_reg_vits14" in render(rows, columns, "md")
 
 
-def test_table_refuses_cells_on_different_image_sets(finished):
-    message = refused(invoke("table", str(finished["full"]), str(finished["limit2"])), "scored 2 images", "scored")
-    assert "--images-of" in message and "not comparable" in message
+def test_runs_on_different_image_sets_go_to_separate_tables_with_a_note(finished):
+    result = invoke("table", str(finished["full"]), str(finished["limit2"]))
+    assert result.exit_code == 0, result.output
+    tables = [t for t in result.stdout.split("\n\n") if t.strip()]
+    assert len(tables) == 2 and all(t.startswith("| backbone |") for t in tables)
+    assert f"table 2 holds {finished['limit2']}" in result.stderr and "2 images" in result.stderr
+    assert "--images-of" in result.stderr
+
+
+def latex_rows(text: str) -> list[list[str]]:
+    """The ``&``-separated rows of a tabular (heading and body), checked to end with ``\\\\``."""
+    rows = []
+    for line in text.splitlines():
+        if " & " in line:
+            assert line.endswith(r" \\"), line
+            rows.append(line[:-3].split(" & "))
+    return rows
+
+
+def test_latex_gives_each_metric_column_its_delta_and_a_captioned_float(runs):
+    latex = ["--format", "latex", "--caption", "LOST CorLoc", "--label", "tab:reg"]
+    text = invoke("table", *map(str, runs), *latex).output
+    lines = text.strip().splitlines()
+    assert lines[:4] == [r"\begin{table}[t]", r"\centering", r"\caption{LOST CorLoc}", r"\label{tab:reg}"]
+    assert lines[-1] == r"\end{table}" and r"\toprule" in lines and r"\bottomrule" in lines
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", text).group(1)
+    rows = latex_rows(text)
+    assert rows[0] == ["backbone", "VOC07", "VOC12", "COCO20k", "+reg VOC07", "+reg VOC12", "+reg COCO20k"]
+    assert all(len(row) == len(spec) for row in rows)
+    reg = next(row for row in rows if row[0] == r"dinov2\_reg\_vitl14")
+    assert reg[4:] == ["$+20.1$", "$+19.8$", "--"]
+    assert text.count("{") == text.count("}")
+
+
+def test_latex_with_several_metrics_groups_columns_under_their_dataset(tmp_path: Path):
+    folders = []
+    for name, backbone, value in (("a", "dinov2_vitl14", 35.3), ("b", "dinov2_reg_vitl14", 55.4)):
+        folder = fake_run(tmp_path / name, backbone, "voc07", value)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["metrics"]["extra"] = {"values": {"box_AP50": value / 10}, "labels": {"box_AP50": "AP50"},
+                                    "higher_is_better": {"box_AP50": True}, "headline": ["box_AP50"]}  # fmt: skip
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        folders.append(folder)
+    text = invoke("table", *map(str, folders), "--format", "latex").output
+    rows = latex_rows(text)
+    assert rows[0] == ["", r"\multicolumn{2}{c}{VOC07}", r"\multicolumn{2}{c}{+reg VOC07}"]
+    assert r"\cmidrule(lr){2-3} \cmidrule(lr){4-5}" in text
+    assert rows[1] == ["backbone", "CorLoc", "AP50", "CorLoc", "AP50"]
+    assert rows[3][1:] == [r"\textbf{55.4}", r"\textbf{5.5}", "$+20.1$", "$+2.0$"]
+    if shutil.which("pdflatex"):  # compile it where LaTeX is installed
+        document = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + text + "\\end{document}\n"
+        (tmp_path / "t.tex").write_text(document)
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
+        assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_csv_deltas_are_numbers_per_column(runs):
+    rows = list(csv.DictReader(io.StringIO(invoke("table", *map(str, runs), "--format", "csv").output)))
+    reg = next(r for r in rows if r["backbone"] == "dinov2_reg_vitl14")
+    assert float(reg["+reg VOC07"]) == pytest.approx(20.1) and reg["+reg COCO20k"] == ""
 
 
 def test_table_skips_non_runs_and_labels_duplicates_and_local_weights(finished, tmp_path, weights_file):
