@@ -5,7 +5,7 @@ Public API (imported on first use, so that ``objdisc --help`` does not wait for 
     from objdisc import run, RunConfig, ModelArgs, DatasetArgs, create_backbone, Objects, METHODS
 
 The package by floor, each importing only from the floors below it (a test walks the imports):
-``errors``, ``utils``, ``version`` < ``geometry``, ``objects``, ``images`` < ``models`` <
+``errors``, ``utils``, ``version`` < ``geometry``, ``objects``, ``images``, ``interop`` < ``models`` <
 ``refinement`` < ``methods`` < ``datasets`` < ``evaluation`` < ``registers`` < ``engine`` <
 ``reports`` < ``commands`` (one module per subcommand) < ``cli``.
 """

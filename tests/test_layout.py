@@ -18,7 +18,7 @@ PACKAGE = Path(objdisc.__file__).parent
 # Bottom to top; a module may import from its own floor and the floors below.
 FLOORS = [
     {"errors", "version", "utils"},
-    {"geometry", "objects", "images"},
+    {"geometry", "objects", "images", "interop"},
     {"models"},
     {"refinement"},
     {"methods"},

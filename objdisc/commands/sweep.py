@@ -202,14 +202,30 @@ def report(config: SweepConfig, rows: list[dict[str, Any]]) -> str:
     return (config.out / "summary.md").read_text() + f"\n{len(rows)} runs in {config.out}/ ({files})"
 
 
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """``summary.csv``: a header of every key in first-seen order, one row per point, quoted where
+    needed (csv module); numbers as Python writes them (ints stay ints), booleans ``True`` /
+    ``False``, missing values empty, so that ``pandas.read_csv`` gives typed columns (``int64``,
+    ``float64``, ``bool``; a column missing for some points, a method option other methods lack,
+    becomes ``float64`` with NaN, or ``object``)."""
+    import csv
+    import io
+
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else row[k] for k in header])
+    return buffer.getvalue()
+
+
 def write_summary(out: Path, rows: list[dict[str, Any]], folders: list[Path]) -> None:
     """``summary.json`` and ``summary.csv`` (one row per point), ``summary.md`` (the table of the points)."""
     from objdisc.reports.table import table
 
     write_json_atomic(out / "summary.json", {"points": rows})
-    header = list(dict.fromkeys(k for row in rows for k in row))
-    lines = [",".join(header)] + [",".join("" if r.get(k) is None else str(r[k]) for k in header) for r in rows]
-    write_text_atomic(out / "summary.csv", "\n".join(lines) + "\n")
+    write_text_atomic(out / "summary.csv", summary_csv(rows))
     try:
         text, _ = table(folders, "md")
     except ObjdiscError as exc:  # nothing to tabulate (a dataset without ground truth)
@@ -217,4 +233,4 @@ def write_summary(out: Path, rows: list[dict[str, Any]], folders: list[Path]) ->
     write_text_atomic(out / "summary.md", text)
 
 
-__all__ = ["SweepConfig", "SweepPoint", "grid", "report", "run", "sweep", "write_summary"]
+__all__ = ["SweepConfig", "SweepPoint", "grid", "report", "run", "summary_csv", "sweep", "write_summary"]

@@ -51,6 +51,14 @@ def test_sweep_makes_one_run_per_point_with_one_forward_pass(tmp_path: Path, wei
         )
         assert options["method_options"] == ({"gram_bias": row["gram_bias"]} if row["method"] == "lost" else {})
     assert len((out / "summary.csv").read_text().splitlines()) == 13
+    import pandas
+
+    frame = pandas.read_csv(out / "summary.csv")  # typed columns, as a researcher reads it
+    dtypes = frame.dtypes.astype(str).to_dict()
+    assert dtypes["layer"] == "int64" and dtypes["n_images"] == "int64" and dtypes["corloc"] == "float64"
+    assert dtypes["gram_bias"] == "float64"  # LOST's option; empty (NaN) on the TokenCut points
+    assert pandas.api.types.is_string_dtype(frame["run"]) and pandas.api.types.is_string_dtype(frame["method"])
+    assert frame["gram_bias"].isna().sum() == 4 and list(frame["corloc"]) == [row["corloc"] for row in summary]
     table = (out / "summary.md").read_text()
     assert table.startswith("| backbone | VOC07 CorLoc | VOC07 AP50 (box) | VOC07 AR100 (box) |")
     assert "method=tokencut, features=q, layer=-2" in table
@@ -120,6 +128,10 @@ def test_a_boolean_option_is_an_axis_and_no_flag_is_its_false(tmp_path: Path, we
     assert len(runs) == 2
     for run in runs:
         assert json.loads((run / "run.json").read_text())["producer"]["discovery"]["crf"] is False
+    import pandas
+
+    frame = pandas.read_csv(tmp_path / "s" / "summary.csv")
+    assert str(frame["crf"].dtype) == "bool" and list(frame["masks"]) == [1, 2]
     both = invoke(*base, "--crf", "true", "--no-crf", "--out", str(tmp_path / "t"))
     assert both.exit_code == 2 and "--crf and --no-crf together" in both.output
     assert not (tmp_path / "t").exists()

@@ -1,0 +1,1 @@
+"""Hand-offs to the libraries researchers pass detections between (optional dependencies)."""
