@@ -437,6 +437,38 @@ def train_head_command(
         raise _fail(exc) from exc
 
 
+@cli.command(name="reproduce")
+@click.option("--table", "table_name", required=True, help="A published table: registers-3 (registers paper, Table 3).")
+@click.option("--out", "-o", type=_PATH, default=None, help="Folder of the cells' runs [default: runs/TABLE].")
+@click.option(
+    "--data-root", type=_PATH, default=None, envvar="OBJDISC_DATA_ROOT", help="Where the datasets are (or go)."
+)
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--download", is_flag=True, help="Fetch each dataset first if it is missing.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="First N images of each set (a quick look).")
+@click.option("--dry-run", is_flag=True, help="Print what it downloads, its time and its commands; run nothing.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
+def reproduce_command(
+    table_name: str, out: Path | None, data_root: Path | None, device: str, download: bool, limit: int | None,
+    dry_run: bool, progress: bool | None,
+) -> None:  # fmt: skip
+    """Run every cell of a published table (resumable) and print it beside the paper's numbers."""
+    import shlex
+
+    from objdisc.commands.reproduce import ReproduceConfig, commands, describe, run
+
+    config = ReproduceConfig(table_name, out or Path("runs") / table_name, data_root, device, download, limit)
+    try:
+        click.echo(describe(table_name))
+        if dry_run:
+            for cmd in commands(config):
+                click.echo(shlex.join(cmd))
+            return
+        click.echo(run(config, progress=progress, echo=click.echo), nl=False)
+    except ObjdiscError as exc:
+        raise _fail(exc) from exc
+
+
 @cli.command(name="merge")
 @click.argument("runs", nargs=-1, required=True, type=_PATH)
 @click.option("--out", "-o", type=_PATH, required=True, help="The merged run folder.")
