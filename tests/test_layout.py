@@ -141,3 +141,13 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
             elif child in on_stack:
                 low[node] = min(low[node], index[child])
     return out
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports test files by basename (rootdir-relative, no ``__init__.py``): two files of
+    one name in different folders break collection of the whole suite."""
+    tests = Path(__file__).parent
+    seen: dict[str, Path] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename: rename one"
+        seen[path.name] = path
