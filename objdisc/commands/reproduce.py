@@ -13,7 +13,6 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from objdisc.errors import OptionError
 from objdisc.reports.paper_tables import TABLES, PaperRow, PaperTable
@@ -113,38 +112,36 @@ def run(
     config: ReproduceConfig,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
-    run_cell: Callable[[list[str]], Any] | None = None,
+    run_cell: Callable[[list[str]], int] | None = None,
 ) -> str:
     """Run every runnable cell (resumable), then the side-by-side table.
 
     Args:
-        run_cell: runs one ``objdisc run`` command line (default: the CLI in this process).
+        run_cell: runs one ``objdisc run`` command line and returns its exit status (default:
+            :func:`run_in_process`, each cell in its own Python process, its output on this
+            terminal, its memory given back when it ends).
 
     Returns:
         The side-by-side table (also the failures, each on its own line, before it).
     """
     paper_table(config.table)  # an unknown name is refused before anything runs
-    if run_cell is None:
-        from click.testing import CliRunner
-
-        from objdisc.cli import cli
-
-        def run_cell(cmd: list[str]) -> Any:
-            extra = [] if progress is None else ["--progress" if progress else "--no-progress"]
-            return CliRunner().invoke(cli, cmd[1:] + extra)
-
+    extra = [] if progress is None else ["--progress" if progress else "--no-progress"]
     failed = []
     for cmd in commands(config):
         echo("$ " + shlex.join(cmd))
-        result = run_cell(cmd)
-        code = getattr(result, "exit_code", 0)
-        output = getattr(result, "output", "")
-        if output:
-            echo(output.rstrip())
+        code = (run_cell or run_in_process)(cmd + extra)
         if code != 0:  # one failed cell never stops the others
             failed.append(shlex.join(cmd))
     text = side_by_side(config, measured(config))
     return "\n".join([*(f"failed: {cmd}" for cmd in failed), text])
+
+
+def run_in_process(cmd: list[str]) -> int:
+    """``objdisc ARGS`` as ``python -m objdisc ARGS`` with this interpreter; its exit status."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "objdisc", *cmd[1:]], check=False).returncode
 
 
 def describe(name: str) -> str:
@@ -153,4 +150,14 @@ def describe(name: str) -> str:
     return f"{table.title} ({table.source})\ndownloads: {table.downloads}\ntime: {table.estimate}"
 
 
-__all__ = ["ReproduceConfig", "cell_folder", "commands", "describe", "measured", "paper_table", "run", "side_by_side"]
+__all__ = [
+    "ReproduceConfig",
+    "cell_folder",
+    "commands",
+    "describe",
+    "measured",
+    "paper_table",
+    "run",
+    "run_in_process",
+    "side_by_side",
+]

@@ -40,7 +40,7 @@ def test_measured_beside_published_with_unreleased_rows_said(tmp_path: Path):
     fake_run(cell_folder(tmp_path, l14reg, "voc07"), "dinov2_reg_vitl14", "voc07", 54.1)
 
     ran = []
-    text = run(config, echo=lambda s: None, run_cell=lambda cmd: ran.append(cmd))
+    text = run(config, echo=lambda s: None, run_cell=lambda cmd: ran.append(cmd) or 0)
     assert len(ran) == len(commands(config)) == 12
     assert "| DINOv2 ViT-L/14 | dinov2_vitl14 | 36.0 / 35.3 | 40.2 | 26.9 |" in text
     assert "| DINOv2 ViT-L/14 + reg | dinov2_reg_vitl14 | 54.1 / 55.4 | 60.0 | 42.0 |" in text
@@ -49,11 +49,22 @@ def test_measured_beside_published_with_unreleased_rows_said(tmp_path: Path):
 
 
 def test_a_failed_cell_is_reported_and_the_others_go_on(tmp_path: Path):
-    class Failed:
-        exit_code, output = 1, "Error: no weights"
+    codes = iter([1, 0] * 6)
+    text = run(ReproduceConfig("registers-3", tmp_path), echo=lambda s: None, run_cell=lambda cmd: next(codes))
+    assert text.count("failed: objdisc run") == 6
 
-    text = run(ReproduceConfig("registers-3", tmp_path), echo=lambda s: None, run_cell=lambda cmd: Failed())
-    assert text.count("failed: objdisc run") == 12
+
+def test_each_cell_runs_in_its_own_process_of_this_python(tmp_path: Path, monkeypatch):
+    import subprocess
+    import sys
+
+    calls = []
+    done = subprocess.CompletedProcess
+    monkeypatch.setattr(subprocess, "run", lambda argv, check: calls.append(argv) or done(argv, 0))
+    text = run(ReproduceConfig("registers-3", tmp_path, limit=2), progress=False, echo=lambda s: None)
+    assert "failed" not in text and len(calls) == 12
+    assert all(c[:3] == [sys.executable, "-m", "objdisc"] and c[3] == "run" and c[-1] == "--no-progress" for c in calls)
+    assert all(c[c.index("--limit") + 1] == "2" for c in calls)
 
 
 def test_an_unknown_table_is_refused():
