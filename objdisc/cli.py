@@ -566,12 +566,16 @@ def table_command(
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--overwrite", is_flag=True, help="Replace an earlier norms output in --out.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
-def norms_command(progress: bool | None, **options: Any) -> None:
+@click.option(
+    "--figures", default=None, help="Also the charts for print: pdf,svg,png (matplotlib: pip install 'objdisc[plots]')."
+)
+def norms_command(progress: bool | None, figures: str | None, **options: Any) -> None:
     """Token-norm diagnostics: histogram, high-norm share and positions, per-layer norms, registers."""
     from objdisc.commands.norms import NormsConfig, report, run
+    from objdisc.reports.print_figures import parse_formats
 
-    config = NormsConfig(_model_args(options), _dataset_args(options), **options)
     try:
+        config = NormsConfig(_model_args(options), _dataset_args(options), **options, figures=parse_formats(figures))
         summary = run(config, progress)
     except ObjdiscError as exc:
         raise _fail(exc) from exc
@@ -640,6 +644,14 @@ def registers_find(threshold: str, dataset: str | None, top: int | None, progres
     help="The run's weights file where it has moved (matched by sha256; repeat for two runs).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an earlier visualize output in --out.")
+@click.option(
+    "--figures",
+    default=None,
+    help="Also each picture for print, in these formats: pdf,svg,png (matplotlib: pip install 'objdisc[plots]').",
+)
+@click.option("--grid", default=None, metavar="ROWS,COLS", help="The print figures' panel grid [default: near square].")
+@click.option("--figure-width", default=None, type=click.FloatRange(min=1.0), help="Print width, inches [3.3].")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def visualize_command(
     runs: tuple[Path, ...],
     only: str | None,
@@ -648,14 +660,23 @@ def visualize_command(
     device: str,
     weights: tuple[Path, ...],
     overwrite: bool,
+    figures: str | None,
+    grid: str | None,
+    figure_width: float | None,
+    progress: bool | None,
 ) -> None:
     """Pictures of what the method did per image (recomputed) and an HTML gallery; two runs side by side."""
     from objdisc.commands.visualize import VisualizeConfig, run
+    from objdisc.reports.print_figures import parse_formats, parse_grid
     from objdisc.utils.device import resolve_device
 
     try:
         where = resolve_device(device).type
-        page = run(VisualizeConfig(list(runs), limit, out, only, where, list(weights), overwrite))
+        config = VisualizeConfig(
+            list(runs), limit, out, only, where, list(weights), overwrite, parse_formats(figures), parse_grid(grid),
+            figure_width, progress,
+        )  # fmt: skip
+        page = run(config)
     except ObjdiscError as exc:
         raise _fail(exc) from exc
     click.echo(f"gallery: {page}")

@@ -182,3 +182,13 @@ def test_from_objdisc_import_lost_is_the_function_after_every_module_loaded():
     from objdisc import lost
 
     assert callable(lost) and lost.__name__ == "lost"
+
+
+def test_the_top_help_names_every_method_and_command():
+    from objdisc.methods import METHODS
+
+    text = " ".join(invoke("--help").output.split())  # click wraps lines
+    for cls in METHODS.values():
+        assert " ".join(cls.title.split(":")[0].split()) in text, cls.name
+    for command in ("run", "sweep", "table", "visualize", "reproduce", "train-head", "merge", "submit"):
+        assert f" {command} " in text

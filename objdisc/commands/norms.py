@@ -37,6 +37,7 @@ class NormsConfig:
         max_side: resize larger images first.
         device: ``auto``, ``cpu`` or ``cuda``.
         overwrite: replace an earlier ``objdisc norms`` output in ``out``.
+        figures: also the charts for print in these formats (``pdf``, ``svg``, ``png``; matplotlib).
     """
 
     model: ModelArgs
@@ -48,6 +49,7 @@ class NormsConfig:
     max_side: int | None = None
     device: str = "auto"
     overwrite: bool = False
+    figures: tuple[str, ...] = ()
 
 
 def is_norms_folder(out: Path) -> bool:
@@ -75,6 +77,9 @@ def run(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
     """
     if config.threshold is not None and not (math.isfinite(config.threshold) and config.threshold > 0):
         raise OptionError(f"--threshold {config.threshold}: a norm threshold is a finite number > 0")
+    from objdisc.reports.print_figures import parse_formats
+
+    parse_formats(config.figures)  # matplotlib missing: refused before any work
     out = Path(config.out)
     check_folder(out, "objdisc norms", config.overwrite, legacy=is_norms_folder)  # without touching it
     model = config.model.resolve()
@@ -88,8 +93,8 @@ def run(config: NormsConfig, progress: bool | None = None) -> dict[str, Any]:
             made_by["test_time_registers"] = model.neurons.describe()
         records = data.records[: config.limit]
         summary, norms = norm_summary(backbone, records, where, config.threshold, config.max_side, made_by, progress)
-        write_norm_files(out, summary, norms, model.spec.name, config.all_layers)
-        record_outputs(out, "objdisc norms", [out / n for n in NORMS_FILES if (out / n).exists()])
+        written = write_norm_files(out, summary, norms, model.spec.name, config.all_layers, config.figures)
+        record_outputs(out, "objdisc norms", sorted({*written, *(out / n for n in NORMS_FILES if (out / n).exists())}))
     return summary
 
 

@@ -10,6 +10,7 @@ in ``OUT/<run name>/thumbs/``, the page to ``OUT/index.html`` (``OUT`` defaults 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class VisualizeConfig:
             whose sha256 is the run's.
         overwrite: replace an earlier ``objdisc visualize`` output in ``out`` (a folder holding
             anything else is refused, :func:`objdisc.engine.out_folder.claim_folder`).
+        figures: also write each picture for print in these formats (``pdf``, ``svg``, ``png``;
+            matplotlib), in ``OUT/<run>/figures/``.
+        grid: the print figures' ``(rows, cols)`` of panels (``None``: as square as they allow).
+        figure_width: the print figures' width in inches (``None``: one column, 3.3 in).
+        progress: a progress bar over the images (``None``: on a terminal).
     """
 
     runs: list[Path]
@@ -47,6 +53,10 @@ class VisualizeConfig:
     device: str = "cpu"
     weights: list[Path] = field(default_factory=list)
     overwrite: bool = False
+    figures: tuple[str, ...] = ()
+    grid: tuple[int, int] | None = None
+    figure_width: float | None = None
+    progress: bool | None = None
 
 
 def run(config: VisualizeConfig) -> Path:
@@ -59,7 +69,12 @@ def run(config: VisualizeConfig) -> Path:
         ObjdiscError: not one or two finished run folders, nothing to draw, a weights file that
             is gone or not the run's, or an ``out`` that is not objdisc's.
     """
+    from tqdm import tqdm
+
+    from objdisc.reports.print_figures import layout, parse_formats
+
     runs, limit = list(config.runs), config.limit
+    formats = parse_formats(config.figures)  # refused before any work when matplotlib is missing
     if not 1 <= len(runs) <= 2:
         raise ObjdiscError("visualize takes one run folder, or two to compare")
     views = [RunView.read(r) for r in runs]
@@ -72,18 +87,25 @@ def run(config: VisualizeConfig) -> Path:
     if not names:
         raise ObjdiscError(f"{views[0].folder}: no images to draw (check --only)")
     files = {view.folder: _weights_for(view, list(config.weights)) for view in views}
+    if config.grid is not None:
+        for view in views:
+            layout(_most_panels(view), config.grid)  # a grid too small: refused before any work
     check_folder(out, "objdisc visualize", config.overwrite, legacy=_is_gallery_folder)  # without touching it
     with lock_out(out, "objdisc visualize"):
         claim_folder(out, "objdisc visualize", config.overwrite, legacy=_is_gallery_folder)
         rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]
         written: list[Path] = []
         missing: list[str] = []
+        show = sys.stderr.isatty() if config.progress is None else config.progress
+        bar = tqdm(total=len(rows) * len(views), disable=not show, desc="visualize", unit="image")
         for view in views:
             redrawer = redrawer_for(view, config.device, files[view.folder])
+            redrawer.print_formats, redrawer.grid, redrawer.width = formats, config.grid, config.figure_width
             folder = out / view.label
             folder.mkdir(parents=True, exist_ok=True)
             try:
                 for name, cells in rows:
+                    bar.update(1)
                     try:
                         cell = redrawer.draw(name, folder)
                     except ImageError as exc:
@@ -94,7 +116,9 @@ def run(config: VisualizeConfig) -> Path:
                     cells.append(cell)
                     written += [out / cell.picture, out / cell.thumbnail]
             finally:
+                written += redrawer.written
                 redrawer.close()
+        bar.close()
         labels = [v.label for v in views]
         hits = [sum(bool(c.hit) for _, cells in rows for c in [cells[i]] if c is not None) for i in range(len(views))]
         summary = ", ".join(f"{label}: {h}/{len(rows)} hits" for label, h in zip(labels, hits, strict=True))
@@ -153,6 +177,18 @@ def redrawer_for(view: RunView, device: str = "cpu", weights_file: Path | None =
         _saliency_truths(config),
         _members(config),
     )
+
+
+def _most_panels(view: RunView) -> int:
+    """The most panels one of the run's pictures can have: the image and two maps, and for a run
+    that wrote saliency masks the mask, the refined mask and solver output (``--refine``) and the
+    ground truth (a saliency dataset)."""
+    from objdisc.engine.saliency_maps import MASKS, SOFT
+
+    if not (view.folder / MASKS).is_dir():
+        return 3
+    kind = DATASETS.get(RunConfig.from_options(dict(view.info["options"])).data.dataset)
+    return 4 + 2 * (view.folder / SOFT).is_dir() + bool(kind is not None and kind.saliency)
 
 
 def _saliency_truths(config: RunConfig) -> dict[str, Path]:

@@ -28,8 +28,17 @@ def layers_csv(summary: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def write_norm_files(out: Path, summary: dict[str, Any], acc: NormSummary, label: str, all_layers: bool) -> list[Path]:
-    """norms.json, layers.csv and the pictures; returns the written paths."""
+def write_norm_files(
+    out: Path,
+    summary: dict[str, Any],
+    acc: NormSummary,
+    label: str,
+    all_layers: bool,
+    figures: tuple[str, ...] = (),
+) -> list[Path]:
+    """norms.json, layers.csv and the pictures; with ``figures`` (``pdf``, ``svg``, ``png``) each
+    chart also for print, ``histogram.print.pdf`` ... (:mod:`objdisc.reports.print_figures`);
+    returns the written paths."""
     import cv2
 
     from objdisc.reports.plots import histogram, lines
@@ -60,6 +69,19 @@ def write_norm_files(out: Path, summary: dict[str, Any], acc: NormSummary, label
             raise RuntimeError(f"PNG encoding of {name} failed")
         (out / name).write_bytes(data.tobytes())
         written.append(out / name)
+    if figures:
+        from objdisc.reports.print_figures import describe, histogram_chart, line_chart
+
+        about = describe(summary.get("producer", {}), "objdisc norms")
+        written += histogram_chart(
+            series, title, "output token L2 norm", out / "histogram.print", figures,
+            threshold=summary["threshold"], about=about,
+        )  # fmt: skip
+        written += line_chart(blocks, chart, f"{label}: token norms per block", "block", "L2 norm",
+                              out / "layers.print", figures, about=about)  # fmt: skip
+        if all_layers:
+            written += histogram_chart(per_layer[-6:], f"{label}: patch norms, last 6 blocks", "patch token L2 norm",
+                                       out / "histogram_layers.print", figures, about=about)  # fmt: skip
     write_text_atomic(out / "layers.csv", layers_csv(summary))
     write_json_atomic(out / "norms.json", summary)
     return [*written, out / "layers.csv", out / "norms.json"]

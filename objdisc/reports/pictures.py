@@ -22,7 +22,7 @@ import numpy as np
 
 from objdisc.engine.run_files import read_per_image
 from objdisc.errors import ObjdiscError
-from objdisc.reports import gallery
+from objdisc.reports import gallery, print_figures
 from objdisc.reports.panels import figure
 from objdisc.utils.jsonio import read_json
 
@@ -100,6 +100,10 @@ class Redrawer:
         truths: file name -> ground-truth mask, for a saliency dataset's run (else empty).
         members: file name -> ``(shard, member)`` for images stored in tar shards (else the image
             is the file ``name`` under the run's image root).
+        print_formats: also write each picture for print (:mod:`.print_figures`) in these
+            formats, to ``OUT/<run name>/figures/<image>.<format>``.
+        grid: the print figures' ``(rows, cols)``, or ``None`` (as square as the panels allow).
+        width: the print figures' width in inches.
     """
 
     def __init__(
@@ -113,6 +117,9 @@ class Redrawer:
         patch_resize: bool = False,
         truths: dict[str, Path] | None = None,
         members: dict[str, tuple[Path, Member]] | None = None,
+        print_formats: tuple[str, ...] = (),
+        grid: tuple[int, int] | None = None,
+        width: float | None = None,
     ) -> None:
         from objdisc.models.features import FeatureExtractor
         from objdisc.models.token_probe import TokenProbe
@@ -127,10 +134,12 @@ class Redrawer:
         self.patch_resize = patch_resize
         self.truths = truths or {}
         self.members = members or {}
+        self.print_formats, self.grid, self.width = print_formats, grid, width
         self.root = Path(view.info["dataset"]["image_root"])
         # Hooks registered once; one full forward pass per image gives both features and norms.
         spec = backbone.spec
         self.extractor = FeatureExtractor(backbone.model, [features], stop=False)
+        self.written: list[Path] = []  # print figures written
         self.probe = TokenProbe(backbone.model, spec.num_registers, spec.class_token)
 
     def _saliency_panels(self, name: str, found: Any, image_hw: tuple[int, int]) -> list[tuple[np.ndarray, str]]:
@@ -218,6 +227,14 @@ class Redrawer:
             self._saliency_panels(name, found, original.shape[:2]),
         )
         stem = Path(name).with_suffix("").as_posix().replace("/", "__")
+        if self.print_formats:
+            self.written += print_figure(
+                original, ran, self.view.gt.get(entry["image_id"], []), seeds, masks,
+                self.method.display_map(score_map), norms.patch[-1].float().cpu().numpy(), patch, model_hw,
+                self.method.map_label, caption, self._saliency_panels(name, found, original.shape[:2]),
+                out / "figures" / stem, self.print_formats, self.grid, self.width,
+                print_figures.describe(self.view.info["producer"], f"{self.method.name}; {self.view.folder.name}"),
+            )  # fmt: skip
         full, thumb = out / f"{stem}.png", out / "thumbs" / f"{stem}.jpg"
         thumb.parent.mkdir(parents=True, exist_ok=True)
         _write(full, ".png", picture)
@@ -227,6 +244,62 @@ class Redrawer:
         return gallery.Cell(f"{out.name}/{full.name}", f"{out.name}/thumbs/{thumb.name}", hit, iou, note)
 
 
+def print_figure(
+    rgb: np.ndarray,
+    ran: list[dict[str, Any]],
+    gt_boxes: list[list[float]],
+    seeds: list[int],
+    masks: np.ndarray,
+    score_map: np.ndarray,
+    norm_map: np.ndarray,
+    patch: int,
+    model_hw: tuple[int, int],
+    score_label: str,
+    caption: str,
+    extra: list[tuple[np.ndarray, str]],
+    stem: Path,
+    formats: tuple[str, ...],
+    grid: tuple[int, int] | None,
+    width: float | None,
+    about: str = "",
+) -> list[Path]:
+    """The picture of :meth:`Redrawer.draw` for print: the image with vector boxes, masks and
+    seeds, the maps with colour bars, the saliency masks (:func:`.print_figures.figure`);
+    ``about`` (what produced it) goes in each file's metadata."""
+    from objdisc.reports.panels import grid_to_image
+    from objdisc.reports.print_figures import COLUMN_WIDTH, Panel
+
+    height, width_px = rgb.shape[:2]
+    image_hw = (height, width_px)
+    boxes = [("blue", box, 0.8) for box in gt_boxes]
+    boxes += [("orange", o["box"], 1.4 if k == 0 else 0.9) for k, o in enumerate(ran)]
+    grid_w = masks.shape[-1] if masks.ndim == 3 else max(1, model_hw[1] // patch)
+    sx, sy = width_px / model_hw[1], height / model_hw[0]
+    points = []
+    for seed in seeds:
+        if seed >= 0:
+            row, col = divmod(int(seed), grid_w)
+            points.append(((col + 0.5) * patch * sx, (row + 0.5) * patch * sy))
+    panels = [
+        Panel(
+            "image",
+            image=rgb,
+            boxes=boxes,
+            masks=[grid_to_image(m.astype(np.float32), patch, model_hw, image_hw) > 0.5 for m in masks],
+            points=points,
+            note="truth blue, found orange, seed vermillion, mask sky blue",
+        ),
+        Panel("method's map", values=grid_to_image(score_map, patch, model_hw, image_hw), colorbar=score_label),
+        Panel(
+            "token norms",
+            values=grid_to_image(norm_map, patch, model_hw, image_hw),
+            colorbar="output patch-token L2 norm",
+        ),
+    ]
+    panels += [Panel(label, values=values, colorbar=label, cmap="gray", limits=(0.0, 1.0)) for values, label in extra]
+    return print_figures.figure(panels, caption, stem, formats, grid, width or COLUMN_WIDTH, about)
+
+
 def _write(path: Path, ext: str, image: np.ndarray) -> None:
     ok, data = cv2.imencode(ext, image)
     if not ok:
@@ -234,4 +307,4 @@ def _write(path: Path, ext: str, image: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
-__all__ = ["THUMB_HEIGHT", "Redrawer", "RunView", "select"]
+__all__ = ["THUMB_HEIGHT", "Redrawer", "RunView", "print_figure", "select"]
