@@ -464,9 +464,12 @@ def reproduce_command(
             for cmd in commands(config):
                 click.echo(shlex.join(cmd))
             return
-        click.echo(run(config, progress=progress, echo=click.echo), nl=False)
+        text = run(config, progress=progress, echo=click.echo)
     except ObjdiscError as exc:
         raise _fail(exc) from exc
+    click.echo(text, nl=False)
+    if text.startswith("failed: "):  # the table is printed; the exit status says a cell failed
+        raise SystemExit(1)
 
 
 @cli.command(name="merge")

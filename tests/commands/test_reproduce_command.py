@@ -69,3 +69,13 @@ def test_each_cell_runs_in_its_own_process_of_this_python(tmp_path: Path, monkey
 
 def test_an_unknown_table_is_refused():
     refused(invoke("reproduce", "--table", "registers-9", "--dry-run"), "--table registers-9: unknown", "registers-3")
+
+
+def test_the_command_exits_1_after_the_table_when_a_cell_failed(tmp_path: Path, monkeypatch):
+    import objdisc.commands.reproduce as reproduce
+
+    codes = iter([0] * 11 + [1])
+    monkeypatch.setattr(reproduce, "run_in_process", lambda cmd: next(codes))
+    result = invoke("reproduce", "--table", "registers-3", "-o", tmp_path)
+    assert result.exit_code == 1
+    assert result.output.count("failed: objdisc run") == 1 and "| DINOv2 ViT-L/14 + reg |" in result.output
