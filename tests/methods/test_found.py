@@ -96,7 +96,7 @@ def test_bad_heads_are_refused_naming_the_file(tmp_path: Path):
     with pytest.raises(OptionError, match=r"wrong\.pt: not a 1x1 convolution to one channel"):
         load_head(wrong)
     code = tmp_path / "code.pt"
-    code.write_bytes(pickle.dumps({"decoder": Path("/etc/passwd")}))  # a pickled object, not tensors
+    code.write_bytes(pickle.dumps({"decoder": Path("/etc/passwd")}, protocol=2))  # a pickled object
     with pytest.raises(OptionError, match=r"code\.pt: holds pickled Python objects"):
         load_head(code)
     with pytest.raises(OptionError, match="file not found"):
