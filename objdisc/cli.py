@@ -414,9 +414,12 @@ def eval_command(predictions: Path, **options: Any) -> None:
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N images.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@click.option(
+    "--cache", type=_PATH, default=None, help="Feature cache: each image's features computed once (--no-augment)."
+)
 def train_head_command(
     out: Path, limit: int | None, device: str, checkpoint_every: int, progress: bool | None, scale_range: str,
-    **options: Any,
+    cache: Path | None, **options: Any,
 ) -> None:  # fmt: skip
     """Train FOUND's saliency head (a 1x1 convolution on the keys) as FOUND does, on any images."""
     from objdisc.commands.train_head import TrainHeadConfig, run
@@ -430,7 +433,7 @@ def train_head_command(
         raise click.BadParameter(f"{scale_range!r}: need 0 < MIN <= MAX", param_hint="--scale-range")
     model, data = _model_args(options), _dataset_args(options)
     settings = HeadSettings(scale_min=low, scale_max=high, **options)
-    config = TrainHeadConfig(model, data, out, settings, limit, device, checkpoint_every)
+    config = TrainHeadConfig(model, data, out, settings, limit, device, checkpoint_every, cache)
     try:
         run(config, progress=progress, echo=click.echo)
     except ObjdiscError as exc:

@@ -35,6 +35,9 @@ class TrainHeadConfig:
         limit: the first this many images only.
         device: ``auto``, ``cpu``, ``cuda``, ...
         checkpoint_every: iterations between checkpoints.
+        cache: a feature cache folder (as ``run --cache``): each image's features computed once and
+            read back in later epochs and later trainings; only with ``augment`` off (an augmented
+            image differs at every draw).
     """
 
     model: ModelArgs
@@ -44,6 +47,7 @@ class TrainHeadConfig:
     limit: int | None = None
     device: str = "auto"
     checkpoint_every: int = 50
+    cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,23 @@ def identity(config: TrainHeadConfig, backbone: Any, n_images: int) -> dict[str,
     }
 
 
+def cache_identity(config: TrainHeadConfig, backbone: Any) -> dict[str, Any]:
+    """What decides a training image's cached features besides the image: the backbone and its
+    weights, and the input (the image resized to ``crop x crop``, float32)."""
+    from objdisc.engine.plan import pos_embed_setting, resample_setting
+
+    return {
+        "input": "train-head",
+        "crop": config.settings.crop,
+        "timm_model": backbone.spec.timm_name,
+        **pos_embed_setting(backbone.spec),
+        **resample_setting(config.model.resample_weights),
+        "weights_sha256": backbone.weights.sha256,
+        "precision": "fp32",
+        "model_kwargs": config.model.model_kwargs,
+    }
+
+
 def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
     keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     return ", ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in keys)
@@ -124,6 +145,11 @@ def run(
 
     out = Path(config.out)
     check_out(out)
+    if config.cache is not None and config.settings.augment:
+        raise OptionError(
+            "--cache needs --no-augment: an augmented image is another input at every draw, so its features are "
+            "never read back"
+        )
     dataset = config.data.load()
     records = [r for r in dataset.records if r.member is None][: config.limit]
     if not records:
@@ -178,10 +204,17 @@ def run(
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
 
+    cached = None
+    if config.cache is not None:
+        from objdisc.engine.feature_cache import FeatureCache
+
+        cached = training.CachedBatches(FeatureCache(Path(config.cache), cache_identity(config, backbone)),
+                                        [r.path for r in records])  # fmt: skip
     try:
         state = training.train(
-            backbone, load, len(records), config.settings, state, device, checkpoint, config.checkpoint_every, report
-        )
+            backbone, load, len(records), config.settings, state, device, checkpoint, config.checkpoint_every, report,
+            cached,
+        )  # fmt: skip
     finally:
         bar.close()
     weight, bias = training.head_arrays(state)
@@ -203,7 +236,9 @@ def run(
     if echo is not None:
         first, last = state.losses[0], state.losses[-1]
         echo(f"head       {out} ({state.next_iteration} iterations, loss {first:.4f} -> {last:.4f})")
+        if cached is not None:
+            echo(f"cache      {cached.cache.folder} ({cached.hits} read, {cached.misses} computed)")
     return TrainHeadResult(out, state.losses, resumed_from)
 
 
-__all__ = ["TrainHeadConfig", "TrainHeadResult", "check_out", "run"]
+__all__ = ["TrainHeadConfig", "TrainHeadResult", "cache_identity", "check_out", "run"]

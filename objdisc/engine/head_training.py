@@ -222,8 +222,13 @@ def train_step(
     state: TrainingState,
     settings: HeadSettings,
     device: torch.device,
+    feats: torch.Tensor | None = None,
 ) -> float:
     """One iteration (module docstring, steps 2-5) on a batch of augmented ``(crop, crop, 3)`` images.
+
+    Args:
+        feats: the batch's ``kattn`` features ``(B, N, C + heads)`` float32 when already known (a
+            feature cache), else computed here (:func:`batch_features`).
 
     Returns:
         The batch's loss.
@@ -231,15 +236,12 @@ def train_step(
     import torch
     import torch.nn.functional as F
 
-    from objdisc.images import make_batch
     from objdisc.methods.found import background, split
 
     patch = backbone.patch_size
-    tensors = [torch.from_numpy(np.array(im)) for im in images]
-    x = make_batch(tensors, patch, backbone.spec.mean, backbone.spec.std, device)
-    h, w = x.shape[-2] // patch, x.shape[-1] // patch
-    with torch.inference_mode():
-        feats = extractor.extract(x)[extractor.specs[0]].float()
+    h, w = images[0].shape[0] // patch, images[0].shape[1] // patch
+    if feats is None:
+        feats = batch_features(backbone, extractor, images, device)
     keys, attention = split(feats.clone(), 0)
     keys = keys.clone()
     logits = state.head(keys.reshape(len(images), h, w, -1).permute(0, 3, 1, 2))[:, 0]  # (B, h, w), FOUND's decoder
@@ -264,6 +266,63 @@ def train_step(
     return float(loss.detach())
 
 
+def batch_features(backbone: Backbone, extractor: Any, images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """The frozen backbone's ``kattn`` features ``(B, N, C + heads)`` float32 of same-size images."""
+    import torch
+
+    from objdisc.images import make_batch
+
+    tensors = [torch.from_numpy(np.array(im)) for im in images]
+    x = make_batch(tensors, backbone.patch_size, backbone.spec.mean, backbone.spec.std, device)
+    with torch.inference_mode():
+        return extractor.extract(x)[extractor.specs[0]].float()
+
+
+class CachedBatches:
+    """Features of un-augmented training images read from a feature cache, the missing ones
+    computed in one batch and stored (:mod:`objdisc.engine.feature_cache`).
+
+    Without augmentation an image is always the same ``crop x crop`` input, so its features are
+    computed once: in later epochs, and in later trainings on the same backbone and crop (other
+    learning rates, losses, seeds), they are read back. Entries are the float32 features as
+    computed; a training that reads them is bit-identical to the one that wrote them.
+
+    Args:
+        cache: a :class:`~objdisc.engine.feature_cache.FeatureCache` whose identity includes the crop.
+        paths: image index -> its file (the cache names an entry by the file's sha256).
+    """
+
+    def __init__(self, cache: Any, paths: Sequence[Path]) -> None:
+        from objdisc.models.feature_spec import FeatureSpec
+
+        self.cache, self.paths = cache, list(paths)
+        self.spec = FeatureSpec("kattn", -1)
+        self.hits = self.misses = 0
+
+    def features(
+        self, backbone: Backbone, extractor: Any, batch: Sequence[int], images: list[np.ndarray], device: torch.device
+    ) -> torch.Tensor:
+        """``(B, N, C + heads)`` float32 on ``device`` for the images ``batch`` (``images`` in that order)."""
+        import torch
+
+        found: list[torch.Tensor | None] = []
+        for index in batch:
+            entry = self.cache.get(self.paths[index], self.spec)
+            found.append(None if entry is None else entry.features)
+        missing = [k for k, f in enumerate(found) if f is None]
+        self.hits += len(batch) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            computed = batch_features(backbone, extractor, [images[k] for k in missing], device)
+            patch = backbone.patch_size
+            grid = (images[0].shape[0] // patch, images[0].shape[1] // patch)
+            for row, k in enumerate(missing):
+                side = images[k].shape[:2]
+                self.cache.put(self.paths[batch[k]], self.spec, computed[row], grid, side, side)
+                found[k] = computed[row]
+        return torch.stack([f.to(device=device, dtype=torch.float32) for f in found])  # type: ignore[union-attr]
+
+
 def train(
     backbone: Backbone,
     load: Callable[[int], np.ndarray],
@@ -274,6 +333,7 @@ def train(
     checkpoint: Callable[[TrainingState], None],
     checkpoint_every: int,
     progress: Callable[[int, float], None] | None = None,
+    cached: CachedBatches | None = None,
 ) -> TrainingState:
     """Train from ``state.next_iteration`` to the end (module docstring), checkpointing every
     ``checkpoint_every`` iterations and at the end.
@@ -288,6 +348,7 @@ def train(
         checkpoint: called with the state to save.
         checkpoint_every: iterations between checkpoints.
         progress: called with ``(iteration, loss)`` after each iteration.
+        cached: read and store the features in a feature cache (only without augmentation).
     """
     from objdisc.models.feature_spec import FeatureSpec
     from objdisc.models.features import FeatureExtractor
@@ -297,7 +358,8 @@ def train(
             if iteration < state.next_iteration:
                 continue
             images = [augment(load(i), settings, np.random.default_rng([settings.seed, epoch, i])) for i in batch]
-            loss = train_step(backbone, extractor, images, iteration, state, settings, device)
+            feats = None if cached is None else cached.features(backbone, extractor, batch, images, device)
+            loss = train_step(backbone, extractor, images, iteration, state, settings, device, feats)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss} at iteration {iteration}")
             state.losses.append(loss)
@@ -322,9 +384,11 @@ def checkpoint_path(out: Path) -> Path:
 
 
 __all__ = [
+    "CachedBatches",
     "HeadSettings",
     "TrainingState",
     "augment",
+    "batch_features",
     "checkpoint_path",
     "epoch_batches",
     "head_arrays",

@@ -242,6 +242,38 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_head(tmp_path: Pat
     assert a.trained_on["losses"] == b.trained_on["losses"]
 
 
+def test_train_head_reads_features_from_a_cache_without_augmentation(tmp_path: Path, weights_file, training_images):
+    import objdisc.engine.head_training as training
+
+    plain = train(weights_file("dino"), training_images, tmp_path / "plain.safetensors", "--no-augment")
+    assert plain.exit_code == 0, plain.output
+    cache = tmp_path / "cache"
+    first = train(weights_file("dino"), training_images, tmp_path / "a.safetensors", "--no-augment", "--cache", cache)
+    assert first.exit_code == 0, first.output
+    assert "(10 read, 5 computed)" in first.output  # 6 batches of 3, 2, 3, ... of 5 images: each computed once
+    assert len(list(cache.glob("*/kattn_l-1/*/*.safetensors"))) == 5
+    forwards = []
+    real = training.batch_features
+    pytest.MonkeyPatch().setattr(training, "batch_features", lambda *a: forwards.append(1) or real(*a))
+    try:
+        again = train(weights_file("dino"), training_images, tmp_path / "b.safetensors", "--no-augment",
+                      "--cache", cache, "--lr", "0.01")  # fmt: skip
+    finally:
+        training.batch_features = real
+    assert again.exit_code == 0, again.output
+    assert forwards == [] and "(15 read, 0 computed)" in again.output  # another training: no forward pass at all
+    a, b, p = (load_head(tmp_path / f"{n}.safetensors") for n in ("a", "b", "plain"))
+    # the cached training's head: the uncached one's up to the float rounding of other batch compositions
+    assert np.allclose(a.weight, p.weight, atol=1e-5) and abs(a.bias - p.bias) < 1e-5
+    assert not np.array_equal(a.weight, b.weight)  # --lr 0.01 trained another head from the same features
+    replay = train(weights_file("dino"), training_images, tmp_path / "c.safetensors", "--no-augment", "--cache", cache)
+    assert replay.exit_code == 0
+    c = load_head(tmp_path / "c.safetensors")
+    assert np.array_equal(a.weight, c.weight) and a.bias == c.bias  # a warm cache repeats the head bit for bit
+    refused(train(weights_file("dino"), training_images, tmp_path / "d.safetensors", "--cache", cache),
+            "--cache needs --no-augment")  # fmt: skip
+
+
 def test_train_head_refusals(tmp_path: Path, weights_file):
     (tmp_path / "empty").mkdir()
     refused(train(weights_file("dino"), tmp_path / "empty", tmp_path / "h.safetensors"), "empty")
