@@ -23,8 +23,11 @@ Per photo, at its full size padded to a multiple of 8 (FOUND's evaluation):
    largest component that is not the background) against objdisc's final mask, counted identical;
 4. **Metrics**: FOUND's metric files (``evaluation/metrics``: IoU, pixel accuracy, F-max, MAE,
    S-measure) against objdisc's (:mod:`objdisc.evaluation.saliency`), on the single-mode mask and
-   on the soft map (``sigmoid`` of the upsampled logits, FOUND's "multi" mode), with the union of
-   each photo's COCO masks as the ground truth; the largest difference of each dataset average.
+   on the soft map (``sigmoid`` of the upsampled logits, FOUND's "multi" mode; objdisc's from
+   ``--found-mode multi``'s :meth:`~objdisc.methods.found.Found.saliency_map`), with the union of
+   each photo's COCO masks as the ground truth; the largest difference of each dataset average;
+5. **Multi-mode pixel masks**: FOUND's ``sigmoid(up) > 0.5`` (every component) against objdisc's
+   ``--found-mode multi`` mask, counted identical.
 """
 
 from __future__ import annotations
@@ -156,10 +159,12 @@ def main() -> None:
         for block in backbone.model.blocks:
             block.attn.fused_attn = False
     method = Found(found_head=str(head))
+    multi = Found(found_head=str(head), found_mode="multi")
     normalize = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     to_tensor = transforms.Compose([transforms.ToTensor(), normalize])
     report: dict[str, Any] = {"images": len(files), "unfused": args.unfused, "background_identical": 0,
-                              "head_max_abs_diff": 0.0, "pixel_identical": 0, "pixel_differ": []}  # fmt: skip
+                              "head_max_abs_diff": 0.0, "pixel_identical": 0, "pixel_differ": [],
+                              "multi_pixel_identical": 0, "multi_pixel_differ": []}  # fmt: skip
     theirs_single, theirs_soft, ours_single, ours_soft = [], [], [], []
     from PIL import Image
 
@@ -195,9 +200,17 @@ def main() -> None:
         theirs_single.append((theirs, gt))
         theirs_soft.append((torch.sigmoid(up)[0, 0], gt))
         ours_single.append(counts(ours.astype(np.float64), truths[path.name]))
-        soft = torch.sigmoid(F.interpolate(logits[None, None], scale_factor=PATCH, mode="bilinear",
-                                           align_corners=False)[..., :h, :w])[0, 0]  # fmt: skip
-        ours_soft.append(counts(soft.double().numpy(), truths[path.name]))
+        # multi mode: every component (FOUND's sigmoid > 0.5) and the soft map it scores
+        theirs_multi = (torch.sigmoid(up) > 0.5)[0, 0].numpy()
+        (multi_objects,) = multi(feats, grid, PATCH, torch.tensor([hw])).to_host(PATCH, [hw])
+        multi_final = multi.finalize(multi_objects, lambda image=image: image, hw)
+        ours_multi = multi_final.pixel_masks()[0] if len(multi_final) else np.zeros(hw, dtype=bool)
+        if np.array_equal(theirs_multi, ours_multi):
+            report["multi_pixel_identical"] += 1
+        else:
+            report["multi_pixel_differ"].append(path.name)
+        soft = multi.saliency_map(multi_final, hw)
+        ours_soft.append(counts(soft, truths[path.name]))
     for name, theirs, ours in (("single", theirs_single, ours_single), ("soft", theirs_soft, ours_soft)):
         expected, got = found_metrics(mods, theirs), scores(ours)
         report[f"metrics_{name}"] = {k: {"found": expected[k], "objdisc": got[k], "abs_diff": abs(expected[k] - got[k])}

@@ -79,7 +79,8 @@ PROMERGE_BACKBONES = ["dino_vitb8", "dinov2_vitl14", "dinov2_reg_vitl14"]
 PROMERGE_DATASETS = ["coco_val2017", "coco20k"]
 MANY_OBJECT_METRICS = (("ap", "box_AP50"), ("mask_ap", "mask_AP"))
 # FOUND: the training-free background step ("found") on its ViT-S/8 and the register question's
-# L/14s; its released head ("found+head") on ViT-S/8 only (the head FOUND ships).
+# L/14s; its released head ("found+head") on ViT-S/8 only (the head FOUND ships), in single mode and,
+# on the saliency sets, multi mode ("found+head+multi").
 FOUND_BACKBONES = ["dino_vits8", "dinov2_vitl14", "dinov2_reg_vitl14"]
 FOUND_HEAD_BACKBONES = ["dino_vits8"]
 FOUND_DATASETS = ["voc07", "voc12", "coco20k"]
@@ -163,6 +164,8 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             out += [(b, "found", dataset) for b in FOUND_BACKBONES]
             out += [(b, "found+ttr", dataset) for b in TTR_BACKBONES]
             out += [(b, "found+head", dataset) for b in FOUND_HEAD_BACKBONES]
+            if dataset in SALIENCY_DATASETS:  # FOUND's multi mode: the head's soft map scored
+                out += [(b, "found+head+multi", dataset) for b in FOUND_HEAD_BACKBONES]
     return out
 
 
@@ -175,6 +178,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
         cmd += ["--refine", "bilateral"] if "bs" in extras else []
         cmd += ["--test-time-registers", "builtin"] if "ttr" in extras else []
         cmd += ["--found-head", str(args.found_head)] if "head" in extras else []
+        cmd += ["--found-mode", "multi"] if "multi" in extras else []
         cmd += ["-o", str(out_dir(args.out, backbone, method, dataset))]
         cmd += ["--data-root", str(args.data_root), "--device", args.device]
         out.append(cmd + (["--download"] if args.download else []))

@@ -181,14 +181,16 @@ def redrawer_for(view: RunView, device: str = "cpu", weights_file: Path | None =
 
 def _most_panels(view: RunView) -> int:
     """The most panels one of the run's pictures can have: the image and two maps, and for a run
-    that wrote saliency masks the mask, the refined mask and solver output (``--refine``) and the
-    ground truth (a saliency dataset)."""
+    that wrote saliency masks the mask, the refined mask and solver output (``--refine``) or the
+    method's soft map, and the ground truth (a saliency dataset)."""
     from objdisc.engine.saliency_maps import MASKS, SOFT
 
     if not (view.folder / MASKS).is_dir():
         return 3
-    kind = DATASETS.get(RunConfig.from_options(dict(view.info["options"])).data.dataset)
-    return 4 + 2 * (view.folder / SOFT).is_dir() + bool(kind is not None and kind.saliency)
+    config = RunConfig.from_options(dict(view.info["options"]))
+    kind = DATASETS.get(config.data.dataset)
+    soft = (2 if config.refine == "bilateral" else 1) if (view.folder / SOFT).is_dir() else 0
+    return 4 + soft + bool(kind is not None and kind.saliency)
 
 
 def _saliency_truths(config: RunConfig) -> dict[str, Path]:

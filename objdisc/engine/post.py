@@ -68,7 +68,7 @@ def post_process(spec: PostSpec, result: ImageResult) -> dict[str, Any]:
             )
             result = dataclasses.replace(result, objects=objects, finalized=True)
         if spec.maps is not None:
-            result = saliency_result(result, spec.maps, spec.refine)
+            result = saliency_result(result, spec.maps, spec.refine, spec.method)
         return journal_entry(result, spec.with_masks)
     except OptionError:
         raise

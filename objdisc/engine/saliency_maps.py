@@ -4,6 +4,8 @@ For a saliency dataset (or with ``--refine bilateral``), as each image finishes:
 
 - the map is the union of the objects' pixel masks (:func:`objdisc.evaluation.saliency.union_map`:
   one object for LOST, TokenCut and DINO-seg; MaskCut's masks together);
+- a method's own soft map where it has one (FOUND's multi mode: the head's sigmoid map), scored
+  instead of the union, written to ``OUT/soft``;
 - with ``--refine bilateral`` the bilateral solver's soft output on it, with the image as the
   reference (:func:`objdisc.refinement.bilateral.bilateral_solve`); that soft map is what is
   scored, as TokenCut's get_saliency.py scores it;
@@ -31,6 +33,7 @@ from objdisc.engine.discover import ImageResult
 from objdisc.errors import OptionError
 from objdisc.evaluation.saliency import SaliencyError, counts, read_mask, union_map
 from objdisc.images import ImageError, load_image
+from objdisc.methods.base import Method
 
 MASKS, SOFT = "masks", "soft"
 REFINERS = ("none", "bilateral")
@@ -69,9 +72,13 @@ def write_png(path: Path, values: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def saliency_result(result: ImageResult, out: Path, refine: str = "none") -> ImageResult:
+def saliency_result(
+    result: ImageResult, out: Path, refine: str = "none", method: Method | None = None
+) -> ImageResult:
     """The result with its saliency map written and, with ground truth, its counts attached
-    (module docstring); results without objects pass unchanged."""
+    (module docstring); results without objects pass unchanged. A method with its own soft map
+    (:meth:`~objdisc.methods.base.Method.saliency_map`: FOUND's multi mode) has that map scored and
+    written to ``OUT/soft`` (without ``--refine``)."""
     objects = result.objects
     if objects is None or result.image_hw is None:
         return result
@@ -79,6 +86,10 @@ def saliency_result(result: ImageResult, out: Path, refine: str = "none") -> Ima
     try:
         binary = union_map(objects, result.image_hw)
         scored, mask = binary, binary > 0.5
+        soft = None if method is None else method.saliency_map(objects, result.image_hw)
+        if soft is not None and refine != "bilateral":
+            scored = soft
+            write_png(out / SOFT / png_name(record.file_name), soft)
         if refine == "bilateral":
             from objdisc.refinement.bilateral import bilateral_solve, refined_mask
 

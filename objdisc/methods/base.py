@@ -110,6 +110,18 @@ class Method:
         return objects.at_image_size(image_hw)
 
 
+    def saliency_map(self, objects: Objects, image_hw: tuple[int, int]) -> np.ndarray | None:
+        """The soft saliency map the method's release scores (FOUND's "multi" mode: the head's
+        sigmoid map), ``(H, W)`` float in ``[0, 1]`` at the original size; ``None`` by default: the
+        union of the objects' pixel masks is scored.
+
+        Args:
+            objects: the image's objects after :meth:`finalize`.
+            image_hw: ``(H, W)`` of the original image.
+        """
+        return None
+
+
 def objdisc_0_1_settings(settings: dict[str, Any]) -> dict[str, Any] | None:
     """What objdisc 0.1 journaled for a LOST or TokenCut run on keys, queries or values: no
     ``format``, and LOST's ``k_patches`` at the top level (100 unless given)."""

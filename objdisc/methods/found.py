@@ -13,11 +13,17 @@ on the last block's keys ``k`` and its CLS attention ``a`` (``(N, heads)``; kind
 4. With ``--found-head FILE``, FOUND's saliency head instead: one 1x1 convolution on the keys,
    a logit per patch; foreground where it is above 0 (``sigmoid > 0.5``).
 
-The answer is FOUND's "single" mode, one object: at the grid, the largest 4-connected component of
-the foreground gives the box (``uod.py``: scaled by the patch size, clipped to the image); at the
-pixels, the map is upsampled (bilinear, ``align_corners=False``, by the patch size, the padding
-cropped, as ``evaluation/saliency.py`` does for the head's logits) and thresholded, and its largest
-component is the mask. The score is 1.0; the per-patch map is the logit (head) or the object mask.
+The answer is one object. In FOUND's "single" mode (``--found-mode single``, the default): at the grid,
+the largest 4-connected component of the foreground gives the box (``uod.py``: scaled by the patch
+size, clipped to the image); at the pixels, the map is upsampled (bilinear, ``align_corners=False``,
+by the patch size, the padding cropped, as ``evaluation/saliency.py`` does for the head's logits)
+and thresholded, and its largest component is the mask. In its "multi" mode (``--found-mode multi``,
+``evaluation/saliency.py``'s ``evaluation_mode='multi'``): every foreground patch and pixel, all
+components (the box around all of them), and on the saliency sets the head's soft map
+(``sigmoid`` of the upsampled logits) is what is scored (F-max and S-measure on it, IoU, accuracy
+and MAE on it above 0.5); the background step has no soft map ("not soft actually" in FOUND's
+code), so its upsampled mask is scored. The score is 1.0; the per-patch map is the logit (head) or
+the object mask.
 
 Differences from the release, by design: FOUND's background evaluation resizes the padded
 grid's mask to the image (a stretch by up to a patch); objdisc maps it as the head's logits
@@ -68,6 +74,12 @@ class Found(Method):
         "the training-free background step).",
     )
     heads: int = option(0, "FOUND: attention heads of the model (0: 64 channels a head).", checks=[at_least(0)])
+    found_mode: str = option(
+        "single",
+        "FOUND: single (the largest component, as uod.py and FOUND's single mode) or multi (every foreground "
+        "component; the head's soft map scored, as FOUND's multi mode).",
+        choices=("single", "multi"),
+    )
 
     name: ClassVar[str] = "found"
     title: ClassVar[str] = "FOUND (Siméoni et al., CVPR 2023): background seed, or its trained 1x1 saliency head"
@@ -116,8 +128,14 @@ class Found(Method):
         return score_map
 
     def finalize(self, objects: Objects, load: Callable[[], np.ndarray], image_hw: tuple[int, int]) -> Objects:
-        """The pixel mask of FOUND's single mode (module docstring), boxes from the grid."""
-        return pixel_object(objects, image_hw, 0.0 if self._head is not None else 0.5)
+        """The pixel mask of FOUND's single or multi mode (module docstring), boxes from the grid."""
+        return pixel_object(objects, image_hw, 0.0 if self._head is not None else 0.5, self.found_mode == "multi")
+
+    def saliency_map(self, objects: Objects, image_hw: tuple[int, int]) -> np.ndarray | None:
+        """Multi mode with a head: ``sigmoid`` of the upsampled logits (FOUND's ``soft_preds``)."""
+        if self.found_mode != "multi" or self._head is None or objects.score_map is None or objects.geometry is None:
+            return None
+        return 1.0 / (1.0 + np.exp(-upsampled(objects, image_hw).astype(np.float64)))
 
 
 def split(feats: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,8 +219,8 @@ def found_batch(
     masks = np.zeros((b, 1, h, w), dtype=bool)
     hws = image_hws.cpu().tolist()
     for i in range(b):
-        component = largest_component(grids[i])
-        if component is None:
+        component = grids[i] if settings.found_mode == "multi" else largest_component(grids[i])
+        if component is None or not component.any():
             continue
         masks[i, 0], valid[i, 0] = component, True
         seeds[i, 0] = int(np.argmax(component))
@@ -228,28 +246,36 @@ def largest_component(mask: np.ndarray) -> np.ndarray | None:
     return labels == 1 + int(np.argmax(sizes))
 
 
-def pixel_object(objects: Objects, image_hw: tuple[int, int], threshold: float) -> Objects:
-    """The object's pixel mask from the grid map (module docstring): bilinear upsampling by the patch
-    size (``align_corners=False``), the padding cropped, resized to the image when the model saw it
-    resized, thresholded (``> threshold``), its largest component; boxes mapped as any method's."""
+def upsampled(objects: Objects, image_hw: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` float32: the grid map upsampled bilinearly by the patch size (``align_corners=False``),
+    the padding cropped, resized to the image when the model saw it resized (module docstring)."""
     import torch
     import torch.nn.functional as F
 
-    from objdisc.objects import Objects as ObjectsType
-    from objdisc.objects import encode_rles
-
     geometry = objects.geometry
-    assert geometry is not None
-    mapped = objects.at_image_size(image_hw)
-    if not len(objects) or objects.score_map is None:
-        return mapped
+    assert geometry is not None and objects.score_map is not None
     grid = torch.from_numpy(np.ascontiguousarray(objects.score_map, dtype=np.float32))[None, None]
     up = F.interpolate(grid, scale_factor=geometry.patch_size, mode="bilinear", align_corners=False)
     model_h, model_w = geometry.model_hw
     up = up[..., :model_h, :model_w]
     if (model_h, model_w) != tuple(image_hw):
         up = F.interpolate(up, size=tuple(image_hw), mode="bilinear", align_corners=False)
-    component = largest_component(up[0, 0].numpy() > threshold)
+    return up[0, 0].numpy()
+
+
+def pixel_object(objects: Objects, image_hw: tuple[int, int], threshold: float, every: bool = False) -> Objects:
+    """The object's pixel mask from the grid map (module docstring): :func:`upsampled`, thresholded
+    (``> threshold``), its largest component (``every``: all of it, multi mode); boxes mapped as any
+    method's."""
+    from objdisc.objects import Objects as ObjectsType
+    from objdisc.objects import encode_rles
+
+    assert objects.geometry is not None
+    mapped = objects.at_image_size(image_hw)
+    if not len(objects) or objects.score_map is None:
+        return mapped
+    foreground = upsampled(objects, image_hw) > threshold
+    component = (foreground if foreground.any() else None) if every else largest_component(foreground)
     if component is None:
         return mapped.take([])
     return ObjectsType(
@@ -258,4 +284,4 @@ def pixel_object(objects: Objects, image_hw: tuple[int, int], threshold: float) 
     )  # fmt: skip
 
 
-__all__ = ["Found", "background", "found_batch", "largest_component", "split"]
+__all__ = ["Found", "background", "found_batch", "largest_component", "pixel_object", "split", "upsampled"]

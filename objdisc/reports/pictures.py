@@ -144,7 +144,8 @@ class Redrawer:
 
     def _saliency_panels(self, name: str, found: Any, image_hw: tuple[int, int]) -> list[tuple[np.ndarray, str]]:
         """For a run that wrote saliency maps: the mask, the refined mask and soft map
-        (``--refine``), the ground truth; each ``(H, W)`` in ``[0, 1]``."""
+        (``--refine``) or the method's soft map (FOUND's multi mode), the ground truth; each
+        ``(H, W)`` in ``[0, 1]``."""
         from objdisc.engine.saliency_maps import MASKS, SOFT, png_name
         from objdisc.evaluation.saliency import read_mask, read_prediction, union_map
 
@@ -152,9 +153,12 @@ class Redrawer:
         if not (folder / MASKS).is_dir():
             return []
         out = [(union_map(found, image_hw), "mask")]
-        if (folder / SOFT / png_name(name)).is_file():
+        soft = folder / SOFT / png_name(name)
+        if soft.is_file() and self.view.info["options"].get("refine", "none") == "bilateral":
             out.append((read_prediction(folder / MASKS / png_name(name)), "refined mask (bilateral solver)"))
-            out.append((read_prediction(folder / SOFT / png_name(name)), "solver output (soft, scored)"))
+            out.append((read_prediction(soft), "solver output (soft, scored)"))
+        elif soft.is_file():  # the method's own soft map (FOUND's multi mode)
+            out.append((read_prediction(soft), "soft map (scored)"))
         if name in self.truths:
             out.append((read_mask(self.truths[name]).astype(np.float64), "ground truth"))
         return out

@@ -28,10 +28,13 @@ def test_reproduce_commands_cover_the_matrix_and_parse(capsys):
     # saliency: five methods (TokenCut with and without the solver, LOST, DINO-seg, MaskCut) on three
     # backbones and with test-time registers, on three datasets
     # ProMerge on three backbones and with test-time registers on two datasets; FOUND's background
-    # step on three backbones and with test-time registers, and its released head, on six datasets
-    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3 + 5 * (3 + 1) * 3 + (3 + 1) * 2 + (3 + 1 + 1) * 6
+    # step on three backbones and with test-time registers, and its released head, on six datasets,
+    # and the head in multi mode on the three saliency sets
+    assert len(lines) == (8 + 1 + 3 + 1) * 3 + (3 + 1) * 3 + 5 * (3 + 1) * 3 + (3 + 1) * 2 + (3 + 1 + 1) * 6 + 3
     heads = [line for line in lines if "--found-head" in line]
-    assert len(heads) == 6 and all("-b dino_vits8 " in line and "decoder_weights.pt" in line for line in heads)
+    assert len(heads) == 9 and all("-b dino_vits8 " in line and "decoder_weights.pt" in line for line in heads)
+    multi = [line for line in lines if "--found-mode multi" in line]
+    assert len(multi) == 3 and all(" -d " + d in " ".join(multi) for d in ("ecssd", "duts-te", "dut-omron"))
     import shlex
 
     from objdisc.models.specs import get_spec

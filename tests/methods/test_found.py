@@ -122,6 +122,80 @@ def test_the_pixel_mask_is_the_upsampled_maps_largest_component():
     assert np.array_equal(final.pixel_masks()[0], expected)
 
 
+def two_blob_logits() -> np.ndarray:
+    return np.array([[2.0, 2.0, -1.0, -1.0], [2.0, -1.0, -1.0, 3.0], [-1.0, -1.0, -1.0, 3.0]], np.float32)
+
+
+def head_objects(logits: np.ndarray, mode: str, tmp_path: Path):
+    """FOUND's objects of one 20 x 30 image whose head gives ``logits`` on its 3 x 4 grid."""
+    h, w = logits.shape
+    width = 4
+    save_head(tmp_path / "h.safetensors", np.array([1, 0, 0, 0], np.float32), 0.0, {"patch_size": 8})
+    keys = torch.zeros(1, h * w, width)
+    keys[0, :, 0] = torch.from_numpy(logits.ravel())  # the head reads channel 0: logit = key 0
+    feats = torch.cat([keys, torch.rand(1, h * w, 1)], dim=-1)
+    method = Found(found_head=str(tmp_path / "h.safetensors"), heads=1, found_mode=mode)
+    (objects,) = method(feats, (h, w), 8, torch.tensor([[20, 30]])).to_host(8, [(20, 30)])
+    return method, objects
+
+
+def test_multi_mode_keeps_every_component_and_scores_the_heads_soft_map(tmp_path: Path):
+    from objdisc.datasets.base import ImageRecord
+    from objdisc.engine.discover import ImageResult
+    from objdisc.engine.saliency_maps import SOFT, saliency_result
+    from objdisc.evaluation.saliency import counts, read_prediction
+
+    logits = two_blob_logits()
+    single, one = head_objects(logits, "single", tmp_path)
+    multi, every = head_objects(logits, "multi", tmp_path)
+    assert one.masks[0].sum() == 3 and every.masks[0].tolist() == (logits > 0).tolist()  # both blobs
+    assert one.boxes[0].tolist() == [0, 0, 16, 16] and every.boxes[0].tolist() == [0, 0, 30, 20]
+    up = F.interpolate(torch.from_numpy(logits)[None, None], scale_factor=8, mode="bilinear", align_corners=False)
+    up = up[0, 0, :20, :30].numpy()
+    final = multi.finalize(every, lambda: np.zeros((20, 30, 3), np.uint8), (20, 30))
+    assert np.array_equal(final.pixel_masks()[0], up > 0)  # every component, at the pixels
+    assert np.array_equal(single.finalize(one, lambda: None, (20, 30)).pixel_masks()[0], largest_component(up > 0))
+    soft = multi.saliency_map(final, (20, 30))
+    np.testing.assert_allclose(soft, 1 / (1 + np.exp(-up.astype(np.float64))), rtol=0, atol=1e-12)
+    assert single.saliency_map(final, (20, 30)) is None and make_method("found", found_mode="multi").saliency_map(
+        final, (20, 30)
+    ) is None  # the background step has no soft map
+    truth = np.zeros((20, 30), bool)
+    truth[2:12, 3:14] = True
+    from PIL import Image
+
+    Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "t.png")
+    record = ImageRecord(0, tmp_path / "i.jpg", "i.jpg", None, 30, 20, mask_path=tmp_path / "t.png")
+    done = saliency_result(ImageResult(record, (20, 30), final, finalized=True), tmp_path / "o", "none", multi)
+    assert done.objects.saliency == counts(soft, truth)  # F-max, S-measure on the soft map, the rest above 0.5
+    assert np.abs(read_prediction(tmp_path / "o" / SOFT / "i.png") - soft).max() <= 0.5 / 255 + 1e-9
+    plain = saliency_result(ImageResult(record, (20, 30), final, finalized=True), tmp_path / "p", "none", single)
+    assert plain.objects.saliency == counts((up > 0).astype(np.float64), truth)
+    assert not (tmp_path / "p" / SOFT).exists()
+
+
+def test_found_multi_mode_through_run_and_visualize(tmp_path: Path, weights_file, monkeypatch):
+    import objdisc.reports.pictures as pictures
+
+    make_saliency(tmp_path / "img", tmp_path / "gt", n=2)
+    rng = np.random.default_rng(0)
+    save_head(tmp_path / "head.safetensors", rng.standard_normal(384).astype(np.float32), 0.0, {"patch_size": 16})
+    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "saliency", "--images", tmp_path / "img",
+            "--annotations", tmp_path / "gt", "--method", "found", "--found-head", tmp_path / "head.safetensors",
+            "--workers", "0"]  # fmt: skip
+    assert invoke(*args, "--found-mode", "multi", "--out", tmp_path / "m").exit_code == 0
+    assert invoke(*args, "--out", tmp_path / "s").exit_code == 0
+    soft = sorted(p.name for p in (tmp_path / "m" / "soft").glob("*.png"))
+    assert soft == ["im00.png", "im01.png"] and not (tmp_path / "s" / "soft").exists()
+    run = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert run["options"]["method_options"]["found_mode"] == "multi"
+    drawn = []
+    real = pictures.figure
+    monkeypatch.setattr(pictures, "figure", lambda *a: drawn.append(a) or real(*a))
+    assert invoke("visualize", str(tmp_path / "m"), "--limit", "1").exit_code == 0
+    assert [label for _, label in drawn[0][11]] == ["mask", "soft map (scored)", "ground truth"]
+
+
 def test_found_runs_on_a_saliency_set_with_mae_and_s_measure(tmp_path: Path, weights_file):
     make_saliency(tmp_path / "img", tmp_path / "gt", n=2)
     args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "saliency", "--images", tmp_path / "img"]

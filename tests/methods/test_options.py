@@ -26,7 +26,7 @@ def test_every_option_is_declared_with_help_and_a_default_that_passes_its_checks
         *("k_patches", "gram_bias", "tau", "eps", "head", "keep_mass", "component", "clip"),
         *("masks", "fixed_size", "crf", "eigen"),
         *("stride", "cc_area", "iou_filter", "fg_include", "intersection_merge", "merge_ioa", "dino_merge"),
-        *("bkg_th", "found_head", "heads"),
+        *("bkg_th", "found_head", "heads", "found_mode"),
     }
     # how the eigenvectors are computed is recorded in run.json, not in the journal's settings
     assert "eigen" not in METHODS["maskcut"]().options(deciding_only=True)
