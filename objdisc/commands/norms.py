@@ -118,8 +118,22 @@ def report(summary: dict[str, Any], out: Path) -> str:
             f"({100 * ttr['share_high_after']:.2f}%); extra token norm mean "
             f"{ttr['extra_token_norm']['mean']:.1f}, max {ttr['extra_token_norm']['max']:.1f}"
         )
-    lines.append(f"files in {out}/ (norms.json, layers.csv, histogram.png, layers.png)")
+    lines.append(f"files in {out}/ ({', '.join(_written(out))})")
     return "\n".join(lines)
+
+
+def _written(out: Path) -> list[str]:
+    """The files the run wrote in ``out`` (its manifest), print figures included."""
+    import json
+
+    from objdisc.engine.out_folder import MANIFEST
+
+    try:
+        names = json.loads((out / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["norms.json", "layers.csv", "histogram.png", "layers.png"]
+    first = ["norms.json", "layers.csv"]
+    return [n for n in first if n in names] + [n for n in names if n not in first]
 
 
 __all__ = ["NormsConfig", "is_norms_folder", "report", "run"]

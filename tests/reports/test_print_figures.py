@@ -112,6 +112,7 @@ def test_norms_writes_print_charts(tmp_path: Path, weights_file):
         assert "count" in text or "L2 norm" in text, stem
     manifest = json.loads((tmp_path / "n" / ".objdisc-output.json").read_text())["files"]
     assert {"histogram.print.pdf", "layers.print.svg"} <= set(manifest)
+    assert "histogram.print.pdf" in result.output and "layers.print.svg" in result.output  # the files, as said
 
 
 def test_without_matplotlib_the_figures_are_refused_naming_the_extra(monkeypatch, voc_run: Path):
