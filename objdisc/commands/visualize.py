@@ -10,7 +10,6 @@ in ``OUT/<run name>/thumbs/``, the page to ``OUT/index.html`` (``OUT`` defaults 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from objdisc.errors import DatasetError, ObjdiscError
 from objdisc.images import ImageError, Member
 from objdisc.reports import gallery
 from objdisc.reports.pictures import Redrawer, RunView, select
+from objdisc.utils.progress import show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,9 @@ def run(config: VisualizeConfig) -> Path:
         rows: list[tuple[str, list[gallery.Cell | None]]] = [(n, []) for n in names]
         written: list[Path] = []
         missing: list[str] = []
-        show = sys.stderr.isatty() if config.progress is None else config.progress
-        bar = tqdm(total=len(rows) * len(views), disable=not show, desc="visualize", unit="image")
+        bar = tqdm(
+            total=len(rows) * len(views), disable=not show_progress(config.progress), desc="visualize", unit="image"
+        )
         for view in views:
             redrawer = redrawer_for(view, config.device, files[view.folder])
             redrawer.print_formats, redrawer.grid, redrawer.width = formats, config.grid, config.figure_width

@@ -39,6 +39,7 @@ from objdisc.errors import ObjdiscError
 from objdisc.evaluation import default_evaluators
 from objdisc.utils.device import resolve_device
 from objdisc.utils.jsonio import write_json_atomic
+from objdisc.utils.progress import show_progress
 from objdisc.utils.provenance import now_iso, producer
 
 logger = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ def _process(
     """Drain the engine through the post-processing (:mod:`objdisc.engine.post_pool`), journaling
     each image as it finishes; the bar shows the live evaluators' progress."""
     plan, rank = this.plan, this.rank
-    show = rank.main and (sys.stderr.isatty() if progress is None else progress)
+    show = rank.main and show_progress(progress)
     evaluators = [e for e in default_evaluators(plan.dataset, plan.metrics) if e.live]
     for evaluator in evaluators:
         evaluator.reset()

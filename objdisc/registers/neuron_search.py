@@ -19,7 +19,6 @@ test-time registers.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from objdisc.errors import OptionError
+from objdisc.utils.progress import show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _batches(
     from objdisc.images import ImageError, load_image, make_batch
 
     spec = backbone.spec
-    show = sys.stderr.isatty() if progress is None else progress
+    show = show_progress(progress)
     for record in tqdm(records, unit="img", desc=label, disable=not show):
         try:
             image, _ = load_image(record.path, max_side=max_side, patch_size=backbone.patch_size, member=record.member)

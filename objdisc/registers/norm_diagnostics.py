@@ -265,12 +265,12 @@ def norm_summary(
 def _accumulate(
     backbone: Any, records: Sequence[Any], device: Any, max_side: int | None, progress: bool | None, label: str
 ) -> NormSummary:
-    import sys
-
     from tqdm import tqdm
 
+    from objdisc.utils.progress import show_progress
+
     acc = NormSummary()
-    show = sys.stderr.isatty() if progress is None else progress
+    show = show_progress(progress)
     with tqdm(total=len(records), unit="img", desc=label, disable=not show) as bar:
         for item in collect(backbone, records, device, max_side):
             acc.update(item)

@@ -13,7 +13,6 @@ import http.client
 import logging
 import os
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from objdisc.errors import ObjdiscError
+from objdisc.utils.progress import show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _fetch(url: str, part: Path, size: int | None, timeout_s: float, progress: b
             unit_scale=True,
             unit_divisor=1024,
             desc=part.name.removesuffix(".part"),
-            disable=(not sys.stderr.isatty()) if progress is None else not progress,
+            disable=not show_progress(progress),
         )
         received = offset
         try:
