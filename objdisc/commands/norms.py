@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from objdisc.datasets import DatasetArgs
-from objdisc.engine.out_folder import LOCK_NAME, check_folder, claim_folder, lock_out, record_outputs
+from objdisc.engine.out_folder import (
+    LOCK_NAME,
+    check_folder,
+    claim_folder,
+    lock_out,
+    record_outputs,
+    recorded_outputs,
+)
 from objdisc.errors import OptionError
 from objdisc.models.args import ModelArgs
 from objdisc.registers.norm_diagnostics import norm_summary
@@ -123,15 +130,8 @@ def report(summary: dict[str, Any], out: Path) -> str:
 
 
 def _written(out: Path) -> list[str]:
-    """The files the run wrote in ``out`` (its manifest), print figures included."""
-    import json
-
-    from objdisc.engine.out_folder import MANIFEST
-
-    try:
-        names = json.loads((out / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ["norms.json", "layers.csv", "histogram.png", "layers.png"]
+    """The files the run wrote in ``out`` (its manifest), print figures included; the data first."""
+    names = recorded_outputs(out)
     first = ["norms.json", "layers.csv"]
     return [n for n in first if n in names] + [n for n in names if n not in first]
 

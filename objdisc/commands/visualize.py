@@ -100,8 +100,7 @@ def run(config: VisualizeConfig) -> Path:
             total=len(rows) * len(views), disable=not show_progress(config.progress), desc="visualize", unit="image"
         )
         for view in views:
-            redrawer = redrawer_for(view, config.device, files[view.folder])
-            redrawer.print_formats, redrawer.grid, redrawer.width = formats, config.grid, config.figure_width
+            redrawer = redrawer_for(view, config.device, files[view.folder], formats, config.grid, config.figure_width)
             folder = out / view.label
             folder.mkdir(parents=True, exist_ok=True)
             try:
@@ -131,8 +130,16 @@ def run(config: VisualizeConfig) -> Path:
     return out / "index.html"
 
 
-def redrawer_for(view: RunView, device: str = "cpu", weights_file: Path | None = None) -> Redrawer:
-    """The run's model, method and options rebuilt from its ``run.json``, as a :class:`Redrawer`.
+def redrawer_for(
+    view: RunView,
+    device: str = "cpu",
+    weights_file: Path | None = None,
+    print_formats: tuple[str, ...] = (),
+    grid: tuple[int, int] | None = None,
+    width: float | None = None,
+) -> Redrawer:
+    """The run's model, method and options rebuilt from its ``run.json``, as a :class:`Redrawer`
+    (``print_formats``, ``grid``, ``width``: its figures for print, :class:`Redrawer`'s).
 
     Raises:
         ObjdiscError: the run's weights file is gone (and none was given), or the weights found
@@ -177,6 +184,9 @@ def redrawer_for(view: RunView, device: str = "cpu", weights_file: Path | None =
         discovery.patch_resize,
         _saliency_truths(config),
         _members(config),
+        print_formats,
+        grid,
+        width,
     )
 
 

@@ -282,6 +282,12 @@ def record_outputs(out: Path, command: str, files: list[Path]) -> None:
     write_json_atomic(out / MANIFEST, {"command": command, "files": names})
 
 
+def recorded_outputs(out: Path) -> list[str]:
+    """The files (relative to ``out``) its manifest says the command wrote; none without one."""
+    files = (_read_manifest(out) or {}).get("files")
+    return [str(f) for f in files] if isinstance(files, list) else []
+
+
 def _read_manifest(out: Path) -> dict | None:
     try:
         data = json.loads((out / MANIFEST).read_text())

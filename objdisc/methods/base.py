@@ -109,7 +109,6 @@ class Method:
         """
         return objects.at_image_size(image_hw)
 
-
     def saliency_map(self, objects: Objects, image_hw: tuple[int, int]) -> np.ndarray | None:
         """The soft saliency map the method's release scores (FOUND's "multi" mode: the head's
         sigmoid map), ``(H, W)`` float in ``[0, 1]`` at the original size; ``None`` by default: the
