@@ -233,6 +233,17 @@ def coco_run(weights: Path, images: Path, annotations: Path, out: Path, *extra: 
     return invoke("run", *model, *data, "--out", str(out), "--workers", "0", *extra)
 
 
+def tokencut_saliency_run(weights: Path, root: Path, n: int) -> list[np.ndarray]:
+    """``n`` saliency images under ``root/img`` (ground truth in ``root/gt``) and a TokenCut run
+    with the bilateral solver on them in ``root/o``; returns the ground-truth masks."""
+    truths = make_saliency(root / "img", root / "gt", n=n)
+    result = invoke("run", "-b", "dino", "--weights", weights, "-d", "saliency", "--images", root / "img",
+                    "--annotations", root / "gt", "--method", "tokencut", "--refine", "bilateral",
+                    "--workers", "0", "--out", root / "o")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return truths
+
+
 @pytest.fixture(scope="session")
 def coco(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     """Four annotated images, plus a fifth listed in the json with no annotation at all."""

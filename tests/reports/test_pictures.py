@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import invoke, make_saliency, make_voc, refused
+from conftest import invoke, make_voc, refused, tokencut_saliency_run
 
 from objdisc.reports.panels import PANEL_HEIGHT, figure
 
@@ -192,11 +192,7 @@ def test_saliency_pictures_show_mask_refined_mask_and_ground_truth(tmp_path: Pat
     import objdisc.reports.pictures as pictures
     from objdisc.evaluation.saliency import read_mask
 
-    truths = make_saliency(tmp_path / "img", tmp_path / "gt", n=2)
-    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "saliency", "--images", tmp_path / "img"]
-    result = invoke(*args, "--annotations", tmp_path / "gt", "--method", "tokencut", "--refine", "bilateral",
-                    "--workers", "0", "--out", tmp_path / "o")  # fmt: skip
-    assert result.exit_code == 0, result.output
+    truths = tokencut_saliency_run(weights_file("dino"), tmp_path, n=2)
     drawn = []
     real = pictures.figure
     monkeypatch.setattr(pictures, "figure", lambda *a: drawn.append(a) or real(*a))

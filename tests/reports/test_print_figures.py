@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke, make_saliency, make_voc, refused
+from conftest import invoke, make_voc, refused, tokencut_saliency_run
 
 from objdisc.errors import OptionError
 from objdisc.reports import print_figures
@@ -83,11 +83,7 @@ def test_visualize_figures_on_a_grid_at_a_width_and_a_grid_too_small_refused(voc
 
 
 def test_saliency_figure_fits_a_column_on_a_grid(tmp_path: Path, weights_file, monkeypatch):
-    make_saliency(tmp_path / "img", tmp_path / "gt", n=1)
-    args = ["run", "-b", "dino", "--weights", weights_file("dino"), "-d", "saliency", "--images", tmp_path / "img"]
-    result = invoke(*args, "--annotations", tmp_path / "gt", "--method", "tokencut", "--refine", "bilateral",
-                    "--workers", "0", "--out", tmp_path / "o")  # fmt: skip
-    assert result.exit_code == 0, result.output
+    tokencut_saliency_run(weights_file("dino"), tmp_path, n=1)
     grids = []
     real = print_figures.figure
     monkeypatch.setattr(print_figures, "figure", lambda panels, *a: grids.append(len(panels)) or real(panels, *a))
