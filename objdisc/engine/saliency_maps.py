@@ -86,8 +86,8 @@ def saliency_result(
     try:
         binary = union_map(objects, result.image_hw)
         scored, mask = binary, binary > 0.5
-        soft = None if method is None else method.saliency_map(objects, result.image_hw)
-        if soft is not None and refine != "bilateral":
+        soft = None if method is None or refine == "bilateral" else method.saliency_map(objects, result.image_hw)
+        if soft is not None:
             scored = soft
             write_png(out / SOFT / png_name(record.file_name), soft)
         if refine == "bilateral":
