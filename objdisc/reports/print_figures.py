@@ -23,20 +23,19 @@ from typing import Any
 import numpy as np
 
 from objdisc.errors import OptionError
+from objdisc.reports import plots
 
 FORMATS = ("pdf", "svg", "png")
 COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
 FONT_SIZE = 8  # points
 MISSING = "figures as PDF / SVG need matplotlib: pip install 'objdisc[plots]'"
-_RGB = {  # Okabe-Ito
-    "blue": (0 / 255, 114 / 255, 178 / 255),
-    "orange": (230 / 255, 159 / 255, 0 / 255),
-    "vermillion": (213 / 255, 94 / 255, 0 / 255),
-    "sky": (86 / 255, 180 / 255, 233 / 255),
-    "green": (0 / 255, 158 / 255, 115 / 255),
-    "purple": (204 / 255, 121 / 255, 167 / 255),
-}
-SERIES = ["blue", "orange", "green", "vermillion", "purple", "sky"]
+# the Okabe-Ito colours of :mod:`.plots` (BGR for OpenCV there), as matplotlib's RGB fractions
+_RGB = {
+    name: (bgr[2] / 255, bgr[1] / 255, bgr[0] / 255)
+    for name, bgr in (("blue", plots.BLUE), ("orange", plots.ORANGE), ("vermillion", plots.VERMILLION),
+                      ("sky", plots.SKY), ("green", plots.GREEN), ("purple", plots.PURPLE))
+}  # fmt: skip
+SERIES = ["blue", "orange", "green", "vermillion", "purple", "sky"]  # plots.SERIES's order
 
 
 @dataclass
